@@ -1,0 +1,83 @@
+// rtdefer/config.hpp: compiler feature macros shared by every header.
+//
+// RTDEFER_NONBLOCKING marks hot paths: no allocation, no locks, no blocking syscall. With clang >= 20
+// it is [[clang::nonblocking]], which -Wfunction-effects checks at compile time and RealtimeSanitizer
+// (-fsanitize=realtime) checks at run time. Elsewhere it expands to nothing.
+// Placement: after `noexcept`, e.g. `bool add(llist_node&) noexcept RTDEFER_NONBLOCKING;`.
+#pragma once
+
+#include <cstddef>
+#include <cstdio>
+#include <cstdlib>
+
+#if defined(__has_cpp_attribute)
+#if __has_cpp_attribute(clang::nonblocking)
+#define RTDEFER_NONBLOCKING [[clang::nonblocking]]
+#define RTDEFER_BLOCKING [[clang::blocking]]
+#define RTDEFER_HAS_FUNCTION_EFFECTS 1
+#endif
+#endif
+#ifndef RTDEFER_NONBLOCKING
+#define RTDEFER_NONBLOCKING
+#define RTDEFER_BLOCKING
+#define RTDEFER_HAS_FUNCTION_EFFECTS 0
+#endif
+
+#if defined(__has_feature)
+#if __has_feature(realtime_sanitizer)
+#define RTDEFER_HAS_RTSAN 1
+#endif
+#endif
+#ifndef RTDEFER_HAS_RTSAN
+#define RTDEFER_HAS_RTSAN 0
+#endif
+
+#if RTDEFER_HAS_RTSAN
+#include <sanitizer/rtsan_interface.h>
+#endif
+
+// Where a nonblocking function deliberately makes a syscall (the wake on empty→non-empty, an IPI),
+// the call is wrapped in these: -Wfunction-effects is told to trust it and RealtimeSanitizer is paused.
+// Use only in include/rtdefer/detail/syscall.hpp.
+#if RTDEFER_HAS_FUNCTION_EFFECTS
+#define RTDEFER_EFFECTS_TRUST_BEGIN                                                                \
+    _Pragma("clang diagnostic push") _Pragma("clang diagnostic ignored \"-Wfunction-effects\"")
+#define RTDEFER_EFFECTS_TRUST_END _Pragma("clang diagnostic pop")
+#else
+#define RTDEFER_EFFECTS_TRUST_BEGIN
+#define RTDEFER_EFFECTS_TRUST_END
+#endif
+
+#define RTDEFER_LIKELY(x) __builtin_expect(!!(x), 1)
+#define RTDEFER_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+namespace rtdefer {
+
+/// Destructive-interference size used to keep independently written words apart.
+/// 64 on every x86-64 and most AArch64 parts; std::hardware_destructive_interference_size is
+/// avoided because gcc warns that its value may differ between translation units.
+inline constexpr std::size_t cacheline_size = 64;
+
+namespace detail {
+
+/// Reports a broken precondition (library misuse) and aborts. Cold, so never on a hot path's fast
+/// side; async-signal-safe enough for misuse reporting (fputs to an unbuffered stderr, then abort).
+[[noreturn, gnu::cold, gnu::noinline]] inline void assert_fail(const char* expr, const char* msg,
+                                                              const char* file, int line) noexcept {
+    std::fprintf(stderr, "rtdefer: %s:%d: %s (%s)\n", file, line, msg, expr);
+    std::abort();
+}
+
+} // namespace detail
+} // namespace rtdefer
+
+/// Misuse check, active in every build type: misuse must be a clear message, never a hang or a
+/// silent corruption. The check itself is a predictable branch; the report is out of line.
+#define RTDEFER_ASSERT(cond, msg)                                                                  \
+    do {                                                                                           \
+        if (RTDEFER_UNLIKELY(!(cond))) {                                                           \
+            RTDEFER_EFFECTS_TRUST_BEGIN                                                            \
+            ::rtdefer::detail::assert_fail(#cond, msg, __FILE__, __LINE__);                        \
+            RTDEFER_EFFECTS_TRUST_END                                                              \
+        }                                                                                          \
+    } while (0)

@@ -1,0 +1,163 @@
+// tests/test_util.hpp: helpers shared by the unit and stress tests.
+//
+//   rtdefer_test::stress_scale()        RTDEFER_STRESS_SCALE (default 1.0); sanitizer runs lower it.
+//   rtdefer_test::scaled(n)             n * stress_scale(), never below a sane minimum.
+//   RTDEFER_REQUIRE_RT_OR_SKIP();       in a TEST_CASE body: when SCHED_FIFO is refused, prints
+//                                       `SKIP: <test>: SCHED_FIFO refused (EPERM): <why>` (doctest
+//                                       MESSAGE and stdout) and returns, so an RT test never passes
+//                                       silently. Set RTDEFER_TEST_NO_RT=1 to exercise that path.
+//   rtdefer_test::skip_test(why)        the same report for any other reason; then `return`.
+//
+// A skipped test case still counts as passed for doctest; tests/main.cpp lists the skips at the end
+// of the run and exits 77 (meson: SKIP) when every test case of the executable skipped.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <pthread.h>
+#include <sched.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstddef>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+
+namespace rtdefer_test {
+
+// Defined in tests/main.cpp (linked into every test executable).
+const char* current_test_name() noexcept;
+void note_skip(const std::string& line);
+
+/// RTDEFER_STRESS_SCALE as a positive double; 1.0 when unset or malformed (with a warning).
+inline double stress_scale() {
+    static const double scale = [] {
+        const char* env = std::getenv("RTDEFER_STRESS_SCALE");
+        if (env == nullptr || *env == '\0') return 1.0;
+        char* end = nullptr;
+        const double v = std::strtod(env, &end);
+        if (end == env || *end != '\0' || !std::isfinite(v) || v <= 0.0) {
+            std::fprintf(stderr, "warning: ignoring malformed RTDEFER_STRESS_SCALE=%s\n", env);
+            return 1.0;
+        }
+        return v;
+    }();
+    return scale;
+}
+
+/// n scaled by stress_scale(), but never below min(n, minimum): a low scale shortens a stress
+/// test without reducing it to nothing.
+inline std::size_t scaled(std::size_t n, std::size_t minimum = 64) {
+    const double v = static_cast<double>(n) * stress_scale();
+    const std::size_t s = v >= 1.0 ? static_cast<std::size_t>(v) : 0;
+    return std::max(s, std::min(n, minimum));
+}
+
+struct rt_probe_result {
+    bool permitted = false;
+    int error = 0;   // errno from pthread_setschedparam, 0 when permitted
+    std::string why; // human-readable reason when refused
+};
+
+namespace detail {
+
+inline const char* errno_name(int e) {
+    switch (e) {
+    case EPERM: return "EPERM";
+    case EINVAL: return "EINVAL";
+    case ENOTSUP: return "ENOTSUP";
+    case ESRCH: return "ESRCH";
+    case EAGAIN: return "EAGAIN";
+    default: return "errno";
+    }
+}
+
+// CAP_SYS_NICE (bit 23) in the effective capability set, from /proc/self/status.
+inline bool has_cap_sys_nice() {
+    std::ifstream status("/proc/self/status");
+    std::string line;
+    while (std::getline(status, line)) {
+        if (line.rfind("CapEff:", 0) == 0) {
+            unsigned long long caps = 0;
+            std::istringstream(line.substr(7)) >> std::hex >> caps;
+            return (caps >> 23) & 1ULL;
+        }
+    }
+    return false;
+}
+
+inline std::string explain_refusal(int error) {
+    if (error != EPERM) return std::string("pthread_setschedparam: ") + std::strerror(error);
+    if (geteuid() != 0) {
+        rlimit rl{};
+        if (getrlimit(RLIMIT_RTPRIO, &rl) == 0 && rl.rlim_cur == 0)
+            return "not root and RLIMIT_RTPRIO is 0 (run as root, or raise rtprio in "
+                   "/etc/security/limits.conf)";
+        return "not root and RLIMIT_RTPRIO is below the requested priority";
+    }
+    if (!has_cap_sys_nice())
+        return "root without CAP_SYS_NICE (container started without --cap-add=SYS_NICE?)";
+    return "root with CAP_SYS_NICE, so the cgroup has no real-time bandwidth (cpu.rt_runtime_us 0?)";
+}
+
+} // namespace detail
+
+/// Can this process run a thread under SCHED_FIFO? Probed once, on a throwaway thread (so the
+/// test thread's own policy is untouched).
+inline const rt_probe_result& rt_probe() {
+    static const rt_probe_result result = [] {
+        rt_probe_result r;
+        const char* force = std::getenv("RTDEFER_TEST_NO_RT");
+        if (force != nullptr && *force != '\0' && std::strcmp(force, "0") != 0) {
+            r.error = EPERM;
+            r.why = "RTDEFER_TEST_NO_RT is set";
+            return r;
+        }
+        int err = 0;
+        std::thread probe([&err] {
+            sched_param sp{};
+            sp.sched_priority = sched_get_priority_min(SCHED_FIFO);
+            err = pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp);
+        });
+        probe.join();
+        r.permitted = err == 0;
+        r.error = err;
+        if (err != 0) r.why = detail::explain_refusal(err);
+        return r;
+    }();
+    return result;
+}
+
+/// Report the current test case as skipped: `SKIP: <test>: <reason>` to stdout and as a doctest
+/// MESSAGE. The caller returns right after.
+inline void skip_test(const std::string& reason) {
+    const std::string line = std::string("SKIP: ") + current_test_name() + ": " + reason;
+    std::printf("%s\n", line.c_str());
+    std::fflush(stdout);
+    MESSAGE(line);
+    note_skip(line);
+}
+
+/// True when SCHED_FIFO is permitted; otherwise reports the skip and returns false.
+inline bool require_rt() {
+    const rt_probe_result& p = rt_probe();
+    if (p.permitted) return true;
+    skip_test(std::string("SCHED_FIFO refused (") + detail::errno_name(p.error) + "): " + p.why);
+    return false;
+}
+
+} // namespace rtdefer_test
+
+/// In a TEST_CASE body: return (reported as a skip) unless SCHED_FIFO is permitted.
+#define RTDEFER_REQUIRE_RT_OR_SKIP()                                                               \
+    do {                                                                                           \
+        if (!::rtdefer_test::require_rt()) return;                                                 \
+    } while (false)

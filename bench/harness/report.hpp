@@ -200,6 +200,28 @@ struct latency_result {
     std::string note;         ///< anything else worth printing (discarded samples, fallbacks)
     std::shared_ptr<const histogram> hist;  ///< optional: per-µs buckets go to JSON
     bool valid = true;        ///< false: could not be measured here (note says why)
+
+    /// A measured result: figures from `h` (kept for the per-µs JSON histogram).
+    static latency_result from(std::string name, std::string what, std::shared_ptr<const histogram> h,
+                               const rt_outcome& rt = {}, std::string note = {}) {
+        latency_result r;
+        r.name = std::move(name);
+        r.what = std::move(what);
+        r.s = summary::of(*h);
+        r.rt = rt;
+        r.note = std::move(note);
+        r.hist = std::move(h);
+        return r;
+    }
+    /// A figure that could not be measured here; `why` is printed instead.
+    static latency_result unavailable(std::string name, std::string what, std::string why) {
+        latency_result r;
+        r.name = std::move(name);
+        r.what = std::move(what);
+        r.valid = false;
+        r.note = std::move(why);
+        return r;
+    }
 };
 
 struct throughput_result {

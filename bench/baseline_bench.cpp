@@ -1,0 +1,54 @@
+// baseline_bench: this machine's limits, the figures every other bench is set beside.
+//
+//   baseline_bench [--quick] [--json FILE] [--no-rt] [--no-mlock] [--samples N]
+//
+// Prints, for each of cache-line round trip, futex wake-to-run (rtdefer::unpark -> park returns),
+// the unpark() syscall itself, and interrupt-signal delivery to a busy thread (rtdefer::send_ipi):
+// p50 / p99 / p99.9 / max, the scheduling actually in force, and writes JSON with the per-µs
+// histograms. Exit status: 0, or 1 if a baseline could not be measured where it should have been.
+#include "harness/alloc_counter.hpp"
+#include "harness/baseline.hpp"
+#include "harness/report.hpp"
+
+#include <cstdio>
+
+int main(int argc, char** argv) {
+    using namespace rtdefer_bench;
+    options opts = parse_args(argc, argv, "baseline_bench");
+    report rep(opts);
+    lock_memory_once();
+    rep.print_header();
+    std::printf("\n");
+
+    baselines b = measure_baselines(opts, &rep);
+
+    // The derived figures people ask for, as ratios to the cheapest event (the cache line).
+    if (b.cacheline_rtt.valid) {
+        const double line = b.cacheline_rtt.s.p50;
+        rep.compare("cache-line one-way (rtt/2)", "p50", line / 2, unit::ns, "cache-line round trip", "p50", line);
+        if (b.futex_wake.valid)
+            rep.compare("futex wake-to-run", "p50", b.futex_wake.s.p50, unit::ns, "cache-line round trip", "p50", line);
+        if (b.unpark_call.valid)
+            rep.compare("unpark() syscall (waker)", "p50", b.unpark_call.s.p50, unit::ns, "cache-line round trip", "p50", line);
+        if (b.ipi.valid) {
+            rep.compare("signal IPI to busy thread", "p50", b.ipi.s.p50, unit::ns, "cache-line round trip", "p50", line);
+            if (b.futex_wake.valid)
+                rep.compare("signal IPI to busy thread", "p50", b.ipi.s.p50, unit::ns, "futex wake-to-run", "p50",
+                            b.futex_wake.s.p50);
+        }
+    }
+    rep.print_table();
+
+    // Correctness: on a machine with two usable CPUs every baseline must have been measured, with
+    // a sane ordering of magnitudes (a syscall-based wake cannot beat a cache-line round trip).
+    const bool two_cpus = usable_cpus() >= 2;
+    for (const auto* r : {&b.cacheline_rtt, &b.futex_wake, &b.unpark_call, &b.ipi}) {
+        if (two_cpus) rep.check(r->valid, r->name + " not measured: " + r->note);
+        if (r->valid) rep.check(r->s.count > 0, r->name + ": no samples");
+    }
+    if (b.cacheline_rtt.valid && b.futex_wake.valid)
+        rep.check(b.futex_wake.s.p50 > b.cacheline_rtt.s.p50 / 2,
+                  "futex wake-to-run p50 below half a cache-line round trip: the measurement is broken");
+    if (!two_cpus) rep.note("fewer than 2 usable CPUs: cross-CPU baselines skipped");
+    return rep.finish();
+}

@@ -1,0 +1,345 @@
+// rtdefer benchmark harness: this machine's limits, measured in the same run as the figure they
+// are set beside.
+//
+//   auto opts = rtdefer_bench::parse_args(argc, argv, "x_bench");
+//   rtdefer_bench::report rep(opts);
+//   rtdefer_bench::baselines base = rtdefer_bench::measure_baselines(opts, &rep);  // prints + records
+//   rep.compare("irq_work_queue_on", "p50", mine.s.p50, unit::ns, "signal IPI", "p50", base.ipi.s.p50);
+//
+// Figures (all distributions in ns, one sample per event):
+//   clock          - now() immediately followed by now_end(): the floor of any single-op figure.
+//   cacheline_rtt  - ROUND TRIP of one cache line between two CPUs: thread A (cpu_a) writes, thread B
+//                    (cpu_b, spinning) answers on the same line, A sees the answer. One-way ≈ rtt/2.
+//                    Includes one clock read pair.
+//   futex_wake     - wake-to-run: from just before rtdefer::unpark() on cpu_a to the parked owner on
+//                    cpu_b running again (its first timestamp after park() returns). Only samples
+//                    where unpark() actually issued FUTEX_WAKE count (the owner was parked).
+//   futex_wake_call- the waker's side of the same event: the unpark() call itself (the syscall).
+//   ipi            - interrupt-signal delivery to a BUSY thread: from just before rtdefer::send_ipi()
+//                    on cpu_a to the interrupt hook running on the spinning target on cpu_b.
+// The measured threads run SCHED_FIFO (priority 80) when permitted, are pinned, and the process is
+// mlockall'ed when permitted; every result carries what was actually in force (rt_outcome).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include <rtdefer/interrupt.hpp>
+#include <rtdefer/status.hpp>
+#include <rtdefer/thread.hpp>
+
+#include "latency.hpp"
+#include "report.hpp"
+
+namespace rtdefer_bench {
+
+struct baseline_config {
+    std::size_t rtt_samples = 200000;
+    std::size_t wake_samples = 10000;
+    std::size_t ipi_samples = 10000;
+    int cpu_a = -1;  ///< waker / sender / pinger
+    int cpu_b = -1;  ///< woken / interrupted / ponger
+    int priority = 80;
+    /// Gap between wake/IPI samples, so the target is really asleep in futex_wait (wake) and the
+    /// runs do not monopolise a shared machine.
+    std::chrono::microseconds gap{50};
+};
+
+/// Defaults for a full or --quick run (quick: about 0.3 s for all baselines).
+inline baseline_config baseline_defaults(const options& o) {
+    baseline_config c;
+    c.rtt_samples = o.sample_count(200000, 20000);
+    c.wake_samples = o.sample_count(10000, 1000);
+    c.ipi_samples = o.sample_count(10000, 1000);
+    c.cpu_a = nth_usable_cpu(0);
+    c.cpu_b = nth_usable_cpu(1);
+    return c;
+}
+
+/// A thread's rtdefer ctx handed to another thread: the target calls attach_and_publish() on
+/// itself; the other side wait()s for it. The counted reference keeps the ctx alive until this object
+/// dies, so unpark()/send_ipi() stay safe even after the target has exited.
+class published_ctx {
+public:
+    rtdefer::thread_ctx& attach_and_publish() {
+        rtdefer::thread_ctx& self = rtdefer::attach_this_thread();
+        ref_ = rtdefer::thread_ref(self);
+        ptr_.store(&self, std::memory_order_release);  // release: publishes ref_ and the attached ctx
+        return self;
+    }
+    rtdefer::thread_ctx& wait() const {
+        rtdefer::thread_ctx* p;
+        while ((p = ptr_.load(std::memory_order_acquire)) == nullptr) std::this_thread::yield();  // pairs with the release above
+        return *p;
+    }
+
+private:
+    std::atomic<rtdefer::thread_ctx*> ptr_{nullptr};
+    rtdefer::thread_ref ref_;
+};
+
+namespace baseline_detail {
+
+/// Spin until pred() or `timeout_ns` of bench_clock passes; false on timeout.
+template <class Pred>
+inline bool spin_until(Pred&& pred, double timeout_ns = 2e9) noexcept {
+    const std::uint64_t end = bench_clock::now() + clock().ns_to_ticks(timeout_ns);
+    for (unsigned i = 0;; ++i) {
+        if (pred()) return true;
+        cpu_relax();
+        if ((i & 1023) == 1023 && bench_clock::now() > end) return false;
+    }
+}
+
+inline latency_result invalid(std::string name, std::string what, std::string why) {
+    return latency_result::unavailable(std::move(name), std::move(what), std::move(why));
+}
+
+// The IPI hook state: the hook is process-global and permanent (there is no unregister), so it is
+// armed only while measure_ipi_delivery runs, and only for its target.
+inline std::atomic<rtdefer::thread_ctx*> ipi_target{nullptr};
+inline std::atomic<std::uint64_t> ipi_stamp{0};
+inline std::atomic<std::uint64_t> ipi_seq{0};
+
+inline void ipi_hook(rtdefer::thread_ctx* self) noexcept RTDEFER_NONBLOCKING {
+    // relaxed: compared by identity only; the target was published before the first send_ipi.
+    if (self == nullptr || self != ipi_target.load(std::memory_order_relaxed)) return;
+    // A TSC read (steady_clock where the TSC is not trusted: a vDSO call, still async-signal-safe).
+    const std::uint64_t t = bench_clock::now_end();
+    // relaxed: published by the release increment below.
+    ipi_stamp.store(t, std::memory_order_relaxed);
+    // release: pairs with the sender's acquire load of ipi_seq, which then reads ipi_stamp.
+    ipi_seq.fetch_add(1, std::memory_order_release);
+}
+
+}  // namespace baseline_detail
+
+/// Clock read overhead: back-to-back now()/now_end() on the calling thread.
+inline latency_result measure_clock_overhead(std::size_t samples = 100000) {
+    auto h = std::make_shared<histogram>();
+    for (std::size_t i = 0; i < samples; ++i) {
+        std::uint64_t a = bench_clock::now();
+        std::uint64_t b = bench_clock::now_end();
+        h->record(clock().delta_ns(a, b));
+    }
+    return latency_result::from(std::string("clock read pair (") + clock().source() + ")",
+                                "now() then now_end() back to back: included once in every single-event figure", h);
+}
+
+/// Cache-line round trip between cpu_a and cpu_b (two spinning threads, one atomic).
+inline latency_result measure_cacheline_roundtrip(const baseline_config& c) {
+    const char* what = "round trip: A writes the line, B (other CPU) answers on it, A sees the answer; one-way ~ rtt/2";
+    if (c.cpu_a < 0 || c.cpu_b < 0 || c.cpu_a == c.cpu_b)
+        return baseline_detail::invalid("cache-line round trip", what, "needs two usable CPUs");
+    lock_memory_once();
+    struct alignas(64) line {
+        std::atomic<std::uint64_t> v{0};
+    };
+    auto shared = std::make_unique<line>();
+    std::atomic<bool> partner_ok{true};
+    auto h = std::make_shared<histogram>();
+    const std::size_t warm = std::min<std::size_t>(1000, c.rtt_samples / 10);
+    const std::size_t total = c.rtt_samples + warm;
+    constexpr std::uint64_t stop = ~0ull;
+
+    bench_thread partner({.fifo = true, .priority = c.priority, .cpu = c.cpu_b}, [&] {
+        for (std::uint64_t k = 0;; ++k) {
+            std::uint64_t want = 2 * k + 1, got = 0;
+            // acquire/release on the ping-pong line: each side's write is what the other waits for.
+            if (!baseline_detail::spin_until([&] {
+                    got = shared->v.load(std::memory_order_acquire);
+                    return got == want || got == stop;
+                })) {
+                partner_ok.store(false, std::memory_order_relaxed);  // relaxed: read after join
+                return;
+            }
+            if (got == stop) return;
+            shared->v.store(want + 1, std::memory_order_release);
+        }
+    });
+    (void)partner.outcome();
+    bool ok = true;
+    rt_outcome o = run_measured({.fifo = true, .priority = c.priority, .cpu = c.cpu_a}, [&] {
+        for (std::size_t i = 0; i < total && ok; ++i) {
+            const std::uint64_t ping = 2 * i + 1;
+            std::uint64_t t0 = bench_clock::now();
+            shared->v.store(ping, std::memory_order_release);
+            ok = baseline_detail::spin_until([&] { return shared->v.load(std::memory_order_acquire) == ping + 1; });
+            std::uint64_t t1 = bench_clock::now_end();
+            if (i >= warm) h->record(clock().delta_ns(t0, t1));
+        }
+        shared->v.store(stop, std::memory_order_release);
+    });
+    partner.join();
+    if (!ok || !partner_ok.load(std::memory_order_relaxed))
+        return baseline_detail::invalid("cache-line round trip", what, "partner did not answer within 2 s");
+    char b[160];
+    std::snprintf(b, sizeof b, "CPU %d <-> CPU %d; one-way p50 ~ %s; partner %s", c.cpu_a, c.cpu_b,
+                  fmt_ns(h->percentile(0.5) / 2).c_str(), partner.outcome().describe().c_str());
+    return latency_result::from("cache-line round trip", what, h, o, b);
+}
+
+/// Futex wake-to-run via rtdefer::unpark (and the unpark() call cost when it makes the syscall).
+/// Returns {wake_to_run, unpark_call}.
+inline std::pair<latency_result, latency_result> measure_futex_wake(const baseline_config& c) {
+    const char* what = "from just before unpark() (CPU a) to the parked owner running again (CPU b)";
+    const char* what_call = "the unpark() call that issues FUTEX_WAKE to a parked owner (waker side)";
+    if (c.cpu_a < 0 || c.cpu_b < 0 || c.cpu_a == c.cpu_b)
+        return {baseline_detail::invalid("futex wake-to-run", what, "needs two usable CPUs"),
+                baseline_detail::invalid("unpark() syscall (waker)", what_call, "needs two usable CPUs")};
+    lock_memory_once();
+    published_ctx target;  // declared before the threads: outlives them
+    std::atomic<std::uint64_t> ready{0};  // owner: "about to park for round k"
+    std::atomic<std::uint64_t> done{0};   // owner: "round k finished, stamp valid"
+    std::atomic<std::uint64_t> stamp{0};
+    std::atomic<bool> stop{false};
+    auto h = std::make_shared<histogram>();
+    auto hc = std::make_shared<histogram>();
+    std::size_t not_parked = 0, timeouts = 0;
+    const std::size_t warm = std::min<std::size_t>(50, c.wake_samples / 10);
+    const std::size_t total = c.wake_samples + warm;
+
+    bench_thread owner({.fifo = true, .priority = c.priority, .cpu = c.cpu_b}, [&] {
+        rtdefer::thread_ctx& self = target.attach_and_publish();
+        for (std::uint64_t k = 1; k <= total; ++k) {
+            ready.store(k, std::memory_order_release);
+            // A token left by an unpark() that found us not yet parked makes this return at once;
+            // the waker counts only rounds in which its unpark() really woke us (returned true).
+            rtdefer::status st;
+            do {
+                st = rtdefer::park_until(self, std::chrono::steady_clock::now() + std::chrono::seconds(2));
+            } while (st == rtdefer::status::interrupted);
+            std::uint64_t t = bench_clock::now_end();
+            stamp.store(t, std::memory_order_relaxed);  // relaxed: published by the release below
+            done.store(k, std::memory_order_release);
+            if (stop.load(std::memory_order_acquire)) return;  // the waker gave up
+        }
+    });
+    (void)owner.outcome();
+    rt_outcome o = run_measured({.fifo = true, .priority = c.priority, .cpu = c.cpu_a}, [&] {
+        rtdefer::thread_ctx& t = target.wait();
+        for (std::uint64_t k = 1; k <= total; ++k) {
+            if (!baseline_detail::spin_until([&] { return ready.load(std::memory_order_acquire) >= k; })) {
+                ++timeouts;
+                break;
+            }
+            std::this_thread::sleep_for(c.gap);  // let the owner reach futex_wait
+            std::uint64_t t0 = bench_clock::now();
+            bool woke = rtdefer::unpark(t);
+            std::uint64_t t1 = bench_clock::now_end();
+            if (!baseline_detail::spin_until([&] { return done.load(std::memory_order_acquire) >= k; })) {
+                ++timeouts;
+                break;
+            }
+            std::uint64_t t2 = stamp.load(std::memory_order_relaxed);  // ordered by the acquire above
+            if (!woke) {
+                ++not_parked;
+                continue;
+            }
+            if (k > warm) {
+                h->record(clock().delta_ns(t0, t2));
+                hc->record(clock().delta_ns(t0, t1));
+            }
+        }
+        if (timeouts) {
+            stop.store(true, std::memory_order_release);
+            (void)rtdefer::unpark(t);  // `target` keeps the ctx alive even if the owner has exited
+        }
+    });
+    owner.join();
+    if (timeouts)
+        return {baseline_detail::invalid("futex wake-to-run", what, "owner did not respond within 2 s"),
+                baseline_detail::invalid("unpark() syscall (waker)", what_call, "owner did not respond within 2 s")};
+    char b[200];
+    std::snprintf(b, sizeof b, "CPU %d -> CPU %d; owner %s; %zu rounds skipped (owner not yet parked)", c.cpu_a, c.cpu_b,
+                  owner.outcome().describe().c_str(), not_parked);
+    return {latency_result::from("futex wake-to-run", what, h, o, b),
+            latency_result::from("unpark() syscall (waker)", what_call, hc, o)};
+}
+
+/// Interrupt-signal delivery (rtdefer::send_ipi) to a busy, spinning thread on another CPU.
+inline latency_result measure_ipi_delivery(const baseline_config& c) {
+    const char* what = "from just before send_ipi() (CPU a) to the interrupt hook running on the busy target (CPU b)";
+    if (c.cpu_a < 0 || c.cpu_b < 0 || c.cpu_a == c.cpu_b)
+        return baseline_detail::invalid("signal IPI to busy thread", what, "needs two usable CPUs");
+    rtdefer::status st = rtdefer::interrupt_install();
+    if (st != rtdefer::status::ok)
+        return baseline_detail::invalid("signal IPI to busy thread", what,
+                                        std::string("interrupt_install: ") + rtdefer::to_string(st));
+    st = rtdefer::interrupt_register_hook(&baseline_detail::ipi_hook);
+    if (st != rtdefer::status::ok)
+        return baseline_detail::invalid("signal IPI to busy thread", what,
+                                        std::string("interrupt_register_hook: ") + rtdefer::to_string(st));
+    lock_memory_once();
+    published_ctx target;  // declared before the threads: outlives them
+    std::atomic<bool> stop{false};
+    auto h = std::make_shared<histogram>();
+    std::size_t timeouts = 0;
+    const std::size_t warm = std::min<std::size_t>(50, c.ipi_samples / 10);
+    const std::size_t total = c.ipi_samples + warm;
+
+    bench_thread busy({.fifo = true, .priority = c.priority, .cpu = c.cpu_b}, [&] {
+        (void)target.attach_and_publish();
+        // Busy: user-space spinning, no syscalls, so delivery needs the kernel to kick this CPU.
+        while (!stop.load(std::memory_order_relaxed)) cpu_relax();  // relaxed: a stop flag
+    });
+    (void)busy.outcome();
+    rt_outcome o = run_measured({.fifo = true, .priority = c.priority, .cpu = c.cpu_a}, [&] {
+        rtdefer::thread_ctx& t = target.wait();
+        baseline_detail::ipi_target.store(&t, std::memory_order_relaxed);  // relaxed: see ipi_hook
+        for (std::size_t i = 0; i < total; ++i) {
+            std::this_thread::sleep_for(c.gap);
+            const std::uint64_t seq = baseline_detail::ipi_seq.load(std::memory_order_relaxed);
+            std::uint64_t t0 = bench_clock::now();
+            if (rtdefer::send_ipi(t) != rtdefer::status::ok) {
+                ++timeouts;
+                break;
+            }
+            // acquire: pairs with the hook's release increment; then ipi_stamp is its timestamp.
+            if (!baseline_detail::spin_until(
+                    [&] { return baseline_detail::ipi_seq.load(std::memory_order_acquire) != seq; })) {
+                ++timeouts;
+                break;
+            }
+            std::uint64_t t1 = baseline_detail::ipi_stamp.load(std::memory_order_relaxed);
+            if (i >= warm) h->record(clock().delta_ns(t0, t1));
+        }
+        baseline_detail::ipi_target.store(nullptr, std::memory_order_relaxed);
+        stop.store(true, std::memory_order_relaxed);
+    });
+    busy.join();
+    if (timeouts)
+        return baseline_detail::invalid("signal IPI to busy thread", what, "send_ipi failed or the hook did not run within 2 s");
+    return latency_result::from("signal IPI to busy thread", what, h, o,
+                                "CPU " + std::to_string(c.cpu_a) + " -> CPU " + std::to_string(c.cpu_b) + "; target " +
+                                    busy.outcome().describe() + "; signal SIGRTMIN+" +
+                                    std::to_string(rtdefer::interrupt_signal() - SIGRTMIN));
+}
+
+/// All of the machine's limits, measured now.
+struct baselines {
+    latency_result clock, cacheline_rtt, futex_wake, unpark_call, ipi;
+};
+
+/// Measure every baseline (quick: ~0.3 s; full: ~2 s); print each line and add it to `rep` if given.
+inline baselines measure_baselines(const options& o, report* rep = nullptr) {
+    baseline_config c = baseline_defaults(o);
+    baselines b;
+    b.clock = measure_clock_overhead(o.pick<std::size_t>(100000, 10000));
+    b.cacheline_rtt = measure_cacheline_roundtrip(c);
+    auto fw = measure_futex_wake(c);
+    b.futex_wake = fw.first;
+    b.unpark_call = fw.second;
+    b.ipi = measure_ipi_delivery(c);
+    if (rep) {
+        std::printf("machine limits (this run):\n");
+        for (auto* r : {&b.clock, &b.cacheline_rtt, &b.futex_wake, &b.unpark_call, &b.ipi}) rep->add(*r);
+    }
+    return b;
+}
+
+}  // namespace rtdefer_bench

@@ -1,0 +1,193 @@
+// llist_bench: rtdefer::llist_head add + del_all throughput beside boost::lockfree::queue (bounded,
+// fixed-size) and std::mutex + std::deque, with 1 and 2 producers and one consumer draining
+// concurrently; every item counted (a lost or duplicated item fails the run).
+//
+//   llist_bench [--quick] [--json FILE] [Google Benchmark flags, e.g. --benchmark_repetitions=5]
+//
+// --quick becomes --benchmark_min_time=0.05. --json FILE writes the harness report (figures, ratios,
+// machine) to FILE and Google Benchmark's own JSON to FILE.gbench.json.
+// After Google Benchmark's table comes a summary: items/s of each peer and the ratios rtdefer/boost
+// and rtdefer/mutex from this run (medians when --benchmark_repetitions > 1).
+#include "harness/alloc_counter.hpp"
+#include "harness/mpsc.hpp"
+#include "harness/report.hpp"
+
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace rtdefer_bench;
+
+constexpr std::size_t per_producer_round = 4096;  // items per producer per round (one iteration)
+constexpr std::size_t uncontended_batch = 256;
+
+std::atomic<bool> g_failed{false};
+std::string g_failure;
+
+template <class Peer>
+void BM_mpsc(benchmark::State& st) {
+    const int producers = static_cast<int>(st.range(0));
+    mpsc_rig<Peer> rig(producers, per_producer_round);
+    if (!rig.run_round()) {  // warm-up (and a first check)
+        g_failed = true;
+        g_failure = std::string(Peer::name) + ": " + rig.counts().describe();
+        st.SkipWithError("items lost or duplicated");
+        return;
+    }
+    alloc_scope allocs(true);  // all threads: the producers are the ones that allocate
+    for (auto _ : st) {
+        if (!rig.run_round()) {
+            g_failed = true;
+            g_failure = std::string(Peer::name) + ": " + rig.counts().describe();
+            st.SkipWithError("items lost or duplicated");
+            break;
+        }
+    }
+    const double items = static_cast<double>(st.iterations()) * static_cast<double>(rig.items_per_round());
+    st.SetItemsProcessed(static_cast<std::int64_t>(items));
+    st.counters["allocs/item"] = items > 0 ? static_cast<double>(allocs.allocations()) / items : 0.0;
+    st.counters["push_fail"] = static_cast<double>(rig.counts().push_failures);
+}
+
+/// One thread: add `uncontended_batch` items, then drain them: the bare cost per item.
+template <class Peer>
+void BM_uncontended(benchmark::State& st) {
+    Peer peer;
+    std::vector<mpsc_item> items(uncontended_batch);
+    std::uint64_t got = 0;
+    alloc_scope allocs;
+    for (auto _ : st) {
+        for (auto& it : items) (void)peer.push(it);
+        got += peer.drain([](mpsc_item& it) { benchmark::DoNotOptimize(it.seq); });
+    }
+    const double items_n = static_cast<double>(st.iterations()) * uncontended_batch;
+    if (static_cast<double>(got) != items_n) {
+        g_failed = true;
+        g_failure = std::string(Peer::name) + ": uncontended run lost items";
+        st.SkipWithError("items lost");
+    }
+    st.SetItemsProcessed(static_cast<std::int64_t>(items_n));
+    st.counters["allocs/item"] = items_n > 0 ? static_cast<double>(allocs.allocations()) / items_n : 0.0;
+}
+
+/// Console output as usual, plus the items/s of each run kept for the summary.
+class capture_reporter : public benchmark::ConsoleReporter {
+public:
+    void ReportRuns(const std::vector<Run>& runs) override {
+        benchmark::ConsoleReporter::ReportRuns(runs);
+        for (const auto& r : runs) {
+            if (r.error_occurred || r.run_type != Run::RT_Iteration) continue;
+            auto it = r.counters.find("items_per_second");
+            if (it == r.counters.end()) continue;
+            auto& e = results[r.run_name.function_name + (r.run_name.args.empty() ? "" : "/" + r.run_name.args)];
+            e.rates.push_back(it->second.value);
+            auto a = r.counters.find("allocs/item");
+            if (a != r.counters.end()) e.allocs = a->second.value;
+        }
+    }
+    struct entry {
+        std::vector<double> rates;
+        double allocs = 0;
+        double median() const {
+            if (rates.empty()) return 0;
+            std::vector<double> v = rates;
+            std::sort(v.begin(), v.end());
+            return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+        }
+    };
+    std::map<std::string, entry> results;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    options opts = parse_args(argc, argv, "llist_bench", /*allow_unknown=*/true,
+                              "  (other arguments go to Google Benchmark)\n");
+    report rep(opts);
+    rep.print_header();
+#if RTDEFER_BENCH_HAVE_BOOST_LOCKFREE
+    {
+        boost_peer probe;
+        std::printf("boost::lockfree::queue is_lock_free(): %s\n", probe.is_lock_free() ? "yes" : "NO");
+    }
+#endif
+    std::printf("\n");
+
+    // Benchmarks, registered in display order.
+    const char* names[] = {"rtdefer_llist", "boost_lockfree_queue", "mutex_deque"};
+    for (const char* kind : {"mpsc", "uncontended"}) {
+        const bool mpsc = std::string(kind) == "mpsc";
+        auto reg = [&](const char* peer, auto fn) {
+            auto* b = benchmark::RegisterBenchmark((std::string(kind) + "/" + peer).c_str(), fn);
+            b->UseRealTime();
+            if (mpsc) b->ArgName("producers")->Arg(1)->Arg(2);
+        };
+        reg(names[0], mpsc ? &BM_mpsc<llist_peer> : &BM_uncontended<llist_peer>);
+#if RTDEFER_BENCH_HAVE_BOOST_LOCKFREE
+        reg(names[1], mpsc ? &BM_mpsc<boost_peer> : &BM_uncontended<boost_peer>);
+#endif
+        reg(names[2], mpsc ? &BM_mpsc<mutex_deque_peer> : &BM_uncontended<mutex_deque_peer>);
+    }
+
+    // Translate our flags into Google Benchmark's.
+    std::vector<std::string> extra;
+    if (opts.quick) extra.push_back("--benchmark_min_time=0.05");
+    if (!opts.json_path.empty()) {
+        extra.push_back("--benchmark_out=" + opts.json_path + ".gbench.json");
+        extra.push_back("--benchmark_out_format=json");
+    }
+    std::vector<char*> av(argv, argv + argc);
+    for (auto& e : extra) av.insert(av.begin() + 1, e.data());  // before user flags: the user's win
+    av.push_back(nullptr);
+    int ac = static_cast<int>(av.size()) - 1;
+    benchmark::Initialize(&ac, av.data());
+    if (benchmark::ReportUnrecognizedArguments(ac, av.data())) return 2;
+    capture_reporter cap;
+    benchmark::RunSpecifiedBenchmarks(&cap);
+    benchmark::Shutdown();
+
+    rep.check(!g_failed.load(), "item accounting: " + g_failure);
+
+    // Summary: the same run's figures side by side.
+    auto rate = [&](const std::string& n) -> double {
+        auto it = cap.results.find(n);
+        return it == cap.results.end() ? 0.0 : it->second.median();
+    };
+    for (const char* kind : {"mpsc", "uncontended"}) {
+        const bool mpsc = std::string(kind) == "mpsc";
+        for (const char* arg : mpsc ? std::vector<const char*>{"/producers:1", "/producers:2"} : std::vector<const char*>{""}) {
+            std::string suffix = std::string(arg);
+            std::string label = mpsc ? std::string("llist add+del_all, ") + (suffix.back() == '1' ? "1" : "2") + " producer(s) + 1 consumer"
+                                     : std::string("llist add+del_all, one thread (uncontended)");
+            double mine = rate(std::string(kind) + "/" + names[0] + suffix);
+            double boost = rate(std::string(kind) + "/" + names[1] + suffix);
+            double mutex = rate(std::string(kind) + "/" + names[2] + suffix);
+            if (mine <= 0) continue;  // filtered out by --benchmark_filter
+            rep.add_throughput(std::string(kind) + "/" + names[0] + suffix, mine);
+            if (boost > 0) {
+                rep.add_throughput(std::string(kind) + "/" + names[1] + suffix, boost);
+                rep.compare(label, "items/s", mine, unit::per_second, "boost::lockfree::queue", "", boost);
+            }
+            if (mutex > 0) {
+                rep.add_throughput(std::string(kind) + "/" + names[2] + suffix, mutex);
+                rep.compare(label, "items/s", mine, unit::per_second, "mutex+deque", "", mutex);
+            }
+        }
+    }
+    for (const auto& [name, e] : cap.results)
+        if (name.rfind("mpsc/", 0) == 0)
+            rep.note(name + ": allocations per item " + std::to_string(e.allocs));
+    rep.print_table("summary (same run; ratio = rtdefer / peer, higher is better for rtdefer):");
+    std::printf("  allocations per item (mpsc, producers included):");
+    for (const auto& [name, e] : cap.results)
+        if (name.rfind("mpsc/", 0) == 0 && name.find("producers:1") != std::string::npos)
+            std::printf("  %s %.3g", name.substr(5, name.find('/', 5) - 5).c_str(), e.allocs);
+    std::printf("\n");
+    return rep.finish();
+}

@@ -358,6 +358,7 @@ struct rt_start_block {
     std::string name;
     bool lock_memory = false;
     int mlock_error = 0;
+    thread_ref creator_ref; // taken by the child for the creator, before the child can exit
     std::atomic<thread_ctx*> ctx{nullptr};
 };
 
@@ -369,6 +370,9 @@ inline void* rt_trampoline(void* arg) {
     if (sb->lock_memory && ::mlockall(MCL_CURRENT | MCL_FUTURE) != 0)
         sb->mlock_error = errno;
     auto fn = std::move(sb->fn);
+    // The creator's reference is taken here, not after the handshake: a short fn could otherwise
+    // finish and drop the thread's own (last) reference before the creator got one.
+    sb->creator_ref = thread_ref(self);
     // release: pairs with the acquire wait in rt_thread's constructor; the ctx and mlock_error are
     // published together. After this store the start block belongs to the creator again.
     sb->ctx.store(&self, std::memory_order_release);
@@ -422,7 +426,7 @@ public:
         // acquire: pairs with the release store in rt_trampoline().
         while (sb->ctx.load(std::memory_order_acquire) == nullptr)
             sb->ctx.wait(nullptr, std::memory_order_acquire);
-        ref_ = thread_ref(*sb->ctx.load(std::memory_order_acquire));
+        ref_ = std::move(sb->creator_ref);
         report_.mlock_error = sb->mlock_error;
         start_ = std::move(sb);
     }

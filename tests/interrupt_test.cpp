@@ -1,0 +1,167 @@
+// Unit tests for rtdefer/interrupt.hpp: installation statuses, hooks running in signal context on
+// the target thread, EINTR of blocking syscalls, statistics, and sending to an exited thread.
+#include <rtdefer/interrupt.hpp>
+
+#include "test_util.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <thread>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+using namespace rtdefer;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::atomic<thread_ctx*> hook_self{nullptr};
+std::atomic<bool> hook_in_interrupt{false};
+std::atomic<int> hook_calls{0};
+
+void recording_hook(thread_ctx* self) noexcept RTDEFER_NONBLOCKING {
+    hook_self.store(self, std::memory_order_relaxed);
+    hook_in_interrupt.store(in_interrupt(), std::memory_order_relaxed);
+    hook_calls.fetch_add(1, std::memory_order_release);
+}
+
+void noop_hook(thread_ctx*) noexcept RTDEFER_NONBLOCKING {}
+
+// Distinct bodies, so identical-code folding cannot merge them into one address.
+std::atomic<int> filler_sink{0};
+template <int N> void filler(thread_ctx*) noexcept RTDEFER_NONBLOCKING {
+    filler_sink.store(N, std::memory_order_relaxed);
+}
+
+template <class F> int in_child(F&& fn) {
+    std::fflush(nullptr);
+    const pid_t pid = ::fork();
+    if (pid == 0)
+        ::_exit(fn());
+    int st = 0;
+    ::waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+void foreign_handler(int) {}
+
+} // namespace
+
+TEST_CASE("interrupt_install: ok, idempotent, busy for a second signal, invalid outside the RT range") {
+    REQUIRE(interrupt_install() == status::ok);
+    CHECK(interrupt_install() == status::ok);
+    CHECK(interrupt_signal() == default_interrupt_signal());
+    CHECK(interrupt_install(default_interrupt_signal() + 1) == status::busy);
+    CHECK(interrupt_install(SIGUSR1) == status::invalid_argument);
+    CHECK(interrupt_install(SIGRTMAX + 1) == status::invalid_argument);
+}
+
+TEST_CASE("interrupt_install refuses a signal with a foreign handler; send_ipi before install says not_installed") {
+    const int rc = in_child([] {
+        // A fresh process as far as rtdefer is concerned (the parent may have installed already).
+        detail::interrupts().signo.store(0, std::memory_order_release);
+        ::signal(default_interrupt_signal(), SIG_DFL);
+        thread_ctx& self = attach_this_thread();
+        if (send_ipi(self) != status::not_installed)
+            return 10;
+        struct sigaction sa {};
+        sa.sa_handler = &foreign_handler;
+        ::sigaction(default_interrupt_signal(), &sa, nullptr);
+        if (interrupt_install() != status::signal_in_use)
+            return 11;
+        if (interrupt_signal() != 0)
+            return 12;
+        // Another free signal still works, and SIG_IGN counts as free.
+        ::signal(default_interrupt_signal() + 1, SIG_IGN);
+        if (interrupt_install(default_interrupt_signal() + 1) != status::ok)
+            return 13;
+        return 0;
+    });
+    CHECK(rc == 0);
+}
+
+TEST_CASE("hook registration is idempotent and bounded") {
+    const int rc = in_child([] {
+        if (interrupt_register_hook(nullptr) != status::invalid_argument)
+            return 10;
+        // The child inherited this process's hooks; fill the table with distinct functions.
+        static constexpr interrupt_hook fillers[] = {&filler<1>, &filler<2>, &filler<3>, &filler<4>, &filler<5>,
+                                                     &filler<6>, &filler<7>, &filler<8>, &filler<9>};
+        bool full = false;
+        for (interrupt_hook h : fillers) {
+            const status s = interrupt_register_hook(h);
+            if (s == status::no_space) {
+                full = true;
+                break;
+            }
+            if (s != status::ok || interrupt_register_hook(h) != status::ok) // idempotent
+                return 11;
+        }
+        return full ? 0 : 12;
+    });
+    CHECK(rc == 0);
+}
+
+TEST_CASE("send_ipi runs the hooks on the target thread, in interrupt context") {
+    REQUIRE(interrupt_install() == status::ok);
+    REQUIRE(interrupt_register_hook(&recording_hook) == status::ok);
+    REQUIRE(interrupt_register_hook(&noop_hook) == status::ok);
+    std::atomic<bool> stop{false};
+    std::atomic<bool> outside_interrupt{true};
+    rt_thread target({"ipi-target", sched_policy::other, 0, -1}, [&](thread_ctx&) {
+        while (!stop.load(std::memory_order_acquire))
+            if (in_interrupt()) // the thread's own code never sees interrupt context
+                outside_interrupt.store(false);
+    });
+    const int before = hook_calls.load(std::memory_order_acquire);
+    const auto received_before = interrupts_received(target.ctx());
+    REQUIRE(send_ipi(target.ctx()) == status::ok);
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (hook_calls.load(std::memory_order_acquire) == before && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::yield();
+    stop.store(true, std::memory_order_release);
+    target.join();
+    CHECK(hook_calls.load() > before);
+    CHECK(hook_self.load() == &target.ctx());
+    CHECK(hook_in_interrupt.load());
+    CHECK(outside_interrupt.load());
+    CHECK(interrupts_received(target.ctx()) == received_before + 1);
+    CHECK_FALSE(in_interrupt());
+}
+
+TEST_CASE("the interrupt makes a blocking syscall in the target return EINTR") {
+    REQUIRE(interrupt_install() == status::ok);
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    std::atomic<bool> blocked{false};
+    ssize_t got = 0;
+    int err = 0;
+    rt_thread target({"ipi-eintr", sched_policy::other, 0, -1}, [&](thread_ctx&) {
+        char c;
+        blocked.store(true, std::memory_order_release);
+        got = ::read(fds[0], &c, 1); // nobody writes: only a signal ends this
+        err = errno;
+    });
+    while (!blocked.load(std::memory_order_acquire))
+        std::this_thread::yield();
+    // Repeat: the first signal may arrive before the thread entered read().
+    while (!target.ctx().exited()) {
+        const status s = send_ipi(target.ctx());
+        REQUIRE((s == status::ok || s == status::exited));
+        std::this_thread::sleep_for(2ms);
+    }
+    target.join();
+    ::close(fds[0]);
+    ::close(fds[1]);
+    CHECK(got == -1);
+    CHECK(err == EINTR);
+}
+
+TEST_CASE("send_ipi to an exited thread reports exited") {
+    REQUIRE(interrupt_install() == status::ok);
+    rt_thread gone({"ipi-gone", sched_policy::other, 0, -1}, [] {});
+    gone.join();
+    CHECK(send_ipi(gone.ctx()) == status::exited);
+}

@@ -1,0 +1,281 @@
+// Unit tests for rtdefer/thread.hpp: attach/detach and exit hooks, thread_ref lifetimes, rt_thread
+// scheduling (checked from inside the thread) and its EPERM fallback, and the futex parker.
+#include <rtdefer/interrupt.hpp>
+#include <rtdefer/thread.hpp>
+
+#include "test_util.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+using namespace rtdefer;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Exit hooks run for every thread of the test process; they only record for the watched ctx.
+std::atomic<thread_ctx*> watched{nullptr};
+std::atomic<int> hook_sequence{0};
+std::atomic<int> early_hook_seen{-1}, late_hook_seen{-1};
+std::atomic<bool> hook_saw_exiting{false}, hook_saw_exited{true};
+
+void early_hook(thread_ctx& ctx) noexcept {
+    if (&ctx != watched.load(std::memory_order_acquire))
+        return;
+    early_hook_seen.store(hook_sequence.fetch_add(1), std::memory_order_relaxed);
+    hook_saw_exiting.store(ctx.exiting(), std::memory_order_relaxed);
+    hook_saw_exited.store(ctx.exited(), std::memory_order_relaxed);
+}
+void late_hook(thread_ctx& ctx) noexcept {
+    if (&ctx != watched.load(std::memory_order_acquire))
+        return;
+    late_hook_seen.store(hook_sequence.fetch_add(1), std::memory_order_relaxed);
+}
+// Registered late-first to show that order, not registration order, decides.
+const bool late_registered = detail::register_exit_hook(&late_hook, 90);
+const bool early_registered = detail::register_exit_hook(&early_hook, -90);
+
+/// Runs `fn` in a forked child (fresh process state) and returns its exit code, or -1 on a crash.
+template <class F> int in_child(F&& fn) {
+    std::fflush(nullptr);
+    const pid_t pid = ::fork();
+    if (pid == 0)
+        ::_exit(fn());
+    int st = 0;
+    ::waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+} // namespace
+
+TEST_CASE("attach_this_thread is idempotent and current_thread_ctx finds it") {
+    thread_ctx* seen_before = reinterpret_cast<thread_ctx*>(1);
+    thread_ctx* a = nullptr;
+    thread_ctx* b = nullptr;
+    pid_t tid = 0;
+    std::thread t([&] {
+        seen_before = current_thread_ctx();
+        a = &attach_this_thread();
+        b = &attach_this_thread();
+        tid = static_cast<pid_t>(::syscall(SYS_gettid));
+        CHECK(current_thread_ctx() == a);
+        CHECK(a->is_current());
+        CHECK(a->tid == tid);
+        CHECK(a->tgid == ::getpid());
+        CHECK_FALSE(a->exited());
+    });
+    t.join();
+    CHECK(seen_before == nullptr);
+    CHECK(a == b);
+}
+
+TEST_CASE("thread exit runs exit hooks in order, then marks the ctx exited") {
+    REQUIRE(late_registered);
+    REQUIRE(early_registered);
+    hook_sequence.store(0);
+    early_hook_seen.store(-1);
+    late_hook_seen.store(-1);
+    thread_ref ref;
+    std::thread t([&] {
+        thread_ctx& self = attach_this_thread();
+        ref = thread_ref(self);
+        watched.store(&self, std::memory_order_release);
+    }); // no explicit detach: the thread's exit does it
+    t.join();
+    watched.store(nullptr);
+    REQUIRE(ref);
+    CHECK(early_hook_seen.load() == 0);
+    CHECK(late_hook_seen.load() == 1);
+    CHECK(hook_saw_exiting.load());
+    CHECK_FALSE(hook_saw_exited.load()); // hooks run before `exited`
+    CHECK(ref->exited());
+    CHECK(ref->ref_count() == 1); // only ours is left: the thread dropped its own
+}
+
+TEST_CASE("detach_this_thread detaches early; a later attach makes a fresh ctx") {
+    std::thread t([] {
+        thread_ctx& first = attach_this_thread();
+        thread_ref keep(first);
+        detach_this_thread();
+        CHECK(keep->exited());
+        CHECK(current_thread_ctx() == nullptr);
+        thread_ctx& second = attach_this_thread();
+        CHECK(&second != &first);
+        CHECK_FALSE(second.exited());
+        detach_this_thread(); // idempotent with the exit-time detach
+    });
+    t.join();
+}
+
+TEST_CASE("thread_ref: copy gets, destroy puts, the ctx outlives its thread while referenced") {
+    thread_ref outer;
+    std::thread t([&] { outer = thread_ref(attach_this_thread()); });
+    t.join();
+    REQUIRE(outer);
+    CHECK(outer->ref_count() == 1);
+    {
+        thread_ref copy = outer;
+        CHECK(outer->ref_count() == 2);
+        thread_ref moved = std::move(copy);
+        CHECK_FALSE(copy);
+        CHECK(outer->ref_count() == 2);
+    }
+    CHECK(outer->ref_count() == 1);
+    CHECK(outer->exited());
+    outer.reset(); // the last put frees it (ASan would report a leak otherwise)
+    CHECK_FALSE(outer);
+}
+
+TEST_CASE("rt_thread gets SCHED_FIFO, its priority, CPU and name, checked from inside") {
+    RTDEFER_REQUIRE_RT_OR_SKIP();
+    const int cpu = std::thread::hardware_concurrency() > 1 ? 1 : 0;
+    int policy = -1, prio = -1, ran_on = -1;
+    char name[16] = {};
+    thread_ctx* inside = nullptr;
+    rt_thread t({"rtd-test", sched_policy::fifo, 7, cpu}, [&](thread_ctx& self) {
+        sched_param sp{};
+        ::pthread_getschedparam(::pthread_self(), &policy, &sp);
+        prio = sp.sched_priority;
+        ran_on = ::sched_getcpu();
+        ::pthread_getname_np(::pthread_self(), name, sizeof name);
+        inside = &self;
+        CHECK(current_thread_ctx() == &self);
+    });
+    t.join();
+    CHECK(policy == SCHED_FIFO);
+    CHECK(prio == 7);
+    CHECK(ran_on == cpu);
+    CHECK(std::string(name) == "rtd-test");
+    CHECK(inside == &t.ctx());
+    CHECK(t.ctx().exited());
+    CHECK_FALSE(t.sched_status().degraded());
+    CHECK(t.sched_status().actual == sched_policy::fifo);
+    CHECK(t.sched_status().error == 0);
+}
+
+TEST_CASE("rt_thread SCHED_OTHER and plain callables") {
+    int policy = -1;
+    bool ran = false;
+    rt_thread t({"rtd-other", sched_policy::other, 0, -1}, [&] {
+        sched_param sp{};
+        ::pthread_getschedparam(::pthread_self(), &policy, &sp);
+        ran = true;
+    });
+    t.join();
+    CHECK(ran);
+    CHECK(policy == SCHED_OTHER);
+    CHECK_FALSE(t.sched_status().degraded());
+}
+
+TEST_CASE("rt_thread rejects a bad CPU or priority with a clear error") {
+    CHECK_THROWS_AS(rt_thread({"bad-cpu", sched_policy::other, 0, CPU_SETSIZE + 5}, [] {}), std::system_error);
+    CHECK_THROWS_AS(rt_thread({"bad-prio", sched_policy::fifo, 1000, -1}, [] {}), std::system_error);
+}
+
+TEST_CASE("when SCHED_FIFO is refused (EPERM), rt_thread falls back and reports, or throws if RT is required") {
+    // In a child: RLIMIT_RTPRIO 0, and as root also drop to an unprivileged uid (losing
+    // CAP_SYS_NICE), which is exactly the non-root container case.
+    const int rc = in_child([] {
+        rlimit rl{0, 0};
+        if (::setrlimit(RLIMIT_RTPRIO, &rl) != 0)
+            return 10;
+        if (::geteuid() == 0 && (::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0))
+            return 11;
+        int policy = -1;
+        rt_thread t({"fallback", sched_policy::fifo, 10, -1}, [&] {
+            sched_param sp{};
+            ::pthread_getschedparam(::pthread_self(), &policy, &sp);
+        });
+        t.join();
+        if (!t.sched_status().degraded() || t.sched_status().error != EPERM)
+            return 12;
+        if (t.sched_status().actual != sched_policy::other || policy != SCHED_OTHER)
+            return 13;
+        try {
+            rt_thread strict({"strict", sched_policy::fifo, 10, -1, false, true}, [] {});
+            return 14; // must not get here
+        } catch (const std::system_error& e) {
+            if (e.code().value() != EPERM || std::strstr(e.what(), "strict") == nullptr)
+                return 15;
+        }
+        return rt_scheduling_permitted() ? 16 : 0;
+    });
+    CHECK(rc == 0);
+}
+
+TEST_CASE("rt_thread lock_memory reports the mlockall result") {
+    const int rc = in_child([] {
+        rt_thread t({"mlock", sched_policy::other, 0, -1, true}, [] {});
+        t.join();
+        // As root (or with enough RLIMIT_MEMLOCK) it succeeds; otherwise the errno is reported.
+        if (::geteuid() == 0)
+            return t.sched_status().mlock_error == 0 ? 0 : 20;
+        return t.sched_status().mlock_error == 0 || t.sched_status().mlock_error == ENOMEM ||
+                       t.sched_status().mlock_error == EPERM
+                   ? 0
+                   : 21;
+    });
+    CHECK(rc == 0);
+}
+
+TEST_CASE("park: a token set before park makes it return at once; unpark of a running owner makes no syscall") {
+    thread_ctx& self = attach_this_thread();
+    CHECK_FALSE(unpark(self)); // owner not parked: no syscall
+    CHECK_FALSE(unpark(self)); // token already there
+    CHECK(self.park.futex_wakes.load() == 0);
+    CHECK(park_until(self, std::chrono::steady_clock::now() + 10s) == status::ok); // returns at once
+    CHECK(park_until(self, std::chrono::steady_clock::now() + 1ms) == status::timed_out);
+    CHECK(park_until(self, std::chrono::steady_clock::now() - 1s) == status::timed_out); // past deadline
+}
+
+TEST_CASE("unpark wakes a parked owner with one syscall; nothing is lost across many rounds") {
+    std::atomic<int> produced{0};
+    std::atomic<bool> stop{false};
+    int consumed = 0;
+    rt_thread owner({"parker", sched_policy::other, 0, -1}, [&](thread_ctx& self) {
+        for (;;) {
+            // acquire: pairs with the producer's release increment.
+            while (consumed < produced.load(std::memory_order_acquire))
+                ++consumed;
+            if (stop.load(std::memory_order_acquire) && consumed == produced.load(std::memory_order_acquire))
+                return;
+            (void)park(self);
+        }
+    });
+    const int rounds = static_cast<int>(rtdefer_test::scaled(20000, 1000));
+    for (int i = 0; i < rounds; ++i) {
+        produced.fetch_add(1, std::memory_order_release);
+        (void)unpark(owner.ctx());
+    }
+    stop.store(true, std::memory_order_release);
+    (void)unpark(owner.ctx());
+    owner.join();
+    CHECK(consumed == rounds);
+    // Syscalls only for parked owners: never more wakes than unparks.
+    CHECK(owner.ctx().park.futex_wakes.load() <= static_cast<std::uint64_t>(rounds) + 1);
+}
+
+TEST_CASE("a parked owner returns `interrupted` when the interrupt signal arrives without a token") {
+    REQUIRE(interrupt_install() == status::ok);
+    std::atomic<bool> parked{false};
+    status result = status::ok;
+    rt_thread owner({"parked", sched_policy::other, 0, -1}, [&](thread_ctx& self) {
+        parked.store(true, std::memory_order_release);
+        result = park_until(self, std::chrono::steady_clock::now() + 30s);
+    });
+    while (!parked.load(std::memory_order_acquire))
+        std::this_thread::yield();
+    // Keep interrupting until it has left the park (early signals land before it sleeps).
+    while (!owner.ctx().exited()) {
+        (void)send_ipi(owner.ctx());
+        std::this_thread::sleep_for(1ms);
+    }
+    owner.join();
+    CHECK(result == status::interrupted);
+}

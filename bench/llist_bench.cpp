@@ -14,6 +14,8 @@
 
 #include <benchmark/benchmark.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <map>
@@ -40,9 +42,12 @@ void BM_mpsc(benchmark::State& st) {
         st.SkipWithError("items lost or duplicated");
         return;
     }
-    alloc_scope allocs(true);  // all threads: the producers are the ones that allocate
+    std::uint64_t allocs = 0;
     for (auto _ : st) {
-        if (!rig.run_round()) {
+        alloc_scope round_allocs(true);  // all threads: the producers are the ones that allocate
+        const bool ok = rig.run_round();
+        allocs += round_allocs.allocations();
+        if (!ok) {
             g_failed = true;
             g_failure = std::string(Peer::name) + ": " + rig.counts().describe();
             st.SkipWithError("items lost or duplicated");
@@ -51,8 +56,9 @@ void BM_mpsc(benchmark::State& st) {
     }
     const double items = static_cast<double>(st.iterations()) * static_cast<double>(rig.items_per_round());
     st.SetItemsProcessed(static_cast<std::int64_t>(items));
-    st.counters["allocs/item"] = items > 0 ? static_cast<double>(allocs.allocations()) / items : 0.0;
+    st.counters["allocs/item"] = items > 0 ? static_cast<double>(allocs) / items : 0.0;
     st.counters["push_fail"] = static_cast<double>(rig.counts().push_failures);
+    st.SetLabel(rig.placement());
 }
 
 /// One thread: add `uncontended_batch` items, then drain them: the bare cost per item.
@@ -61,10 +67,12 @@ void BM_uncontended(benchmark::State& st) {
     Peer peer;
     std::vector<mpsc_item> items(uncontended_batch);
     std::uint64_t got = 0;
-    alloc_scope allocs;
+    std::uint64_t allocs = 0;
     for (auto _ : st) {
+        alloc_scope batch_allocs;
         for (auto& it : items) (void)peer.push(it);
         got += peer.drain([](mpsc_item& it) { benchmark::DoNotOptimize(it.seq); });
+        allocs += batch_allocs.allocations();
     }
     const double items_n = static_cast<double>(st.iterations()) * uncontended_batch;
     if (static_cast<double>(got) != items_n) {
@@ -73,12 +81,13 @@ void BM_uncontended(benchmark::State& st) {
         st.SkipWithError("items lost");
     }
     st.SetItemsProcessed(static_cast<std::int64_t>(items_n));
-    st.counters["allocs/item"] = items_n > 0 ? static_cast<double>(allocs.allocations()) / items_n : 0.0;
+    st.counters["allocs/item"] = items_n > 0 ? static_cast<double>(allocs) / items_n : 0.0;
 }
 
 /// Console output as usual, plus the items/s of each run kept for the summary.
 class capture_reporter : public benchmark::ConsoleReporter {
 public:
+    explicit capture_reporter(OutputOptions o) : benchmark::ConsoleReporter(o) {}
     void ReportRuns(const std::vector<Run>& runs) override {
         benchmark::ConsoleReporter::ReportRuns(runs);
         for (const auto& r : runs) {
@@ -146,9 +155,14 @@ int main(int argc, char** argv) {
     for (auto& e : extra) av.insert(av.begin() + 1, e.data());  // before user flags: the user's win
     av.push_back(nullptr);
     int ac = static_cast<int>(av.size()) - 1;
+    bool color = isatty(STDOUT_FILENO) != 0;
+    for (int i = 1; i < ac; ++i) {
+        std::string a = av[static_cast<std::size_t>(i)];
+        if (a.rfind("--benchmark_color=", 0) == 0) color = a == "--benchmark_color=true" || a == "--benchmark_color=yes";
+    }
     benchmark::Initialize(&ac, av.data());
     if (benchmark::ReportUnrecognizedArguments(ac, av.data())) return 2;
-    capture_reporter cap;
+    capture_reporter cap(color ? benchmark::ConsoleReporter::OO_ColorTabular : benchmark::ConsoleReporter::OO_Tabular);
     benchmark::RunSpecifiedBenchmarks(&cap);
     benchmark::Shutdown();
 

@@ -443,6 +443,31 @@ inline rt_outcome apply_rt_to_this_thread(const rt_request& r) {
     return o;
 }
 
+/// Pins the calling thread to one CPU for its lifetime and restores the previous affinity mask
+/// after (for a bench's main thread, which runs other benchmarks afterwards). cpu < 0: no-op.
+class cpu_pin_guard {
+public:
+    explicit cpu_pin_guard(int cpu) {
+        if (cpu < 0) return;
+        CPU_ZERO(&saved_);
+        if (pthread_getaffinity_np(pthread_self(), sizeof saved_, &saved_) != 0) return;
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(cpu, &set);
+        active_ = pthread_setaffinity_np(pthread_self(), sizeof set, &set) == 0;
+    }
+    cpu_pin_guard(const cpu_pin_guard&) = delete;
+    cpu_pin_guard& operator=(const cpu_pin_guard&) = delete;
+    ~cpu_pin_guard() {
+        if (active_) pthread_setaffinity_np(pthread_self(), sizeof saved_, &saved_);
+    }
+    bool pinned() const { return active_; }
+
+private:
+    cpu_set_t saved_{};
+    bool active_ = false;
+};
+
 /// Back to SCHED_OTHER (for a thread that continues with non-measured work).
 inline void drop_rt_on_this_thread() {
     sched_param p{};

@@ -141,11 +141,19 @@ struct mpsc_counts {
 /// Persistent producer threads + a consumer (the caller of run_round) around one Peer.
 /// Setup (constructor) allocates; run_round() on the consumer side does not (except inside the
 /// mutex+deque peer, which is the point of counting its allocations).
+///
+/// Placement: when producers + 1 consumer fit on the usable CPUs, every thread gets its own CPU
+/// (consumer: the first usable CPU, producer p: the (p+1)-th), so the hand-off is truly concurrent
+/// and the figure does not depend on where the scheduler happened to put the threads. When they do
+/// not fit (2 producers on a 2-CPU machine), nothing is pinned and the scheduler time-slices: the
+/// figure then includes preemption of producers (for the mutex: of the lock holder). placement()
+/// says which.
 template <class Peer>
 class mpsc_rig {
 public:
     mpsc_rig(int producers, std::size_t per_producer)
-        : producers_(producers), per_(per_producer), items_(static_cast<std::size_t>(producers)) {
+        : producers_(producers), per_(per_producer), items_(static_cast<std::size_t>(producers)),
+          pinned_(producers + 1 <= usable_cpus()), consumer_pin_(pinned_ ? nth_usable_cpu(0) : -1) {
         if (static_cast<std::size_t>(producers) * per_producer > mpsc_max_round_items) {
             std::fprintf(stderr, "mpsc_rig: %d x %zu items exceed the round limit %zu\n", producers, per_producer,
                          mpsc_max_round_items);
@@ -158,7 +166,11 @@ public:
                 items_[static_cast<std::size_t>(p)][i].seq = static_cast<std::uint32_t>(i);
             }
         }
-        for (int p = 0; p < producers; ++p) threads_.emplace_back([this, p] { producer_loop(p); });
+        for (int p = 0; p < producers; ++p)
+            threads_.emplace_back([this, p] {
+                if (pinned_) apply_rt_to_this_thread({.fifo = false, .priority = 0, .cpu = nth_usable_cpu(p + 1)});
+                producer_loop(p);
+            });
     }
     mpsc_rig(const mpsc_rig&) = delete;
     mpsc_rig& operator=(const mpsc_rig&) = delete;
@@ -208,6 +220,12 @@ public:
         return counts_;
     }
     std::uint64_t items_per_round() const { return static_cast<std::uint64_t>(producers_) * per_; }
+    /// "pinned: consumer CPU 0, producers CPU 1.." or "unpinned (3 threads > 2 CPUs)".
+    std::string placement() const {
+        if (pinned_) return "pinned, one CPU per thread";
+        return "unpinned (" + std::to_string(producers_ + 1) + " threads > " + std::to_string(usable_cpus()) +
+               " CPUs: time-sliced)";
+    }
     Peer& peer() { return peer_; }
 
 private:
@@ -240,6 +258,8 @@ private:
     int producers_;
     std::size_t per_;
     std::vector<std::unique_ptr<mpsc_item[]>> items_;
+    bool pinned_;
+    cpu_pin_guard consumer_pin_;  // the constructing thread is the consumer
     std::vector<std::thread> threads_;
     alignas(64) std::atomic<std::uint64_t> go_{0};
     alignas(64) std::atomic<std::uint64_t> finished_{0};

@@ -1,0 +1,541 @@
+// rtdefer/task_work.hpp: per-thread deferred callbacks run at the owner's safe point, the userspace
+// twin of the kernel's task_work (kernel/task_work.c, include/linux/task_work.h).
+//
+// Any thread, or a signal handler, hands a callback_head to a target thread with task_work_add();
+// the target runs it when it next calls task_work_run(self) at a point where it holds no locks (the
+// top of its loop: our "return to user space"), or when it exits. This is how the posix CPU timer
+// patch (seeds/001, seeds/002) splits timer expiry into a quick check in interrupt context and the
+// real work in thread context.
+//
+//   kernel                              rtdefer
+//   task->task_works                    thread_ctx::task_work.works (LIFO stack, one CAS per add)
+//   work_exited                         detail::task_work_exited() sentinel, installed at exit
+//   TASK_WORK_DEQUEUED                  detail::task_work_dequeued(): item->next when not queued
+//   TWA_NONE / TWA_RESUME / TWA_SIGNAL  notify::none / resume (unpark) / signal (unpark + IPI)
+//   TIF_NOTIFY_SIGNAL                   task_work.signal_pending (one IPI until the owner runs)
+//   task->pi_lock in cancel/run         cancel_lock (PI mutex, cancellers only) + cancel_seq
+//                                       handshake: the owner never takes the lock in task_work_run
+//
+// Concurrency table. A row's operation may run concurrently with a column's operation on the same
+// thread_ctx: "-" needs nothing, "O" only the owner thread may call it, "x" must not overlap.
+//
+//                 | add | run | cancel | exit | pending
+//   add           |  -  |  -  |   -    |  -   |   -        (async-signal-safe, lock-free)
+//   run           |     |  O  |   -    |  x   |   -        (owner only; not nested)
+//   cancel        |     |     |   -    |  -   |   -        (serialised by cancel_lock; blocking)
+//   exit          |     |     |        |  O   |   -        (the exit hook, on the owner)
+//
+// Item states, in callback_head::next (the kernel's TASK_WORK_DEQUEUED scheme, made atomic so that
+// concurrent adds of one item cannot corrupt the list):
+//
+//   next                 meaning                                moved by
+//   DEQUEUED             idle: the caller owns the item         add: DEQUEUED→link (CAS (A1) claims it)
+//   link (ptr/nullptr)   queued on exactly one thread's list    run: →DEQUEUED before the call (R6)
+//                                                               cancel: →DEQUEUED after unlink (C6)
+//                                                               add on `exited`: →DEQUEUED (A4)
+//
+// Run vs cancel, the kernel's argument and ours. A canceller walks the shared list and unlinks with
+// cmpxchg(pprev, work, work->next). The runner detaches the whole list with one exchange; the
+// canceller can then no longer remove the first entry (its cmpxchg on the head fails), but it may
+// still be reading, or unlinking from, the detached chain. The kernel's runner therefore does
+// lock/unlock of pi_lock after the exchange: once it has the lock no canceller that could have seen
+// the chain is still inside, and only then may callbacks run (and free items). In userspace that
+// would block a SCHED_FIFO owner on a mutex held by a lower-priority canceller (PI would bound it,
+// but task_work_run would still sleep). Instead:
+//
+//   canceller:  lock(cancel_lock); cancel_seq += 1 (odd) (C1); walk from works (C2..C3);
+//               cancel_seq += 1 (even) (C4); if (deferred) unpark(owner) (C5); unlock
+//   runner:     w = exchange(works, nullptr) (R2); s = cancel_seq (R3);
+//               s even → no canceller can be looking at w: run it;
+//               s odd  → park w in `deferred` (R4), do not touch it, and return without blocking;
+//                        it runs on a later pass once cancel_seq != s (R7), i.e. that canceller left.
+//
+// (R2)→(R3) and (C1)→(C2) are the store→load (Dekker) pair, all seq_cst: either the runner sees the
+// canceller's odd count, or the canceller's first load of works comes after the exchange and cannot
+// reach w. A canceller that was inside and has left is seen through its (C4), which releases all its
+// reads and unlinks to the runner's acquire. So callbacks never run (and never free an item) while a
+// canceller may hold a pointer into their chain, and the owner never waits: a slow canceller delays
+// only the work it might be looking at. A waiting owner (wait_for_work, thread exit) takes the PI
+// lock to boost such a canceller; task_work_run never does. Items in `deferred` have left the shared
+// list: like the kernel's detached chain they are committed to run and cancel no longer finds them.
+//
+// Ordering: the stack is LIFO; each chain is reversed before it runs, so items run in the order
+// their adds linearised (hence FIFO per producer, and across producers in CAS order). A deferred
+// chain is older than anything still on the list, so it runs first and new adds wait behind it.
+#pragma once
+
+#include <rtdefer/config.hpp>
+#include <rtdefer/detail/exit_hooks.hpp>
+#include <rtdefer/detail/task_work_state.hpp>
+#include <rtdefer/interrupt.hpp>
+#include <rtdefer/status.hpp>
+#include <rtdefer/thread.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <new>
+#include <type_traits>
+#include <utility>
+
+#include <pthread.h>
+
+namespace rtdefer {
+
+/// A task_work callback. It receives its own item; the item is already marked dequeued, so the
+/// callback may re-queue it or free it (and must not touch it after freeing). Callbacks run on the
+/// owner thread inside task_work_run (a nonblocking hot path) or its exit: on a real-time owner they
+/// must be real-time safe themselves. -Wfunction-effects cannot see through the pointer;
+/// RealtimeSanitizer still checks each callback at run time.
+struct callback_head;
+using task_work_func_t = void (*)(callback_head*) noexcept;
+
+namespace detail {
+/// TASK_WORK_DEQUEUED: the value of `next` while the item is not queued. Never dereferenced.
+inline callback_head* task_work_dequeued() noexcept RTDEFER_NONBLOCKING {
+    return reinterpret_cast<callback_head*>(~std::uintptr_t{0});
+}
+} // namespace detail
+
+/// The intrusive work item (the kernel's struct callback_head). Caller-owned memory; while it is
+/// queued the library owns its `next` and the caller must neither free it nor re-initialise it.
+struct callback_head {
+    callback_head() noexcept = default;
+    explicit callback_head(task_work_func_t fn) noexcept : func(fn) {}
+    callback_head(const callback_head&) = delete;
+    callback_head& operator=(const callback_head&) = delete;
+
+    /// Link while queued; detail::task_work_dequeued() while idle (see the state table above).
+    std::atomic<callback_head*> next{detail::task_work_dequeued()};
+    task_work_func_t func = nullptr;
+};
+
+/// How task_work_add tells the owner (TWA_NONE, TWA_RESUME, TWA_SIGNAL).
+enum class notify : std::uint8_t {
+    none,   ///< queue only: it runs at the owner's next safe point, whenever that is
+    resume, ///< also wake the owner if it is parked at its safe point (syscall only then)
+    signal, ///< also raise the interrupt signal, so a blocking syscall in the owner returns EINTR
+};
+
+namespace detail {
+
+/// work_exited: the sentinel that closes a thread's list at exit. Only its address is used.
+inline callback_head task_work_exited_storage;
+inline callback_head* task_work_exited() noexcept RTDEFER_NONBLOCKING { return &task_work_exited_storage; }
+
+/// Returns: whether the owner's deferred chain is still held back by the canceller that was
+/// inside when it was detached (see "Run vs cancel" above).
+inline bool task_work_deferred_blocked(const task_work_state& s) noexcept RTDEFER_NONBLOCKING {
+    // acquire: pairs with the release part of (R4); deferred_seq is written before it.
+    if (s.deferred.load(std::memory_order_acquire) == nullptr)
+        return false;
+    // relaxed: deferred_seq is published by (R4), whose acquire load is just above.
+    const std::uint32_t blocked_by = s.deferred_seq.load(std::memory_order_relaxed);
+    // (R7) seq_cst (acquire would do for the owner's walk; seq_cst also orders it after (R4) for
+    // the owner's park-or-not decision, Dekker with (C4)→(C5)). Pairs with (C4).
+    return s.cancel_seq.load(std::memory_order_seq_cst) == blocked_by;
+}
+
+/// Reverses a detached LIFO chain in place (it is private to the runner now) and runs it oldest
+/// first. Returns: the number of callbacks run.
+inline std::size_t task_work_run_chain(callback_head* lifo) noexcept {
+    callback_head* fifo = nullptr;
+    while (lifo != nullptr) {
+        // relaxed (this loop and the next): the chain is private to the runner; its contents were
+        // acquired by (R2)/(X1) and, after a canceller, by (R3)/(R7).
+        callback_head* next = lifo->next.load(std::memory_order_relaxed);
+        lifo->next.store(fifo, std::memory_order_relaxed);
+        fifo = lifo;
+        lifo = next;
+    }
+    std::size_t n = 0;
+    while (fifo != nullptr) {
+        callback_head* next = fifo->next.load(std::memory_order_relaxed);
+        // Read func before releasing the item: once it reads DEQUEUED its owner may reuse or free it.
+        const task_work_func_t fn = fifo->func;
+        // (R6) release: pairs with acquire (A1) of the next add of this item, so a re-add (and a
+        // re-init of func) happens after our reads of it.
+        fifo->next.store(task_work_dequeued(), std::memory_order_release);
+        fn(fifo); // may re-queue or free *fifo: not touched again
+        fifo = next;
+        ++n;
+    }
+    return n;
+}
+
+/// PI lock helpers (setup/blocking paths only).
+inline void task_work_lock(task_work_state& s) noexcept RTDEFER_BLOCKING {
+    const int rc = ::pthread_mutex_lock(&s.cancel_lock);
+    RTDEFER_ASSERT(rc == 0, "task_work: cancel_lock lock failed");
+}
+inline void task_work_unlock(task_work_state& s) noexcept RTDEFER_BLOCKING {
+    (void)::pthread_mutex_unlock(&s.cancel_lock);
+}
+
+/// The owner found a canceller inside after detaching `w` (cold: cancels are rare).
+/// Returns: true if `w` was parked in `deferred`; false if the canceller left meanwhile and `w`
+/// may run now.
+[[gnu::cold, gnu::noinline]] inline bool task_work_defer(task_work_state& s, callback_head* w,
+                                                         std::uint32_t seq) noexcept RTDEFER_NONBLOCKING {
+    // relaxed: published by the seq_cst (release) store (R4) below.
+    s.deferred_seq.store(seq, std::memory_order_relaxed);
+    // (R4) seq_cst: store→load with (R5): either we see the canceller's (C4), or its (C5) sees this
+    // store and unparks us. Release part: pairs with the acquire in task_work_deferred_blocked().
+    s.deferred.store(w, std::memory_order_seq_cst);
+    // (R5) seq_cst: see (R4). If the canceller already left, run now instead of waiting for a wake.
+    if (s.cancel_seq.load(std::memory_order_seq_cst) != seq) {
+        // relaxed: owner-only word; readers tolerate a stale non-null (they re-check cancel_seq).
+        s.deferred.store(nullptr, std::memory_order_relaxed);
+        return false;
+    }
+    return true;
+}
+
+} // namespace detail
+
+/// Effects: sets `cb`'s callback to `fn` and marks it dequeued (init_task_work).
+/// Precondition: `cb` is not queued (asserted). Progress: wait-free. Real-time safety: yes.
+inline void init_task_work(callback_head& cb, task_work_func_t fn) noexcept RTDEFER_NONBLOCKING {
+    // relaxed: a check for misuse; a racing add of an item being initialised is itself misuse.
+    RTDEFER_ASSERT(cb.next.load(std::memory_order_relaxed) == detail::task_work_dequeued(),
+                   "init_task_work on a queued item");
+    cb.func = fn;
+}
+
+/// Returns: whether `cb` is queued (task_work_queued). Inherently racy if another thread may
+/// queue it or the owner may run it concurrently. Progress: wait-free. Real-time safety: yes.
+[[nodiscard]] inline bool task_work_queued(const callback_head& cb) noexcept RTDEFER_NONBLOCKING {
+    // acquire: pairs with (R6)/(C6)/(A4): seeing "not queued" means the library is done with it.
+    return cb.next.load(std::memory_order_acquire) != detail::task_work_dequeued();
+}
+
+/// Effects: queues `w` on `target`'s list, to run in target's task_work_run() or at its exit, and
+/// notifies the owner per `n` (see notify). `w->func` must be set.
+/// Returns: ok; already_queued if `w` is queued (on any thread; nothing changes, the earlier add
+/// will run it); exited once target's exit drained its list (the item is untouched and still
+/// the caller's); not_installed for notify::signal without interrupt_install() (not queued).
+/// Progress: lock-free: one CAS on the item (its own line, uncontended unless the same item is
+/// added concurrently) and one CAS on the list head, which fails only when another add/run/cancel
+/// succeeded. Real-time safety: no allocation, no lock; a syscall only for a parked owner
+/// (resume: futex wake) or an interrupt (signal: tgkill, once per run pass); async-signal-safe.
+/// The caller must hold a reference to `target` (the ctx must outlive the call).
+[[nodiscard]] inline status task_work_add(thread_ctx& target, callback_head& w, notify n = notify::resume) noexcept RTDEFER_NONBLOCKING {
+    auto& s = target.task_work;
+    if (n == notify::signal && RTDEFER_UNLIKELY(interrupt_signal() == 0))
+        return status::not_installed;
+    // relaxed: only seeds the CAS below, which validates it.
+    callback_head* head = s.works.load(std::memory_order_relaxed);
+    if (RTDEFER_UNLIKELY(head == detail::task_work_exited()))
+        return status::exited;
+    // (A1) claim the item: DEQUEUED→head. acquire: pairs with the release that made it DEQUEUED
+    // ((R6) run, (C6) cancel, (A4) failed add), so this add happens after that party's last access.
+    // Exactly one of several concurrent adds of `w` can win; the others see a link and back off
+    // without touching the list (the kernel's plain `next` check could corrupt it here).
+    callback_head* expected = detail::task_work_dequeued();
+    if (RTDEFER_UNLIKELY(!w.next.compare_exchange_strong(expected, head, std::memory_order_acquire,
+                                                         std::memory_order_relaxed)))
+        return status::already_queued;
+    // (A2) release: publishes w (func, next, the caller's data) to the acquire of (R2)/(X1)/(C2).
+    // relaxed on failure: the fresh head only seeds the retry.
+    while (RTDEFER_UNLIKELY(!s.works.compare_exchange_weak(head, &w, std::memory_order_release,
+                                                           std::memory_order_relaxed))) {
+        if (head == detail::task_work_exited()) {
+            // (A4) release: give the item back; pairs with (A1) of the caller's next add.
+            w.next.store(detail::task_work_dequeued(), std::memory_order_release);
+            return status::exited;
+        }
+        // relaxed: w is claimed and unpublished; only (A2) publishes it.
+        w.next.store(head, std::memory_order_relaxed);
+    }
+    if (n == notify::signal) {
+        // (A3) acq_rel: pairs with the owner's (R1). The first add after a run pass sees false and
+        // raises the interrupt; later ones ride on it. If we see true, the owner's (R1) has not
+        // consumed it yet and, when it does, it acquires our (A2) and finds w.
+        if (!s.signal_pending.exchange(true, std::memory_order_acq_rel))
+            (void)send_ipi(target); // exited: the exit hook drains w; not_installed: checked above
+    }
+    if (n != notify::none)
+        (void)unpark(target);
+    return status::ok;
+}
+
+/// Effects: runs every item queued on the calling thread's list, oldest first, each exactly once;
+/// items queued by those callbacks run in the same call (keep re-queueing bounded). Each item is
+/// marked dequeued before its callback runs. If a canceller is walking the list, the chain it
+/// might see is held back (not run, not blocked on) and runs on a later call.
+/// Returns: the number of callbacks run.
+/// Precondition: `self` is the caller's own ctx; not called from a task_work callback.
+/// Progress: wait-free apart from the callbacks (one exchange per chain, no CAS loop, no waiting).
+/// Real-time safety: no allocation, no lock, no syscall in the library; the callbacks' own cost.
+inline std::size_t task_work_run(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
+    auto& s = self.task_work;
+    // relaxed: an emptiness hint. An add we miss comes with its own notification (token or signal),
+    // so the owner is back at a safe point; the items themselves are taken by the exchange (R2).
+    if (s.works.load(std::memory_order_relaxed) == nullptr &&
+        s.deferred.load(std::memory_order_relaxed) == nullptr &&
+        !s.signal_pending.load(std::memory_order_relaxed))
+        return 0;
+    RTDEFER_ASSERT(self.is_current(), "task_work_run() called on another thread's ctx");
+    RTDEFER_ASSERT(!s.running, "task_work_run() called from a task_work callback");
+    s.running = true;
+    // (R1) acq_rel: consume the notify::signal flag before detaching, so an add that comes after
+    // our exchange (R2) sees false and signals again. Pairs with (A3).
+    if (s.signal_pending.load(std::memory_order_relaxed))
+        (void)s.signal_pending.exchange(false, std::memory_order_acq_rel);
+    std::size_t n = 0;
+    for (;;) {
+        // relaxed: `deferred` is written only by this thread.
+        if (callback_head* d = s.deferred.load(std::memory_order_relaxed); RTDEFER_UNLIKELY(d != nullptr)) {
+            if (detail::task_work_deferred_blocked(s))
+                break; // newer items wait behind it (FIFO); the canceller's (C5) wakes us
+            // relaxed: owner-only word; readers re-check cancel_seq.
+            s.deferred.store(nullptr, std::memory_order_relaxed);
+            RTDEFER_EFFECTS_TRUST_BEGIN // callbacks: see task_work_func_t
+            n += detail::task_work_run_chain(d);
+            RTDEFER_EFFECTS_TRUST_END
+            continue;
+        }
+        // relaxed: hint only, as above.
+        callback_head* w = s.works.load(std::memory_order_relaxed);
+        if (w == nullptr || w == detail::task_work_exited())
+            break;
+        // (R2) seq_cst exchange. Acquire: pairs with (A2) (and, through the release sequence of
+        // RMWs on works, with every earlier add). Seq_cst: orders it before (R3), Dekker with (C1)→(C2).
+        // Not a CAS: nothing but this thread's exit installs the sentinel.
+        w = s.works.exchange(nullptr, std::memory_order_seq_cst);
+        if (w == nullptr)
+            break; // a canceller took the last item between our load and the exchange
+        // (R3) seq_cst: pairs with (C1) (Dekker) and, when even, acquires the last canceller's (C4).
+        const std::uint32_t seq = s.cancel_seq.load(std::memory_order_seq_cst);
+        if (RTDEFER_UNLIKELY((seq & 1U) != 0) && detail::task_work_defer(s, w, seq))
+            break;
+        RTDEFER_EFFECTS_TRUST_BEGIN // callbacks: see task_work_func_t
+        n += detail::task_work_run_chain(w);
+        RTDEFER_EFFECTS_TRUST_END
+    }
+    s.running = false;
+    return n;
+}
+
+/// Returns: whether `ctx` has work that task_work_run could run now (task_work_pending). False
+/// after exit, and while the only work is held back by an active canceller (the canceller wakes the
+/// owner when it leaves). Racy by nature when read by another thread.
+/// Progress: wait-free. Real-time safety: yes; async-signal-safe.
+[[nodiscard]] inline bool task_work_pending(const thread_ctx& ctx) noexcept RTDEFER_NONBLOCKING {
+    const auto& s = ctx.task_work;
+    // acquire (both): a true answer lets the owner rely on seeing the items (and pairs with (A2)/(R4)).
+    if (s.deferred.load(std::memory_order_acquire) != nullptr)
+        return !detail::task_work_deferred_blocked(s);
+    callback_head* w = s.works.load(std::memory_order_acquire);
+    return w != nullptr && w != detail::task_work_exited();
+}
+
+/// Effects: removes the most recently queued item of `target` for which `match(callback_head&)`
+/// is true, so it never runs (task_work_cancel_match). The removed item is marked dequeued and
+/// belongs to the caller again. Items the owner has already detached (running, or held back behind
+/// this very canceller) are committed to run and are not found.
+/// Returns: the removed item, or nullptr.
+/// Progress: blocking (the PI cancel lock, held for one walk of the list; never held while a
+/// callback runs); the walk is bounded by the list length plus concurrent adds.
+/// Real-time safety: takes a PI mutex; no allocation. Not async-signal-safe: never call it from a
+/// signal handler (asserted). `match` runs under the lock and must not call task_work functions.
+template <class Match>
+[[nodiscard]] callback_head* task_work_cancel_match(thread_ctx& target, Match&& match) noexcept RTDEFER_BLOCKING {
+    RTDEFER_ASSERT(!in_interrupt(), "task_work_cancel from a signal handler");
+    auto& s = target.task_work;
+    {
+        // acquire: a hint (kernel: likely(!task_work_pending())); the walk below re-reads.
+        callback_head* w = s.works.load(std::memory_order_acquire);
+        if (w == nullptr || w == detail::task_work_exited())
+            return nullptr;
+    }
+    detail::task_work_lock(s);
+    // (C1) seq_cst: odd = a canceller is inside. Store→load before (C2): Dekker with (R2)→(R3).
+    s.cancel_seq.fetch_add(1, std::memory_order_seq_cst);
+    std::atomic<callback_head*>* pprev = &s.works;
+    // (C2) seq_cst: see (C1). Acquire part pairs with (A2).
+    callback_head* work = pprev->load(std::memory_order_seq_cst);
+    while (work != nullptr && work != detail::task_work_exited()) {
+        if (!match(*work)) {
+            pprev = &work->next;
+            // (C3) acquire: pairs with (A2) via the release sequence on works; links changed by an
+            // earlier canceller are ordered by the lock.
+            work = pprev->load(std::memory_order_acquire);
+            continue;
+        }
+        // relaxed: work->next is stable while we are inside: adders do not touch published items,
+        // the runner defers anything we may see, other cancellers wait for the lock.
+        callback_head* after = work->next.load(std::memory_order_relaxed);
+        // (C3) acq_rel: unlink. If pprev is the head, an add or the runner's exchange may have moved
+        // it: then `work` reloads *pprev and we go on from there (kernel: "either we raced with
+        // task_work_add() which added the new entry before this work, we will find it again, or we
+        // raced with task_work_run(), *pprev == NULL/exited").
+        if (pprev->compare_exchange_strong(work, after, std::memory_order_acq_rel, std::memory_order_acquire)) {
+            // (C6) release: the item is the caller's again; pairs with (A1) of its next add.
+            work->next.store(detail::task_work_dequeued(), std::memory_order_release);
+            break;
+        }
+    }
+    if (work == detail::task_work_exited())
+        work = nullptr;
+    // (C4) seq_cst: even = we left. Release part: our reads and unlinks happen-before the runner's
+    // (R3)/(R7) that observe this count, before any chain we might have seen runs.
+    s.cancel_seq.fetch_add(1, std::memory_order_seq_cst);
+    // (C5) seq_cst: Dekker with (R4)→(R5): if the owner held a chain back because of us, wake it.
+    if (s.deferred.load(std::memory_order_seq_cst) != nullptr)
+        (void)unpark(target);
+    detail::task_work_unlock(s);
+    return work;
+}
+
+/// Effects: as task_work_cancel_match, matching items whose func is `fn` (the kernel's
+/// task_work_cancel_func). Returns: the removed item or nullptr. Progress, safety: as above.
+[[nodiscard]] inline callback_head* task_work_cancel_func(thread_ctx& target, task_work_func_t fn) noexcept RTDEFER_BLOCKING {
+    return task_work_cancel_match(target, [fn](const callback_head& cb) noexcept { return cb.func == fn; });
+}
+
+/// Effects: removes `w` from `target`'s list if it is queued there (task_work_cancel).
+/// Returns: true if removed (it will not run; the caller owns it again); false if it was not
+/// queued on `target`, or is already running or committed to run. Progress, safety: as above.
+inline bool task_work_cancel(thread_ctx& target, callback_head& w) noexcept RTDEFER_BLOCKING {
+    return task_work_cancel_match(target, [&w](const callback_head& cb) noexcept { return &cb == &w; }) != nullptr;
+}
+
+/// Effects: the owner's safe-point wait. Runs pending work; if none ran, parks until an add with
+/// notify::resume/signal, a signal, or `deadline`, then runs work again. If a canceller holds work
+/// back, blocks on the PI cancel lock (boosting it) instead of parking. No lost wake-ups: an add
+/// after the last run either leaves the park token (park returns at once) or sees the owner parked
+/// and wakes it.
+/// Returns: ok once at least one callback ran; timed_out at `deadline` without work; interrupted
+/// if a signal interrupted the park and no work was pending.
+/// Precondition: `self` is the caller's own ctx. Progress: blocking (until work or the deadline).
+/// Real-time safety: blocks by design (futex park, PI lock); no allocation.
+[[nodiscard]] inline status wait_for_work(thread_ctx& self,
+                                          std::chrono::steady_clock::time_point deadline) noexcept RTDEFER_BLOCKING {
+    RTDEFER_ASSERT(self.is_current(), "wait_for_work() called on another thread's ctx");
+    auto& s = self.task_work;
+    for (;;) {
+        if (task_work_run(self) != 0)
+            return status::ok;
+        if (detail::task_work_deferred_blocked(s)) {
+            // The canceller that holds our chain back is inside cancel_lock: wait for it there, with
+            // priority inheritance, rather than parking behind it at its own priority.
+            detail::task_work_lock(s);
+            detail::task_work_unlock(s);
+            continue;
+        }
+        // "Check pending after arming": the park token is the armed state. An add after the run
+        // above either is seen here or leaves a token / sees PARKED, and park returns.
+        if (task_work_pending(self))
+            continue;
+        const status st = park_until(self, deadline);
+        if (task_work_run(self) != 0)
+            return status::ok;
+        if (st != status::ok)
+            return st; // timed_out or interrupted, with nothing to run
+        // ok without work: a stale token, or the item was cancelled. Park again until the deadline.
+    }
+}
+
+namespace detail {
+
+/// exit_task_work(): runs on the exiting owner before it is marked exited. Drains the list, then
+/// installs the exited sentinel, but only when the list is empty: a callback that adds more work
+/// makes the loop go round again (kernel: "work->func() can do task_work_add(), do not set
+/// work_exited unless the list is empty"). The detach happens under cancel_lock, so no canceller is
+/// inside and nothing needs deferring; callbacks run after the unlock (they may cancel).
+inline void task_work_exit(thread_ctx& self) noexcept {
+    auto& s = self.task_work;
+    for (;;) {
+        task_work_lock(s);
+        // relaxed: owner-only word; any canceller that made us defer it has released the lock we
+        // now hold, so its accesses happen-before ours.
+        callback_head* d = s.deferred.exchange(nullptr, std::memory_order_relaxed);
+        // (X1) acquire: pairs with (A2). The CAS installs the sentinel only on an empty list and
+        // with no held-back chain; an add racing with it makes it fail and we drain again.
+        callback_head* w = s.works.load(std::memory_order_acquire);
+        callback_head* head;
+        do {
+            head = (w == nullptr && d == nullptr) ? task_work_exited() : nullptr;
+            if (w == nullptr && d != nullptr)
+                break; // run the held-back chain first; its callbacks may add more
+        } while (!s.works.compare_exchange_weak(w, head, std::memory_order_acq_rel, std::memory_order_acquire));
+        task_work_unlock(s);
+        if (d == nullptr && w == nullptr)
+            return; // sentinel installed: later adds return status::exited
+        s.running = true;
+        task_work_run_chain(d);
+        task_work_run_chain(w);
+        s.running = false;
+    }
+}
+
+} // namespace detail
+
+/// Registers the exit hook. Order 10: early, as exit_task_work() is in do_exit(); hooks with a
+/// higher order that queue task_work on the exiting thread get status::exited.
+inline const bool task_work_exit_registered = detail::register_exit_hook(&detail::task_work_exit, 10);
+
+/// A callback_head that stores a callable inline: no allocation, fixed capacity checked at compile
+/// time. The callable runs with no arguments each time the item runs; the item may be re-queued.
+/// Destroying the item from inside its own callable is allowed if the callable touches nothing
+/// (not even its captures) afterwards, as with `delete this`.
+///
+///   rtdefer::inline_task_work<> item([&]() noexcept { gain = new_gain; });
+///   (void)rtdefer::task_work_add(loop_ctx, item);
+template <std::size_t Capacity = 6 * sizeof(void*)>
+class inline_task_work : public callback_head {
+public:
+    inline_task_work() noexcept = default;
+
+    template <class F, class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, inline_task_work>>>
+    explicit inline_task_work(F&& f) noexcept {
+        emplace(std::forward<F>(f));
+    }
+    inline_task_work(const inline_task_work&) = delete;
+    inline_task_work& operator=(const inline_task_work&) = delete;
+    ~inline_task_work() {
+        RTDEFER_ASSERT(!task_work_queued(*this), "inline_task_work destroyed while queued");
+        reset();
+    }
+
+    /// Effects: replaces the stored callable. Precondition: not queued (asserted).
+    /// Progress: wait-free. Real-time safety: no allocation (F's move/copy constructor permitting).
+    template <class F> void emplace(F&& f) noexcept {
+        using Fn = std::decay_t<F>;
+        static_assert(sizeof(Fn) <= Capacity, "callable too large for inline_task_work<Capacity>: raise Capacity");
+        static_assert(alignof(Fn) <= alignof(std::max_align_t), "over-aligned callable");
+        static_assert(std::is_invocable_v<Fn&>, "inline_task_work callables take no arguments");
+        static_assert(std::is_nothrow_constructible_v<Fn, F&&>, "the callable must construct without throwing");
+        RTDEFER_ASSERT(!task_work_queued(*this), "inline_task_work::emplace on a queued item");
+        reset();
+        ::new (static_cast<void*>(storage_)) Fn(std::forward<F>(f));
+        invoke_ = [](void* p) noexcept { (*std::launder(static_cast<Fn*>(p)))(); };
+        destroy_ = [](void* p) noexcept { std::launder(static_cast<Fn*>(p))->~Fn(); };
+        func = &trampoline;
+    }
+
+    /// Returns: whether a callable is stored.
+    [[nodiscard]] bool has_value() const noexcept RTDEFER_NONBLOCKING { return invoke_ != nullptr; }
+
+    static constexpr std::size_t capacity = Capacity;
+
+private:
+    void reset() noexcept {
+        if (destroy_ != nullptr)
+            destroy_(storage_);
+        invoke_ = nullptr;
+        destroy_ = nullptr;
+    }
+    static void trampoline(callback_head* h) noexcept {
+        auto* self = static_cast<inline_task_work*>(h);
+        self->invoke_(self->storage_); // nothing after: the callable may have destroyed *self
+    }
+
+    alignas(std::max_align_t) unsigned char storage_[Capacity];
+    void (*invoke_)(void*) noexcept = nullptr;
+    void (*destroy_)(void*) noexcept = nullptr;
+};
+
+} // namespace rtdefer

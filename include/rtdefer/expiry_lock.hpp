@@ -1,0 +1,390 @@
+// rtdefer/expiry_lock.hpp: wait for a running callback by blocking on its expirer's PI lock, instead
+// of spinning. The userspace analogue of posix_cpu_timer_wait_running() (kernel commit 2aaae4bf41b1,
+// "posix-cpu-timers: Implement the missing timer_wait_running callback") and of the PREEMPT_RT expiry
+// locks in kernel/time/hrtimer.c (softirq_expiry_lock, hrtimer_cancel_wait_running,
+// hrtimer_sync_wait_running) and kernel/time/timer.c (del_timer_wait_running, timer_sync_wait_running).
+//
+// Why: a SCHED_FIFO thread that spins until a lower-priority thread on the same CPU finishes a
+// callback never finishes: the lower-priority thread never runs again (RT throttling gives the CPU
+// to SCHED_OTHER tasks only). Blocking on a priority-inheritance mutex that the expirer holds boosts
+// the expirer to the waiter's priority, so the waiter waits exactly the callback's remaining time.
+//
+// Protocol (the kernel's, with thread_ctx for task_struct and a PI pthread mutex for the rt_mutex):
+//
+//   expirer E (any attached thread)              waiter W (wait_running(item, self))
+//   ----------------------------------           -----------------------------------------------
+//   expiry_pass p(E):    lock E.expiry.lock      h = item.handling (under a grace-period read
+//   p.mark(item):  item.handling = &E  (1)          section, the kernel's rcu_read_lock), and a
+//   callback(item)                                  thread_ref to *h, so E's ctx cannot vanish
+//   p.clear(item): item.handling = null (2)      h == null   -> idle (nothing running)
+//   p.sync_wait_running(): if E.waiters,         h == &self  -> would_deadlock (own callback)
+//       unlock + relock E.expiry.lock            else policy.wait(*h): pi_block = waiters++,
+//   ~expiry_pass:        unlock E.expiry.lock        lock(E.expiry.lock) [PI boosts E], waiters--,
+//                                                     unlock; then re-check item.handling == h
+//
+// Invariant: item.handling == &E only while E holds E.expiry.lock (marked after the lock is taken,
+// cleared before it is dropped). So a waiter that saw handling == &E and then acquires E's lock knows
+// that handling episode is over; if handling == &E again, E expires the item again: wait again.
+//
+// Which operations may run concurrently:
+//
+//   operation                       concurrently with
+//   expiry_pass / mark / clear /    only on the owning thread (E); any number of waiters meanwhile
+//     sync_wait_running
+//   wait_running(item, W)           any expirer, any number of other waiters, on any thread
+//   thread exit of an expirer       waits (sleep-polling, exit path) until no wait_running is between
+//                                   reading handling and taking its thread_ref (grace period)
+//
+// Wait policies (template parameter, so the same code is measured with each):
+//   pi_block   (default) block on the expirer's PI mutex. Never spins. The real-time answer.
+//   spin       busy-wait on item.handling (cpu_relax). FOR MEASUREMENT ONLY: never finishes when the
+//              waiter out-prioritises the expirer on the same CPU.
+//   spin_yield busy-wait with sched_yield(). FOR MEASUREMENT ONLY: sched_yield only yields to
+//              threads of equal or higher priority, so it never finishes in the same case.
+//   sleep_poll poll item.handling with nanosleep() in between: the kernel's nsleep fallback. Finishes,
+//              but adds up to one poll period of latency and runs the expirer at its own priority.
+#pragma once
+
+#include <rtdefer/config.hpp>
+#include <rtdefer/detail/exit_hooks.hpp>
+#include <rtdefer/detail/expiry_lock_state.hpp>
+#include <rtdefer/status.hpp>
+#include <rtdefer/thread.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <ctime>
+
+#include <sched.h>
+#include <time.h>
+
+namespace rtdefer {
+
+namespace detail {
+
+/// One pause instruction: tells the core (and an SMT sibling) that this is a spin-wait.
+inline void cpu_relax() noexcept RTDEFER_NONBLOCKING {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield" ::: "memory");
+#else
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+#endif
+}
+
+/// Sleeps for `ns` nanoseconds (relative, CLOCK_MONOTONIC). Blocking.
+inline void sleep_for_ns(std::int64_t ns) noexcept RTDEFER_BLOCKING {
+    timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+    while (::clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR) {
+    }
+}
+
+} // namespace detail
+
+// ---------------------------------------------------------------------------------------------
+// The item side: what an expirer publishes in each item it expires.
+// ---------------------------------------------------------------------------------------------
+
+/// Embedded in anything an expirer runs a callback for (the kernel's cpu_timer::handling).
+/// `Atom` lets tests swap the atomic type.
+template <template <class> class Atom = std::atomic>
+struct basic_expiry_item {
+    /// The expirer running this item's callback, or nullptr. Written only by that expirer while it
+    /// holds its expiry lock: set by mark (1), cleared by clear (2).
+    Atom<thread_ctx*> handling{nullptr};
+
+    /// Returns: whether a callback for this item is running right now (a racy peek).
+    [[nodiscard]] bool running() const noexcept RTDEFER_NONBLOCKING {
+        // relaxed: a snapshot for diagnostics; decisions use wait_running() or the owner's lock.
+        return handling.load(std::memory_order_relaxed) != nullptr;
+    }
+};
+using expiry_item = basic_expiry_item<>;
+
+// ---------------------------------------------------------------------------------------------
+// Grace period for reading `handling` (the kernel reads it under rcu_read_lock()).
+// ---------------------------------------------------------------------------------------------
+
+namespace detail {
+
+/// Two reader counters and an epoch, SRCU-style: a waiter counts itself in a slot while it reads
+/// item.handling and takes its thread_ref; an exiting expirer waits until each slot has been seen
+/// empty once after it stopped publishing `handling`. Flipping the epoch between the two waits sends
+/// new readers to the other slot, so the exit cannot be starved by a stream of waiters.
+struct handling_grace {
+    alignas(cacheline_size) std::atomic<std::uint32_t> epoch{0};
+    alignas(cacheline_size) std::atomic<std::uint64_t> readers0{0};
+    alignas(cacheline_size) std::atomic<std::uint64_t> readers1{0};
+    std::atomic<std::uint64_t>& slot(std::uint32_t i) noexcept RTDEFER_NONBLOCKING {
+        return (i & 1u) != 0 ? readers1 : readers0;
+    }
+};
+
+/// Constant-initialised namespace-scope object: no guard variable, no allocation, one per program.
+inline constinit handling_grace grace_state;
+inline handling_grace& grace() noexcept RTDEFER_NONBLOCKING { return grace_state; }
+
+/// Effects: reads item.handling and, if non-null, takes a reference to that expirer's ctx.
+/// Returns: the reference (empty if nothing is running). Progress: wait-free; no allocation, no
+/// syscall. Not annotated nonblocking only because clang cannot see that no thread_ref is dropped
+/// here (a dropped last reference would free); its only caller, wait_running, is blocking anyway.
+template <template <class> class Atom>
+thread_ref handling_ref(const basic_expiry_item<Atom>& item) noexcept {
+    auto& g = grace();
+    // relaxed: any slot is correct (the exiting expirer drains both); the epoch only spreads load.
+    const std::uint32_t idx = g.epoch.load(std::memory_order_relaxed);
+    struct reader_section {
+        std::atomic<std::uint64_t>& slot;
+        explicit reader_section(std::atomic<std::uint64_t>& s) noexcept : slot(s) {
+            // relaxed increment, ordered before the handling load by the fence (G1).
+            slot.fetch_add(1, std::memory_order_relaxed);
+        }
+        // (G2) release, on leaving (after the returned reference was taken): our reference
+        // increment happens-before the exiting expirer's acquire (G4) that sees this slot drop, hence
+        // before its final put (which then is not the last one).
+        ~reader_section() { slot.fetch_sub(1, std::memory_order_release); }
+    } section(g.slot(idx));
+    // (G1) seq_cst fence: orders our slot increment (store) before our handling load (load), against
+    // the exiting expirer's handling clear (store) before its slot loads (load), fence (G3): store
+    // buffering, so both sides need a full fence. Either it sees our increment, or we see its clear.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    // (3) acquire: pairs with release (1) in mark(); we then see the expirer's state it published.
+    thread_ctx* h = item.handling.load(std::memory_order_acquire);
+    // Safe to take a reference: the expirer cannot finish exiting while we are counted. Built in the
+    // return slot (no temporary to destroy), before `section` ends.
+    return h != nullptr ? thread_ref(*h) : thread_ref();
+}
+
+/// Exit hook: an expirer's ctx may be freed once its thread exits; wait until no waiter is between
+/// reading a `handling` that named it and taking its thread_ref. Exit path: sleep-polls.
+inline void expiry_lock_exit(thread_ctx& self) noexcept {
+    RTDEFER_ASSERT(!self.expiry.held, "thread exits while holding its expiry lock (expiry_pass still alive)");
+    if (!self.expiry.was_expirer)
+        return;
+    auto& g = grace();
+    // (G3) seq_cst fence: pairs with (G1). Our clears (2) of every handling are sequenced before it.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    for (int round = 0; round < 2; ++round) {
+        // relaxed: the flip only steers new readers; correctness comes from waiting on both slots.
+        const std::uint32_t old = g.epoch.fetch_add(1, std::memory_order_relaxed);
+        // (G4) acquire: pairs with (G2): a drained slot means those readers' refs are taken.
+        while (g.slot(old).load(std::memory_order_acquire) != 0)
+            sleep_for_ns(20'000);
+    }
+}
+
+inline const bool expiry_lock_exit_registered = register_exit_hook(&expiry_lock_exit, 50);
+
+[[gnu::cold, gnu::noinline]] inline void expiry_lock_failed(int rc) noexcept {
+    std::fprintf(stderr, "rtdefer: expiry lock: pthread_mutex error %d\n", rc);
+    std::abort();
+}
+
+} // namespace detail
+
+// ---------------------------------------------------------------------------------------------
+// The expirer side.
+// ---------------------------------------------------------------------------------------------
+
+/// Effects: takes the calling thread's expiry lock (start of an expiry pass).
+/// Precondition: `self` is the calling thread's ctx and does not hold the lock.
+/// Progress: blocking (a waiter may hold the lock for the instant of its lock/unlock).
+/// Real-time safety: a PI mutex; no allocation.
+inline void expiry_lock_acquire(thread_ctx& self) noexcept RTDEFER_BLOCKING {
+    RTDEFER_ASSERT(self.is_current(), "expiry lock taken on another thread's ctx");
+    RTDEFER_ASSERT(!self.expiry.held, "expiry lock taken twice (nested expiry pass)");
+    const int rc = self.expiry.lock.lock();
+    if (RTDEFER_UNLIKELY(rc != 0))
+        detail::expiry_lock_failed(rc);
+    self.expiry.held = true;
+    self.expiry.was_expirer = true;
+}
+
+/// Effects: releases the calling thread's expiry lock (end of the pass). Every item it marked must
+/// be cleared first. Progress: bounded (a contended PI unlock is one futex syscall).
+inline void expiry_lock_release(thread_ctx& self) noexcept RTDEFER_BLOCKING {
+    RTDEFER_ASSERT(self.expiry.held, "expiry lock released but not held");
+    self.expiry.held = false;
+    const int rc = self.expiry.lock.unlock();
+    if (RTDEFER_UNLIKELY(rc != 0))
+        detail::expiry_lock_failed(rc);
+}
+
+/// Effects: if a waiter is blocked on the lock, drops and retakes it so the waiter (whose callback
+/// has just finished) can go on instead of waiting for the whole pass: hrtimer_sync_wait_running().
+/// Call it between callbacks, with no item marked. Returns: whether the lock was dropped.
+/// Progress: blocking for at most the waiter's lock/unlock. Real-time safety: PI mutex only.
+inline bool expiry_sync_wait_running(thread_ctx& self) noexcept RTDEFER_BLOCKING {
+    RTDEFER_ASSERT(self.expiry.held, "expiry_sync_wait_running outside an expiry pass");
+    // relaxed: a hint, as the kernel's atomic_read(&base->timer_waiters). A waiter whose increment
+    // we miss waits at most until the end of this pass (or the next sync point), never forever.
+    if (self.expiry.waiters.load(std::memory_order_relaxed) == 0)
+        return false;
+    expiry_lock_release(self);
+    // With PI, the unlock hands the lock to the top waiter; relocking queues us behind it.
+    expiry_lock_acquire(self);
+    return true;
+}
+
+/// Effects: publishes that the calling expirer is running `item`'s callback. Precondition: the
+/// expiry lock is held (expiry_lock_acquire / expiry_pass). Progress: wait-free, no syscall.
+template <template <class> class Atom>
+inline void expiry_mark_handling(basic_expiry_item<Atom>& item, thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
+    RTDEFER_ASSERT(self.expiry.held, "expiry_mark_handling outside an expiry pass");
+    // (1) release: pairs with acquire (3) in handling_ref()/wait loops: a waiter that sees &self
+    // also sees that self holds its expiry lock (taken before, in program order).
+    item.handling.store(&self, std::memory_order_release);
+}
+
+/// Effects: publishes that the callback of `item` has returned. After this the expirer must not
+/// touch `item` unless it owns it again by other means (the timer service's queue lock).
+/// Progress: wait-free, no syscall.
+template <template <class> class Atom>
+inline void expiry_clear_handling(basic_expiry_item<Atom>& item) noexcept RTDEFER_NONBLOCKING {
+    // (2) release: pairs with acquire (3)/(4): a spinning waiter that sees nullptr sees every write
+    // the callback made.
+    item.handling.store(nullptr, std::memory_order_release);
+}
+
+/// RAII expiry pass: holds the expirer's lock from construction to destruction.
+class expiry_pass {
+public:
+    /// Effects: expiry_lock_acquire(self). Progress: blocking (PI mutex).
+    explicit expiry_pass(thread_ctx& self) noexcept RTDEFER_BLOCKING : self_(self) { expiry_lock_acquire(self_); }
+    ~expiry_pass() { expiry_lock_release(self_); }
+    expiry_pass(const expiry_pass&) = delete;
+    expiry_pass& operator=(const expiry_pass&) = delete;
+
+    template <template <class> class Atom>
+    void mark(basic_expiry_item<Atom>& item) noexcept RTDEFER_NONBLOCKING { expiry_mark_handling(item, self_); }
+    template <template <class> class Atom>
+    void clear(basic_expiry_item<Atom>& item) noexcept RTDEFER_NONBLOCKING { expiry_clear_handling(item); }
+    bool sync_wait_running() noexcept RTDEFER_BLOCKING { return expiry_sync_wait_running(self_); }
+    thread_ctx& self() const noexcept { return self_; }
+
+private:
+    thread_ctx& self_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Wait policies. Each has `wait(expirer, still_running)`: returns ok once `still_running()` may have
+// become false (the caller re-checks), or timed_out if a spin variant was told to give up.
+// ---------------------------------------------------------------------------------------------
+
+/// Block on the expirer's PI mutex (default; the kernel's mutex_lock(&tsk->...expiry mutex)).
+/// Progress: blocking; bounded by the callback's remaining run time at the waiter's priority.
+/// Real-time safety: PI mutex, no spinning, no allocation; burns no CPU while waiting.
+struct pi_block {
+    static constexpr const char* name = "pi_block";
+    template <class Running>
+    status wait(thread_ctx& expirer, Running&& /*still_running*/) const noexcept RTDEFER_BLOCKING {
+        // relaxed: the count is a hint for the expirer (see expiry_sync_wait_running); the lock
+        // itself provides the ordering we rely on (acquire on lock: the callback's writes are ours).
+        expirer.expiry.waiters.fetch_add(1, std::memory_order_relaxed);
+        const int rc = expirer.expiry.lock.lock();
+        expirer.expiry.waiters.fetch_sub(1, std::memory_order_relaxed);
+        if (RTDEFER_UNLIKELY(rc != 0))
+            return status::system_error;
+        (void)expirer.expiry.lock.unlock();
+        return status::ok;
+    }
+};
+
+namespace detail {
+
+/// The loop the polling policies share: re-check `still_running`, honour `give_up`, `pause` between.
+template <class Running, class Pause>
+status poll_until_done(Running& still_running, const std::atomic<bool>* give_up, Pause pause) noexcept {
+    while (still_running()) {
+        // relaxed: a stop request from a watchdog; nothing is published through it.
+        if (give_up != nullptr && give_up->load(std::memory_order_relaxed))
+            return status::timed_out;
+        pause();
+    }
+    return status::ok;
+}
+
+} // namespace detail
+
+/// Busy-wait with cpu_relax(). FOR MEASUREMENT ONLY (the pre-RT hrtimer_cancel loop): burns its CPU
+/// and never finishes if it out-prioritises the expirer on the expirer's CPU. `give_up`, when set
+/// by another thread (a watchdog), makes it return timed_out; the callback may then still run.
+struct spin {
+    static constexpr const char* name = "spin";
+    const std::atomic<bool>* give_up = nullptr;
+    template <class Running>
+    status wait(thread_ctx& /*expirer*/, Running&& still_running) const noexcept RTDEFER_NONBLOCKING {
+        return detail::poll_until_done(still_running, give_up, []() noexcept RTDEFER_NONBLOCKING { detail::cpu_relax(); });
+    }
+};
+
+/// Busy-wait with sched_yield(). FOR MEASUREMENT ONLY: under SCHED_FIFO, sched_yield only lets
+/// threads of the same priority run, so a lower-priority expirer on the same CPU still starves.
+struct spin_yield {
+    static constexpr const char* name = "spin_yield";
+    const std::atomic<bool>* give_up = nullptr;
+    template <class Running>
+    status wait(thread_ctx& /*expirer*/, Running&& still_running) const noexcept RTDEFER_BLOCKING {
+        return detail::poll_until_done(still_running, give_up, []() noexcept { ::sched_yield(); });
+    }
+};
+
+/// Poll with a sleep in between (the kernel's nsleep-style fallback). Finishes, since sleeping lets
+/// the expirer run, but the expirer runs at its own (low) priority and the waiter adds up to one
+/// `period` of latency. Kept as a baseline.
+struct sleep_poll {
+    static constexpr const char* name = "sleep_poll";
+    std::chrono::nanoseconds period{std::chrono::microseconds(50)};
+    const std::atomic<bool>* give_up = nullptr;
+    template <class Running>
+    status wait(thread_ctx& /*expirer*/, Running&& still_running) const noexcept RTDEFER_BLOCKING {
+        const std::int64_t ns = period.count();
+        return detail::poll_until_done(still_running, give_up, [ns]() noexcept { detail::sleep_for_ns(ns); });
+    }
+};
+
+namespace detail {
+
+/// Waits, with `policy`, until `item.handling` no longer names `expirer`. The caller holds a
+/// thread_ref to `expirer`. Returns: waited, timed_out (spin gave up) or system_error.
+template <class Policy, template <class> class Atom>
+status wait_for_expirer(const basic_expiry_item<Atom>& item, thread_ctx& expirer,
+                        const Policy& policy) noexcept RTDEFER_BLOCKING {
+    auto still_running = [&]() noexcept RTDEFER_NONBLOCKING {
+        // (4) acquire: pairs with release (2) in expiry_clear_handling().
+        return item.handling.load(std::memory_order_acquire) == &expirer;
+    };
+    do {
+        const status s = policy.wait(expirer, still_running);
+        if (s != status::ok)
+            return s;
+        // Re-check (the kernel's retry loop): handling == &expirer again means the expirer is
+        // running this item once more (it marks only while holding the lock we just passed).
+    } while (still_running());
+    return status::waited;
+}
+
+} // namespace detail
+
+/// Effects: if a callback for `item` is running, waits (with `Policy`) until it has returned.
+/// Returns: idle (none was running), waited (one was; it has returned and its writes are visible),
+/// would_deadlock (the caller is the expirer running it: waiting would never end), timed_out (a
+/// spin variant's give_up flag was set: it may still be running), system_error (the mutex failed).
+/// Progress: blocking. pi_block: bounded by the callback's remaining time, run at the caller's
+/// priority if that is higher (priority inheritance); spin variants: unbounded, see above.
+/// Real-time safety: no allocation; a PI mutex (pi_block); takes and drops a thread_ref (the drop
+/// frees the expirer's ctx only if that thread has exited meanwhile).
+template <class Policy = pi_block, template <class> class Atom = std::atomic>
+[[nodiscard]] status wait_running(const basic_expiry_item<Atom>& item, thread_ctx& self,
+                                  const Policy& policy = Policy{}) noexcept RTDEFER_BLOCKING {
+    thread_ref expirer = detail::handling_ref(item);
+    if (!expirer)
+        return status::idle;
+    if (&*expirer == &self) // (not .get(): a non-const thread_ref resolves to its private get())
+        return status::would_deadlock;
+    return detail::wait_for_expirer(item, *expirer, policy);
+}
+
+} // namespace rtdefer

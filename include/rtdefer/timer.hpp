@@ -1,0 +1,480 @@
+// rtdefer/timer.hpp: a timer service whose cancel_sync blocks on the expirer's PI expiry lock instead
+// of spinning: the kernel's timer_delete_sync()/hrtimer_cancel() with PREEMPT_RT's expiry locks, and
+// posix-cpu-timers' per-timer `handling` (see expiry_lock.hpp for the lock protocol).
+//
+//   timer_service<WaitPolicy = pi_block, Clock = steady_clock>
+//     an expiry thread (rt_thread, SCHED_FIFO by default) sleeps until the earliest deadline
+//     (park_until on its own ctx; arm() of a new earliest deadline unparks it), or the owner drives
+//     it by hand with run_expired(now, self) (tests, or an existing real-time loop).
+//   basic_timer<Clock> (timer): caller-owned and intrusive; arm/cancel never allocate.
+//
+// Timer states. All fields are guarded by the service's queue lock `q_` (a PI mutex, held only for
+// O(log n) heap work); `handling` is also an atomic so lock-free waiters can poll it.
+//
+//   state             heap_index   handling     entered by                      left by
+//   idle              npos         null         construction, cancel, expiry    arm
+//   pending           < npos       null         arm                             expiry pop, cancel*
+//   running           npos         expirer      expiry pop (same q_ section     callback return (clear
+//                                               as the handling mark)           under q_; periodic
+//                                                                               re-arm in that section)
+//   running+pending   < npos       expirer      arm from the callback/elsewhere cancel*, return
+//
+// The window between popping a timer and publishing `handling` (the kernel's timer.c sets
+// base->running_timer under the same base->lock as detach_timer()) does not exist here: both happen
+// in one q_ critical section, so a canceller holding q_ sees the timer queued or running, never
+// neither while its callback is about to run. A periodic re-arm happens in the q_ section that
+// clears `handling`, and only if no arm/cancel touched the timer meanwhile (`seq`), so cancel racing
+// a periodic expiry cannot be undone by the re-arm. While cancel_sync runs, arm() of that timer is
+// refused (`cancelling`), so a callback that re-arms itself cannot outrun it (timer_shutdown_sync's
+// concern, solved for the duration of the call).
+//
+// Which operations may run concurrently (same service):
+//   arm, cancel, cancel_sync, pending, next_expiry: any threads, any timers (serialised by q_);
+//     also from a callback (cancel_sync of its own timer returns would_deadlock).
+//   run_expired: one caller at a time per service (the expiry thread when it was started).
+//   freeing a timer: after cancel_sync returned anything but would_deadlock/timed_out/system_error,
+//     or when it was never armed. Never from its own callback (the expirer clears `handling` after
+//     the callback returns).
+#pragma once
+
+#include <rtdefer/config.hpp>
+#include <rtdefer/detail/expiry_lock_state.hpp>
+#include <rtdefer/expiry_lock.hpp>
+#include <rtdefer/status.hpp>
+#include <rtdefer/thread.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+namespace rtdefer {
+
+template <class WaitPolicy, class Clock>
+class timer_service;
+
+/// A caller-owned timer (the kernel's struct timer_list / hrtimer). Non-copyable, non-movable: the
+/// service's heap points at it. Destroying it while it is pending or running aborts with a message.
+template <class Clock = std::chrono::steady_clock>
+class basic_timer {
+public:
+    using clock = Clock;
+    using time_point = typename Clock::time_point;
+    using duration = typename Clock::duration;
+    /// The callback. Runs on the expirer with its expiry lock held; it may arm, cancel and
+    /// cancel_sync any timer of the service (its own cancel_sync returns would_deadlock), but must not
+    /// free its own timer.
+    using callback = void (*)(basic_timer& t, void* arg) noexcept;
+
+    basic_timer() noexcept = default;
+    basic_timer(const basic_timer&) = delete;
+    basic_timer& operator=(const basic_timer&) = delete;
+    ~basic_timer() {
+        RTDEFER_ASSERT(heap_index_ == npos && !item_.running(),
+                       "timer destroyed while armed or running: cancel_sync() it first");
+    }
+
+    /// Returns: whether its callback runs right now (racy peek). Progress: wait-free.
+    [[nodiscard]] bool running() const noexcept RTDEFER_NONBLOCKING { return item_.running(); }
+    /// Returns: the deadline of the current/last expiry. Stable inside the callback (or when idle).
+    [[nodiscard]] time_point expires() const noexcept RTDEFER_NONBLOCKING { return expires_; }
+    /// Returns: inside a periodic callback, how many periods were skipped because the expirer was
+    /// late (the kernel's it_overrun). Stable inside the callback.
+    [[nodiscard]] std::uint64_t overruns() const noexcept RTDEFER_NONBLOCKING { return overruns_; }
+    /// Returns: the expiry item (its `handling` names the expirer while the callback runs).
+    [[nodiscard]] const expiry_item& expiry() const noexcept RTDEFER_NONBLOCKING { return item_; }
+
+private:
+    template <class, class>
+    friend class timer_service;
+    static constexpr std::size_t npos = ~std::size_t{0};
+
+    std::size_t heap_index_ = npos;  // position in the heap, npos when not queued
+    time_point expires_{};
+    duration period_{};              // zero: one-shot
+    std::uint64_t order_ = 0;        // FIFO tie-break among equal deadlines
+    callback fn_ = nullptr;
+    void* arg_ = nullptr;
+    std::uint32_t seq_ = 0;          // bumped by every arm/cancel: a periodic re-arm needs it unchanged
+    std::uint32_t cancelling_ = 0;   // cancel_sync calls in progress: arm() refused meanwhile
+    std::uint64_t overruns_ = 0;
+    expiry_item item_;               // handling: the expirer running the callback
+};
+using timer = basic_timer<>;
+
+/// Construction options of a timer_service.
+struct timer_service_options {
+    /// The expiry thread: name, policy (SCHED_FIFO by default), priority, CPU, memory locking.
+    rt_thread_options thread{.name = "rtdefer-timer", .policy = sched_policy::fifo, .priority = 10};
+    /// Maximum number of armed timers (the heap is allocated once, here). 10^5 and more are fine.
+    std::size_t capacity = 1024;
+    /// false: no thread; the owner calls run_expired(now, self).
+    bool start_thread = true;
+};
+
+/// A timer service. `WaitPolicy` is how cancel_sync waits for a running callback (pi_block; the spin
+/// variants exist for measurement only, see expiry_lock.hpp). `Clock` is the deadline clock.
+template <class WaitPolicy = pi_block, class Clock = std::chrono::steady_clock>
+class timer_service {
+public:
+    using timer_type = basic_timer<Clock>;
+    using time_point = typename Clock::time_point;
+    using duration = typename Clock::duration;
+    using callback = typename timer_type::callback;
+
+    /// Effects: allocates the heap for `opts.capacity` timers and, if `opts.start_thread`, starts
+    /// the expiry thread (SCHED_FIFO falls back to SCHED_OTHER when refused, unless
+    /// opts.thread.require_rt; see sched_status()). Throws: std::bad_alloc, std::system_error.
+    /// Progress: blocking. Real-time safety: setup path (allocates, creates a thread).
+    explicit timer_service(timer_service_options opts = {}, WaitPolicy policy = WaitPolicy{})
+        : policy_(policy), heap_(opts.capacity, nullptr) {
+        RTDEFER_ASSERT(q_.init_error() == 0, "timer_service: pthread_mutex_init failed");
+        if (opts.start_thread) {
+            thread_ = rt_thread(opts.thread, [this](thread_ctx& self) { expiry_thread(self); });
+            expirer_ = &thread_.ctx();
+        }
+    }
+
+    /// Effects: stops and joins the expiry thread, then unlinks every still-armed timer (they become
+    /// idle; their callbacks never run). No callback may be running on another thread (a manual
+    /// run_expired must have returned). Real-time safety: teardown path.
+    ~timer_service() {
+        // (S1) release: pairs with acquire (S2) in the expiry thread's loop.
+        stop_.store(true, std::memory_order_release);
+        if (thread_.joinable()) {
+            (void)unpark(thread_.ctx());
+            thread_.join();
+        }
+        lock_q();
+        for (std::size_t i = 0; i < size_; ++i)
+            heap_[i]->heap_index_ = timer_type::npos;
+        size_ = 0;
+        unlock_q();
+    }
+    timer_service(const timer_service&) = delete;
+    timer_service& operator=(const timer_service&) = delete;
+
+    /// Effects: arms `t` to run `fn(t, arg)` at `when` (then every `period` if non-zero); an armed
+    /// timer is moved (mod_timer). Wakes the expiry thread if this is the new earliest deadline.
+    /// Returns: ok (it was not pending), removed (it was pending: that expiry was replaced),
+    /// not_accepting (a cancel_sync of `t` is in progress), no_space (capacity reached),
+    /// invalid_argument (null fn, negative period).
+    /// Progress: blocking on the queue's PI mutex, held for O(log n); one futex wake at most.
+    /// Real-time safety: no allocation; takes a PI mutex (not nonblocking).
+    [[nodiscard]] status arm(timer_type& t, time_point when, callback fn, void* arg = nullptr,
+                             duration period = duration::zero()) noexcept RTDEFER_BLOCKING {
+        if (fn == nullptr || period < duration::zero())
+            return status::invalid_argument;
+        status result;
+        bool wake;
+        lock_q();
+        if (t.cancelling_ != 0) {
+            unlock_q();
+            return status::not_accepting;
+        }
+        const bool was_queued = t.heap_index_ != timer_type::npos;
+        if (!was_queued && size_ == heap_.size()) {
+            unlock_q();
+            return status::no_space;
+        }
+        ++t.seq_;
+        t.fn_ = fn;
+        t.arg_ = arg;
+        t.period_ = period;
+        t.expires_ = when;
+        t.order_ = next_order_++;
+        if (was_queued) {
+            heap_update(t.heap_index_);
+            result = status::removed;
+        } else {
+            heap_push(t);
+            result = status::ok;
+        }
+        wake = t.heap_index_ == 0 && expirer_ != nullptr;
+        unlock_q();
+        if (wake)
+            (void)unpark(*expirer_);
+        return result;
+    }
+
+    /// Effects: dequeues `t` if it is pending (try_to_del_timer without the wait). If its callback is
+    /// running, it is not waited for, but a periodic timer will not re-arm itself after it.
+    /// Returns: whether it was pending (false for an idle timer and for one that is only running).
+    /// Progress: blocking on the queue's PI mutex for O(log n). Real-time safety: no allocation.
+    [[nodiscard]] bool cancel(timer_type& t) noexcept RTDEFER_BLOCKING {
+        lock_q();
+        ++t.seq_;
+        const bool was_queued = t.heap_index_ != timer_type::npos;
+        if (was_queued)
+            heap_erase(t.heap_index_);
+        unlock_q();
+        return was_queued;
+    }
+
+    /// Effects: disarms `t` and, if its callback is running, waits until it has returned
+    /// (timer_delete_sync). While this runs, arm(t) is refused, and a periodic timer does not re-arm.
+    /// Returns:
+    ///   removed        a pending expiry was dequeued before it ran (if a callback of an earlier
+    ///                  expiry was running too, it has also returned);
+    ///   waited         its callback was running; it has returned;
+    ///   idle           it was neither pending nor running;
+    ///   would_deadlock called from its own callback (self is the expirer): it is disarmed and will
+    ///                  not run again, the running callback (the caller) goes on;
+    ///   timed_out      only with a spin policy whose give_up flag was set: it may still run;
+    ///   system_error   the expiry lock failed.
+    /// After removed, waited or idle the callback is not running and will not run: `t` may be freed.
+    /// Progress: blocking; with pi_block bounded by the callback's remaining time at the caller's
+    /// priority (priority inheritance through the expirer's lock). Real-time safety: no allocation,
+    /// PI mutexes only; never spins with pi_block.
+    [[nodiscard]] status cancel_sync(timer_type& t, thread_ctx& self) noexcept RTDEFER_BLOCKING {
+        bool dequeued = false;
+        bool waited = false;
+        lock_q();
+        ++t.cancelling_;
+        for (;;) {
+            ++t.seq_;
+            if (t.heap_index_ != timer_type::npos) {
+                heap_erase(t.heap_index_);
+                dequeued = true;
+            }
+            // relaxed: `handling` is written only inside q_ critical sections, and we hold q_.
+            thread_ctx* h = t.item_.handling.load(std::memory_order_relaxed);
+            if (h == nullptr)
+                break;
+            if (h == &self) {
+                --t.cancelling_;
+                unlock_q();
+                return status::would_deadlock;
+            }
+            status s;
+            {
+                // The expirer is mid-pass (it marked handling under q_ and clears it only under q_),
+                // so its thread holds its own reference: taking ours here is the kernel's
+                // get_task_struct() under rcu_read_lock() in posix_cpu_timer_wait_running().
+                thread_ref expirer(*h);
+                unlock_q();
+                s = detail::wait_for_expirer(t.item_, *expirer, policy_);
+            }
+            lock_q();
+            if (s != status::waited) {
+                --t.cancelling_;
+                unlock_q();
+                return s;
+            }
+            waited = true;
+            // Re-check under q_ (the kernel's retry loop in timer_delete_sync()).
+        }
+        --t.cancelling_;
+        unlock_q();
+        return dequeued ? status::removed : waited ? status::waited : status::idle;
+    }
+
+    /// Effects: runs, on the calling thread as the expirer, every timer whose deadline is <= now,
+    /// in deadline order (FIFO among equal deadlines), holding self's expiry lock for the pass and
+    /// dropping it between callbacks while a canceller waits. Periodic timers are re-armed at the
+    /// next multiple of their period after `now` (overruns() counts the skipped ones).
+    /// Returns: the number of callbacks run. Precondition: `self` is the caller's ctx; one caller at
+    /// a time per service. Progress: blocking (PI mutexes), bounded by the expired callbacks.
+    /// Real-time safety: no allocation; PI mutexes; runs user callbacks.
+    std::size_t run_expired(time_point now, thread_ctx& self) noexcept RTDEFER_BLOCKING {
+        std::size_t ran = 0;
+        expiry_pass pass(self);
+        for (;;) {
+            lock_q();
+            if (size_ == 0 || heap_[0]->expires_ > now) {
+                unlock_q();
+                break;
+            }
+            timer_type& t = *heap_[0];
+            heap_erase(0);
+            // Pop and mark in one q_ section: see "the window" at the top of this file.
+            pass.mark(t.item_);
+            const callback fn = t.fn_;
+            void* const arg = t.arg_;
+            const std::uint32_t seq = t.seq_;
+            unlock_q();
+
+            fn(t, arg);
+            ++ran;
+
+            lock_q();
+            pass.clear(t.item_);
+            if (t.period_ > duration::zero() && t.seq_ == seq && t.cancelling_ == 0 &&
+                t.heap_index_ == timer_type::npos)
+                rearm_periodic(t, now);
+            unlock_q();
+            // From here on the expirer does not touch `t`: a canceller that saw handling == null
+            // under q_ may free it.
+            pass.sync_wait_running();
+        }
+        return ran;
+    }
+
+    /// Returns: whether `t` is pending (queued). Progress: blocking on q_ for O(1).
+    [[nodiscard]] bool pending(const timer_type& t) noexcept RTDEFER_BLOCKING {
+        lock_q();
+        const bool p = t.heap_index_ != timer_type::npos;
+        unlock_q();
+        return p;
+    }
+
+    /// Returns: the earliest deadline, if any timer is armed. Progress: blocking on q_ for O(1).
+    [[nodiscard]] std::optional<time_point> next_expiry() noexcept RTDEFER_BLOCKING {
+        lock_q();
+        std::optional<time_point> r;
+        if (size_ != 0)
+            r = heap_[0]->expires_;
+        unlock_q();
+        return r;
+    }
+
+    /// Returns: the number of armed timers. Progress: blocking on q_ for O(1).
+    [[nodiscard]] std::size_t size() noexcept RTDEFER_BLOCKING {
+        lock_q();
+        const std::size_t n = size_;
+        unlock_q();
+        return n;
+    }
+    [[nodiscard]] std::size_t capacity() const noexcept { return heap_.size(); }
+    /// Returns: the number of periodic re-arms dropped because the heap was full (0 normally).
+    [[nodiscard]] std::uint64_t dropped_rearms() const noexcept {
+        // relaxed: a statistic.
+        return dropped_rearms_.load(std::memory_order_relaxed);
+    }
+
+    /// Returns: the expiry thread's ctx, or nullptr without a thread.
+    [[nodiscard]] thread_ctx* expirer() const noexcept { return expirer_; }
+    /// Returns: the scheduling the expiry thread got, or nullptr without a thread.
+    [[nodiscard]] const sched_report* sched_status() const noexcept {
+        return thread_.joinable() ? &thread_.sched_status() : nullptr;
+    }
+    /// Returns: whether the queue lock and expiry locks use priority inheritance here.
+    [[nodiscard]] bool priority_inheritance() const noexcept { return q_.priority_inheritance(); }
+    [[nodiscard]] const WaitPolicy& policy() const noexcept { return policy_; }
+
+private:
+    void lock_q() noexcept RTDEFER_BLOCKING {
+        const int rc = q_.lock();
+        if (RTDEFER_UNLIKELY(rc != 0))
+            detail::expiry_lock_failed(rc);
+    }
+    void unlock_q() noexcept RTDEFER_BLOCKING {
+        const int rc = q_.unlock();
+        if (RTDEFER_UNLIKELY(rc != 0))
+            detail::expiry_lock_failed(rc);
+    }
+
+    // The expiry thread: sleep until the earliest deadline, run what expired, repeat.
+    void expiry_thread(thread_ctx& self) noexcept {
+        // (S2) acquire: pairs with release (S1) in the destructor.
+        while (!stop_.load(std::memory_order_acquire)) {
+            (void)run_expired(Clock::now(), self);
+            const std::optional<time_point> next = next_expiry();
+            if (stop_.load(std::memory_order_acquire))
+                break;
+            // An arm() of an earlier deadline after this read unparks us: its token makes the park
+            // return at once (no lost wake-up).
+            (void)park_until(self, next ? to_steady(*next) : std::chrono::steady_clock::time_point::max());
+        }
+    }
+
+    static std::chrono::steady_clock::time_point to_steady(time_point tp) noexcept {
+        if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
+            return tp;
+        } else {
+            if (tp == time_point::max())
+                return std::chrono::steady_clock::time_point::max();
+            const auto delta = std::chrono::duration_cast<std::chrono::steady_clock::duration>(tp - Clock::now());
+            return std::chrono::steady_clock::now() + delta;
+        }
+    }
+
+    void rearm_periodic(timer_type& t, time_point now) noexcept RTDEFER_NONBLOCKING {
+        // bump_cpu_timer(): the next expiry is the first multiple of the period after `now`.
+        time_point next = t.expires_ + t.period_;
+        std::uint64_t skipped = 0;
+        if (next <= now) {
+            const auto behind = (now - next) / t.period_ + 1;
+            skipped = static_cast<std::uint64_t>(behind);
+            next += behind * t.period_;
+        }
+        if (size_ == heap_.size()) {
+            // relaxed: a statistic.
+            dropped_rearms_.fetch_add(1, std::memory_order_relaxed);
+            return;
+        }
+        t.overruns_ = skipped;
+        t.expires_ = next;
+        t.order_ = next_order_++;
+        heap_push(t);
+    }
+
+    // ---- intrusive binary min-heap; index stored in the timer (all under q_) ----
+    static bool before(const timer_type* a, const timer_type* b) noexcept RTDEFER_NONBLOCKING {
+        return a->expires_ < b->expires_ || (a->expires_ == b->expires_ && a->order_ < b->order_);
+    }
+    void place(std::size_t i, timer_type* t) noexcept RTDEFER_NONBLOCKING {
+        heap_[i] = t;
+        t->heap_index_ = i;
+    }
+    void sift_up(std::size_t i) noexcept RTDEFER_NONBLOCKING {
+        timer_type* t = heap_[i];
+        while (i > 0) {
+            const std::size_t parent = (i - 1) / 2;
+            if (!before(t, heap_[parent]))
+                break;
+            place(i, heap_[parent]);
+            i = parent;
+        }
+        place(i, t);
+    }
+    void sift_down(std::size_t i) noexcept RTDEFER_NONBLOCKING {
+        timer_type* t = heap_[i];
+        for (;;) {
+            std::size_t child = 2 * i + 1;
+            if (child >= size_)
+                break;
+            if (child + 1 < size_ && before(heap_[child + 1], heap_[child]))
+                ++child;
+            if (!before(heap_[child], t))
+                break;
+            place(i, heap_[child]);
+            i = child;
+        }
+        place(i, t);
+    }
+    void heap_push(timer_type& t) noexcept RTDEFER_NONBLOCKING {
+        place(size_++, &t);
+        sift_up(size_ - 1);
+    }
+    void heap_update(std::size_t i) noexcept RTDEFER_NONBLOCKING {
+        if (i > 0 && before(heap_[i], heap_[(i - 1) / 2]))
+            sift_up(i);
+        else
+            sift_down(i);
+    }
+    void heap_erase(std::size_t i) noexcept RTDEFER_NONBLOCKING {
+        timer_type* victim = heap_[i];
+        victim->heap_index_ = timer_type::npos;
+        --size_;
+        if (i != size_) {
+            place(i, heap_[size_]);
+            heap_update(i);
+        }
+        heap_[size_] = nullptr;
+    }
+
+    WaitPolicy policy_;
+    detail::pi_mutex q_;                  // the queue lock (PI): guards the heap and timer fields
+    std::vector<timer_type*> heap_;       // allocated once; size_ entries used
+    std::size_t size_ = 0;
+    std::uint64_t next_order_ = 0;
+    std::atomic<std::uint64_t> dropped_rearms_{0};
+    std::atomic<bool> stop_{false};
+    thread_ctx* expirer_ = nullptr;       // the expiry thread's ctx (alive while thread_ lives)
+    rt_thread thread_;
+};
+
+} // namespace rtdefer

@@ -1,0 +1,192 @@
+// Unit tests for rtdefer/expiry_lock.hpp: the PI expiry lock, `handling`, wait_running with each wait
+// policy, would_deadlock, the drop-and-retake between callbacks, and expirer exit vs waiters.
+#include <rtdefer/expiry_lock.hpp>
+
+#include "test_util.hpp"
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+#include <vector>
+
+using namespace rtdefer;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Sleep-poll until `pred` holds or `limit` passes; returns whether it held. Never spins hot.
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds limit = 10s) {
+    const auto end = std::chrono::steady_clock::now() + limit;
+    while (!pred()) {
+        if (std::chrono::steady_clock::now() > end)
+            return false;
+        std::this_thread::sleep_for(100us);
+    }
+    return true;
+}
+
+} // namespace
+
+TEST_SUITE("unit") {
+
+TEST_CASE("expiry_lock_state: every thread_ctx carries a priority-inheritance expiry lock") {
+    thread_ctx& self = attach_this_thread();
+    CHECK(self.expiry.lock.init_error() == 0);
+    CHECK(self.expiry.lock.priority_inheritance());
+    CHECK(self.expiry.waiters.load(std::memory_order_relaxed) == 0);
+    CHECK_FALSE(self.expiry.held);
+    // The lock is really held during a pass: another thread cannot take it.
+    {
+        expiry_pass pass(self);
+        CHECK(self.expiry.held);
+        int busy = 0;
+        std::thread([&] { busy = self.expiry.lock.try_lock(); }).join();
+        CHECK(busy == EBUSY);
+    }
+    CHECK_FALSE(self.expiry.held);
+    int free_rc = -1;
+    std::thread([&] {
+        free_rc = self.expiry.lock.try_lock();
+        if (free_rc == 0)
+            (void)self.expiry.lock.unlock();
+    }).join();
+    CHECK(free_rc == 0);
+}
+
+TEST_CASE("wait_running: idle when no expirer handles the item") {
+    thread_ctx& self = attach_this_thread();
+    expiry_item item;
+    CHECK_FALSE(item.running());
+    CHECK(wait_running(item, self) == status::idle);
+    CHECK(wait_running<spin>(item, self) == status::idle);
+    CHECK(wait_running<sleep_poll>(item, self) == status::idle);
+}
+
+TEST_CASE("wait_running: waiting on yourself returns would_deadlock instead of hanging") {
+    thread_ctx& self = attach_this_thread();
+    expiry_item item;
+    expiry_pass pass(self);
+    pass.mark(item);
+    CHECK(item.running());
+    CHECK(item.handling.load(std::memory_order_relaxed) == &self);
+    CHECK(wait_running(item, self) == status::would_deadlock);
+    CHECK(wait_running<spin>(item, self) == status::would_deadlock);
+    CHECK(wait_running<spin_yield>(item, self) == status::would_deadlock);
+    CHECK(wait_running<sleep_poll>(item, self) == status::would_deadlock);
+    pass.clear(item);
+    CHECK(wait_running(item, self) == status::idle);
+}
+
+TEST_CASE_TEMPLATE("wait_running: returns only after the running callback has returned", Policy, pi_block,
+                   spin, spin_yield, sleep_poll) {
+    // Both threads are SCHED_OTHER here: the spin variants finish (and are harmless) only there.
+    thread_ctx& self = attach_this_thread();
+    expiry_item item;
+    std::atomic<bool> marked{false};
+    bool callback_done = false; // plain: published by clear (2) / the lock, read after wait_running
+    std::thread expirer([&] {
+        thread_ctx& e = attach_this_thread();
+        expiry_pass pass(e);
+        pass.mark(item);
+        marked.store(true, std::memory_order_release);
+        std::this_thread::sleep_for(20ms); // the "callback"
+        callback_done = true;
+        pass.clear(item);
+    });
+    REQUIRE(eventually([&] { return marked.load(std::memory_order_acquire); }));
+    const status s = wait_running<Policy>(item, self);
+    // The expirer may have finished before we looked (then idle), but never while still running.
+    CHECK((s == status::waited || s == status::idle));
+    CHECK(callback_done);
+    CHECK_FALSE(item.running());
+    expirer.join();
+}
+
+TEST_CASE_TEMPLATE("wait_running: a spin variant told to give up returns timed_out", Policy, spin, spin_yield,
+                   sleep_poll) {
+    thread_ctx& self = attach_this_thread();
+    expiry_item item;
+    std::atomic<bool> marked{false}, release{false};
+    std::thread expirer([&] {
+        thread_ctx& e = attach_this_thread();
+        expiry_pass pass(e);
+        pass.mark(item);
+        marked.store(true, std::memory_order_release);
+        (void)eventually([&] { return release.load(std::memory_order_acquire); });
+        pass.clear(item);
+    });
+    REQUIRE(eventually([&] { return marked.load(std::memory_order_acquire); }));
+    std::atomic<bool> give_up{true};
+    Policy p;
+    p.give_up = &give_up;
+    CHECK(wait_running(item, self, p) == status::timed_out);
+    CHECK(item.running()); // it gave up: the callback is still running
+    release.store(true, std::memory_order_release);
+    CHECK(wait_running(item, self) != status::timed_out);
+    expirer.join();
+}
+
+TEST_CASE("expiry_sync_wait_running: a waiter is released between callbacks, not at the end of the pass") {
+    thread_ctx& self = attach_this_thread();
+    expiry_item first, second;
+    std::atomic<bool> marked{false}, waiter_returned{false};
+    bool dropped = false, released_mid_pass = false;
+    std::thread expirer([&] {
+        thread_ctx& e = attach_this_thread();
+        expiry_pass pass(e);
+        pass.mark(first);
+        marked.store(true, std::memory_order_release);
+        // Callback 1 lasts until the waiter has blocked on our lock.
+        (void)eventually([&] { return e.expiry.waiters.load(std::memory_order_relaxed) > 0; });
+        pass.clear(first);
+        dropped = pass.sync_wait_running();
+        pass.mark(second);
+        // Callback 2 lasts until the waiter returned, or 10 s: without the drop and retake the
+        // waiter would be stuck until the pass ends, and this records the failure instead of hanging.
+        released_mid_pass = eventually([&] { return waiter_returned.load(std::memory_order_acquire); });
+        pass.clear(second);
+    });
+    REQUIRE(eventually([&] { return marked.load(std::memory_order_acquire); }));
+    CHECK(wait_running(first, self) == status::waited);
+    waiter_returned.store(true, std::memory_order_release);
+    expirer.join();
+    CHECK(dropped);
+    CHECK(released_mid_pass);
+}
+
+TEST_CASE("wait_running: expirers that exit while waiters read handling (ctx lifetime, ASan)") {
+    // Each round an expirer thread marks the item, clears it and exits at once; a waiter reads
+    // handling concurrently. The grace period in the expirer's exit keeps its ctx alive until the
+    // waiter's thread_ref is taken; ASan reports a use-after-free if that is broken.
+    thread_ctx& self = attach_this_thread();
+    expiry_item item;
+    std::atomic<bool> stop{false};
+    std::atomic<std::uint64_t> waits{0};
+    std::thread waiter([&] {
+        thread_ctx& w = attach_this_thread();
+        while (!stop.load(std::memory_order_acquire)) {
+            const status s = wait_running(item, w);
+            REQUIRE((s == status::idle || s == status::waited));
+            waits.fetch_add(1, std::memory_order_relaxed);
+        }
+    });
+    const int rounds = static_cast<int>(rtdefer_test::scaled(300, 50));
+    for (int i = 0; i < rounds; ++i) {
+        std::thread([&] {
+            thread_ctx& e = attach_this_thread();
+            expiry_pass pass(e);
+            pass.mark(item);
+            std::this_thread::yield();
+            pass.clear(item);
+        }).join();
+    }
+    stop.store(true, std::memory_order_release);
+    waiter.join();
+    CHECK(waits.load(std::memory_order_relaxed) > 0);
+    CHECK(wait_running(item, self) == status::idle);
+}
+
+} // TEST_SUITE

@@ -1,0 +1,51 @@
+# scripts/lib/common.sh: shared by scripts/test and scripts/showcase (sourced, not run).
+
+# ensure_debian_packages PKG...: install what is missing (as root: apt-get update + install,
+# non-interactive); as another user print the exact `sudo apt-get install` line and exit 1.
+ensure_debian_packages() {
+    if ! command -v dpkg-query >/dev/null 2>&1; then
+        echo "warning: dpkg-query not found (not Debian?): cannot check for: $*" >&2
+        echo "warning: continuing; the build will fail if any of them is missing" >&2
+        return 0
+    fi
+    local missing=() p
+    for p in "$@"; do
+        if ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
+            missing+=("$p")
+        fi
+    done
+    ((${#missing[@]} == 0)) && return 0
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "missing Debian packages: ${missing[*]}" >&2
+        echo "install them with:" >&2
+        echo "  sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+        exit 1
+    fi
+    local log
+    log=$(mktemp)
+    echo "installing missing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get update -q >"$log" 2>&1; then
+        tail -n 20 "$log" >&2
+        echo "error: apt-get update failed" >&2
+        exit 1
+    fi
+    if ! apt-get install -y -q --no-install-recommends "${missing[@]}" >>"$log" 2>&1; then
+        tail -n 30 "$log" >&2
+        echo "error: apt-get install -y ${missing[*]} failed" >&2
+        exit 1
+    fi
+    rm -f "$log"
+}
+
+# meson_setup DIR ARGS...: configure DIR, reconfiguring (or wiping) an existing build tree.
+meson_setup() {
+    local dir=$1
+    shift
+    if [[ -f $dir/meson-private/coredata.dat ]]; then
+        meson setup --reconfigure "$dir" "$@" || meson setup --wipe "$dir" "$@"
+    else
+        rm -rf "$dir"
+        meson setup "$dir" "$@"
+    fi
+}

@@ -36,6 +36,17 @@ template <class T> struct counting_atomic : std::atomic<T> {
     }
 };
 
+/// Every item was seen exactly once: 0 lost, 0 duplicated.
+void check_exactly_once(const std::vector<int>& seen) {
+    std::size_t lost = 0, duplicated = 0;
+    for (int s : seen) {
+        lost += s == 0;
+        duplicated += s > 1;
+    }
+    CHECK(lost == 0);
+    CHECK(duplicated == 0);
+}
+
 } // namespace
 
 TEST_CASE("add reports empty->non-empty, del_all returns newest first") {
@@ -150,13 +161,7 @@ TEST_CASE("producers and a draining consumer: every item seen exactly once") {
     for (auto& t : threads)
         t.join();
 
-    std::size_t lost = 0, duplicated = 0;
-    for (int s : seen) {
-        lost += s == 0;
-        duplicated += s > 1;
-    }
-    CHECK(lost == 0);
-    CHECK(duplicated == 0);
+    check_exactly_once(seen);
     // Every non-empty drain was preceded by exactly one empty->non-empty add.
     CHECK(empty_transitions.load() == drains);
 }
@@ -208,7 +213,7 @@ TEST_CASE("adds from a signal handler interleave with del_all in the interrupted
     thread_ctx* target = sig_target.load(std::memory_order_acquire);
     // One interrupt at a time (real-time signals queue, bounded by RLIMIT_SIGPENDING): each lands at
     // a random point of the consumer's del_all loop.
-    for (int sent = 0; sig_next.load(std::memory_order_relaxed) < n; ++sent) {
+    while (sig_next.load(std::memory_order_relaxed) < n) {
         const int before = sig_next.load(std::memory_order_relaxed);
         REQUIRE(send_ipi(*target) == status::ok);
         while (sig_next.load(std::memory_order_relaxed) == before)
@@ -217,12 +222,6 @@ TEST_CASE("adds from a signal handler interleave with del_all in the interrupted
     stop.store(true, std::memory_order_release);
     consumer.join();
 
-    std::size_t lost = 0, duplicated = 0;
-    for (int s : seen) {
-        lost += s == 0;
-        duplicated += s > 1;
-    }
-    CHECK(lost == 0);
-    CHECK(duplicated == 0);
+    check_exactly_once(seen);
     sig_pool = nullptr;
 }

@@ -279,3 +279,31 @@ TEST_CASE("a parked owner returns `interrupted` when the interrupt signal arrive
     owner.join();
     CHECK(result == status::interrupted);
 }
+
+namespace {
+// Deliberately breaks the nonblocking contract (hidden from -Wfunction-effects) so the test can
+// check that RealtimeSanitizer really watches functions marked RTDEFER_NONBLOCKING.
+int* volatile escaped = nullptr; // the allocation escapes, so the compiler cannot elide it
+[[gnu::noinline]] int allocate_in_nonblocking(int n) noexcept RTDEFER_NONBLOCKING {
+    RTDEFER_EFFECTS_TRUST_BEGIN
+    escaped = new int[static_cast<std::size_t>(n)];
+    escaped[0] = n;
+    const int v = escaped[0];
+    delete[] escaped;
+    return v;
+    RTDEFER_EFFECTS_TRUST_END
+}
+} // namespace
+
+TEST_CASE("RealtimeSanitizer build: an allocation inside RTDEFER_NONBLOCKING is caught") {
+    if (!RTDEFER_HAS_RTSAN) {
+        rtdefer_test::skip_test("not a -fsanitize=realtime build (the clang-22 configuration runs this)");
+        return;
+    }
+    // In a child: RealtimeSanitizer aborts the process on the violation.
+    const int rc = in_child([] {
+        ::close(2); // keep the expected report out of the test log
+        return allocate_in_nonblocking(3) == 3 ? 0 : 1;
+    });
+    CHECK(rc != 0);
+}

@@ -1,0 +1,177 @@
+// rtdefer/detail/irq_work_percpu.hpp: the per-CPU state of an irq_work_domain, the process-wide table
+// that lets the interrupt hook find "which CPU's raised list belongs to this worker thread", and the
+// hashed wait table irq_work_sync() sleeps on. Internals of irq_work.hpp; no public API here.
+//
+// Why the sync waiters do not sleep inside the item (the kernel's irq_work_sync use-after-free): the
+// kernel keeps an rcuwait in struct irq_work and wakes it after clearing BUSY, so the runner touches
+// the item after the waiter may already have seen !BUSY, returned and freed it (the kernel closes the
+// window with RCU). Userspace has no RCU for this, so we move the wait queue out of the item, as the
+// kernel's wait_var_event()/wake_up_var() do: a fixed table of futex words indexed by a hash of the
+// item's *address*. The table has static storage duration and outlives every item; the runner computes
+// the bucket from the pointer value before its last access to the item, and afterwards only touches
+// the bucket. So the runner's last access to the item is the BUSY clear itself.
+#pragma once
+
+#include <rtdefer/config.hpp>
+#include <rtdefer/detail/syscall.hpp>
+#include <rtdefer/llist.hpp>
+
+#include <array>
+#include <atomic>
+#include <climits>
+#include <cstddef>
+#include <cstdint>
+
+#include <sys/types.h>
+
+namespace rtdefer {
+
+struct thread_ctx;
+
+namespace detail {
+
+/// One CPU of an irq_work_domain: the kernel's per-CPU raised_list / lazy_list, plus a tick list that
+/// the kernel does not have (see irq_work.hpp: a non-LAZY item queued behind a LAZY one must still
+/// wake the worker). Each llist_head sits on its own cache line (llist.hpp aligns it).
+struct irq_work_cpu {
+    llist_head raised; ///< HARD_IRQ items: run by the interrupt hook on the worker thread
+    llist_head lazy;   ///< other non-LAZY items: run by the worker, woken on empty→non-empty
+    llist_head tick;   ///< LAZY items: run by the worker at its next tick (no wake at all)
+
+    /// The worker's ctx and tid. Written by the worker before the domain constructor returns (the
+    /// constructor waits on `started`, acquire), never written again while the domain lives: every
+    /// reader got its domain reference after construction, so plain fields suffice.
+    thread_ctx* worker = nullptr;
+    pid_t worker_tid = 0;
+    int cpu = -1;
+
+    /// Startup handshake: 0 starting, 1 running, 2 failed (no registry slot). Futex-style wait.
+    std::atomic<std::uint32_t> started{0};
+
+    // Statistics. relaxed: counters only; readers want totals, not ordering with the lists.
+    alignas(cacheline_size) std::atomic<std::uint64_t> hard_raises{0}; ///< empty→non-empty on raised
+    std::atomic<std::uint64_t> lazy_raises{0};  ///< empty→non-empty on lazy (worker wake attempted)
+    std::atomic<std::uint64_t> ipi_failures{0}; ///< send_ipi refused (worker falls back to a self-IPI)
+    std::atomic<std::uint64_t> runs_hard{0};    ///< hard callbacks run
+    std::atomic<std::uint64_t> runs_lazy{0};    ///< lazy and LAZY callbacks run
+    std::atomic<std::uint64_t> ticks{0};        ///< ticks that found LAZY items
+};
+
+// ---------------------------------------------------------------------------------------------
+// Worker registry: interrupt hook → per-CPU state
+// ---------------------------------------------------------------------------------------------
+//
+// The interrupt hook is process-wide and receives only the interrupted thread's ctx. Each worker
+// thread registers (its ctx, its irq_work_cpu) in a fixed table when it starts and removes itself
+// before it exits. The hook compares ctx pointers only; it dereferences an entry's irq_work_cpu only
+// when the entry's ctx is its own thread's, and that entry was written by this same thread (a signal
+// handler sees its own thread's earlier writes), and is cleared by this same thread before its domain
+// can go away. Entries of other threads are compared, never followed: no cross-thread lifetime issue.
+
+struct irq_work_worker_entry {
+    std::atomic<const thread_ctx*> worker{nullptr};
+    std::atomic<irq_work_cpu*> pcpu{nullptr};
+};
+
+inline constexpr std::size_t irq_work_max_workers = 256;
+
+struct irq_work_registry {
+    std::array<irq_work_worker_entry, irq_work_max_workers> entries{};
+    std::atomic<std::size_t> high_water{0}; ///< entries at or above this index were never used
+};
+
+/// Constant-initialised (atomics have constexpr constructors): no guard, usable from the handler.
+inline irq_work_registry irq_work_workers;
+
+/// Effects: registers the calling worker thread `self` as the runner of `pc`.
+/// Returns: false when the table is full. Setup path (worker start); never from the hot path.
+inline bool irq_work_register_worker(const thread_ctx& self, irq_work_cpu& pc) noexcept {
+    auto& reg = irq_work_workers;
+    for (std::size_t i = 0; i < irq_work_max_workers; ++i) {
+        const thread_ctx* expected = nullptr;
+        // relaxed (both): the CAS only arbitrates which worker owns the entry; the entry is read for
+        // dereference only by this thread's own signal handler (see above).
+        if (!reg.entries[i].worker.compare_exchange_strong(expected, &self, std::memory_order_relaxed,
+                                                           std::memory_order_relaxed))
+            continue;
+        // relaxed: read back only by this thread (its interrupt hook). A signal between the CAS and
+        // this store sees nullptr and skips; no hard item can target us before the domain exists.
+        reg.entries[i].pcpu.store(&pc, std::memory_order_relaxed);
+        // relaxed: a scan bound. Only this thread's own hook must see the entry, and it does
+        // (program order); other threads' scans never act on our entry.
+        std::size_t hw = reg.high_water.load(std::memory_order_relaxed);
+        while (hw < i + 1 &&
+               !reg.high_water.compare_exchange_weak(hw, i + 1, std::memory_order_relaxed, std::memory_order_relaxed)) {
+        }
+        return true;
+    }
+    return false;
+}
+
+/// Effects: removes the calling worker thread's entry (before the thread exits, so a later thread
+/// whose ctx reuses the address never matches a stale entry).
+inline void irq_work_unregister_worker(const thread_ctx& self) noexcept {
+    auto& reg = irq_work_workers;
+    // relaxed: see irq_work_register_worker; the exit of this thread and the freeing of its ctx are
+    // ordered after these stores by thread join / the ctx refcount.
+    const std::size_t n = reg.high_water.load(std::memory_order_relaxed);
+    for (std::size_t i = 0; i < n; ++i) {
+        if (reg.entries[i].worker.load(std::memory_order_relaxed) == &self) {
+            reg.entries[i].pcpu.store(nullptr, std::memory_order_relaxed);
+            reg.entries[i].worker.store(nullptr, std::memory_order_relaxed);
+        }
+    }
+}
+
+/// Returns: the irq_work_cpu whose worker is the calling thread `self`, or nullptr.
+/// Progress: wait-free, O(high-water) loads. Async-signal-safe (the interrupt hook calls it).
+inline irq_work_cpu* irq_work_worker_of(const thread_ctx* self) noexcept RTDEFER_NONBLOCKING {
+    if (self == nullptr)
+        return nullptr;
+    auto& reg = irq_work_workers;
+    // relaxed throughout: we act only on the entry naming `self`, which `self`'s thread (the caller)
+    // wrote; all other entries are compared and skipped.
+    const std::size_t n = reg.high_water.load(std::memory_order_relaxed);
+    for (std::size_t i = 0; i < n; ++i)
+        if (reg.entries[i].worker.load(std::memory_order_relaxed) == self)
+            return reg.entries[i].pcpu.load(std::memory_order_relaxed);
+    return nullptr;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sync wait table (wait_var_event / wake_up_var)
+// ---------------------------------------------------------------------------------------------
+
+struct alignas(cacheline_size) irq_work_wait_bucket {
+    std::atomic<std::uint32_t> seq{0};     ///< futex word: bumped by every wake of this bucket
+    std::atomic<std::uint32_t> waiters{0}; ///< irq_work_sync callers sleeping (or about to) here
+};
+
+inline constexpr std::size_t irq_work_wait_bucket_bits = 6;
+inline std::array<irq_work_wait_bucket, std::size_t{1} << irq_work_wait_bucket_bits> irq_work_wait_table{};
+
+/// Returns: the bucket of an item address (Fibonacci hashing; the address is never dereferenced).
+inline irq_work_wait_bucket& irq_work_bucket_of(std::uintptr_t item_addr) noexcept RTDEFER_NONBLOCKING {
+    const std::uint64_t h = (static_cast<std::uint64_t>(item_addr) >> 4) * 0x9E3779B97F4A7C15ull;
+    return irq_work_wait_table[static_cast<std::size_t>(h >> (64 - irq_work_wait_bucket_bits))];
+}
+
+/// Effects: wakes the irq_work_sync callers of the bucket of `item_addr`, if there are any. Called by
+/// the runner right after its BUSY clear (S1); touches only the static bucket, never the item.
+/// Progress: wait-free; one futex_wake only when a waiter is registered. Async-signal-safe.
+inline void irq_work_wake_syncers(std::uintptr_t item_addr) noexcept RTDEFER_NONBLOCKING {
+    irq_work_wait_bucket& b = irq_work_bucket_of(item_addr);
+    // (S2) seq_cst load: the store→load pair (S1)→(S2) here against (S3)→(S5) in irq_work_sync():
+    //      with all four in the single total order, either the waiter's flag load (S5) sees our BUSY
+    //      clear (S1), or this load sees its registration (S3). Without seq_cst both could read the
+    //      old values (store buffering) and the waiter would sleep forever.
+    if (b.waiters.load(std::memory_order_seq_cst) == 0)
+        return;
+    // (S6) seq_cst: ordered after (S2), so after the waiter's sequence snapshot (S4) whenever the
+    //      waiter read BUSY at (S5); its futex_wait(seq, snapshot) then fails with EAGAIN or is woken.
+    b.seq.fetch_add(1, std::memory_order_seq_cst);
+    (void)futex_wake(b.seq, INT_MAX);
+}
+
+} // namespace detail
+} // namespace rtdefer

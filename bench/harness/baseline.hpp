@@ -102,18 +102,13 @@ inline latency_result invalid(std::string name, std::string what, std::string wh
 // The IPI hook state: the hook is process-global and permanent (there is no unregister), so it is
 // armed only while measure_ipi_delivery runs, and only for its target.
 inline std::atomic<rtdefer::thread_ctx*> ipi_target{nullptr};
-inline std::atomic<std::uint64_t> ipi_stamp{0};
-inline std::atomic<std::uint64_t> ipi_seq{0};
+inline event_stamp ipi_event;
 
 inline void ipi_hook(rtdefer::thread_ctx* self) noexcept RTDEFER_NONBLOCKING {
     // relaxed: compared by identity only; the target was published before the first send_ipi.
     if (self == nullptr || self != ipi_target.load(std::memory_order_relaxed)) return;
     // A TSC read (steady_clock where the TSC is not trusted: a vDSO call, still async-signal-safe).
-    const std::uint64_t t = bench_clock::now_end();
-    // relaxed: published by the release increment below.
-    ipi_stamp.store(t, std::memory_order_relaxed);
-    // release: pairs with the sender's acquire load of ipi_seq, which then reads ipi_stamp.
-    ipi_seq.fetch_add(1, std::memory_order_release);
+    ipi_event.mark();
 }
 
 }  // namespace baseline_detail
@@ -293,19 +288,12 @@ inline latency_result measure_ipi_delivery(const baseline_config& c) {
         baseline_detail::ipi_target.store(&t, std::memory_order_relaxed);  // relaxed: see ipi_hook
         for (std::size_t i = 0; i < total; ++i) {
             std::this_thread::sleep_for(c.gap);
-            const std::uint64_t seq = baseline_detail::ipi_seq.load(std::memory_order_relaxed);
-            std::uint64_t t0 = bench_clock::now();
-            if (rtdefer::send_ipi(t) != rtdefer::status::ok) {
+            const std::uint64_t armed = baseline_detail::ipi_event.arm();
+            std::uint64_t t0 = bench_clock::now(), t1 = 0;
+            if (rtdefer::send_ipi(t) != rtdefer::status::ok || !baseline_detail::ipi_event.wait(armed, t1)) {
                 ++timeouts;
                 break;
             }
-            // acquire: pairs with the hook's release increment; then ipi_stamp is its timestamp.
-            if (!baseline_detail::spin_until(
-                    [&] { return baseline_detail::ipi_seq.load(std::memory_order_acquire) != seq; })) {
-                ++timeouts;
-                break;
-            }
-            std::uint64_t t1 = baseline_detail::ipi_stamp.load(std::memory_order_relaxed);
             if (i >= warm) h->record(clock().delta_ns(t0, t1));
         }
         baseline_detail::ipi_target.store(nullptr, std::memory_order_relaxed);

@@ -581,6 +581,13 @@ inline std::uint64_t time_batch(std::size_t n, Op&& op) noexcept(noexcept(op(std
     return static_cast<std::uint64_t>(clock().to_ns(b > a ? b - a : 0) / static_cast<double>(n) + 0.5);
 }
 
+/// Record `samples` samples of `batch` back-to-back op(i) calls each (per-call mean of a batch; see
+/// time_batch). With batch = 1 each sample is one call plus one clock read pair.
+template <class Op>
+inline void record_batches(histogram& h, std::size_t samples, std::size_t batch, Op&& op) {
+    for (std::size_t s = 0; s < samples; ++s) h.record(time_batch(batch, op));
+}
+
 /// Pause hint for spin loops.
 inline void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
@@ -595,5 +602,42 @@ inline void spin_for_ns(double ns) noexcept {
     std::uint64_t end = bench_clock::now() + clock().ns_to_ticks(ns);
     while (bench_clock::now() < end) cpu_relax();
 }
+
+/// Cross-thread event timestamp: the measuring thread arm()s, triggers something, and wait()s; the
+/// target context (another thread, a signal handler, a work callback) calls mark() when the event
+/// reaches it. mark() is wait-free and async-signal-safe (a TSC read and two atomic stores).
+///
+///   auto armed = ev.arm();  std::uint64_t t0 = bench_clock::now();  trigger();
+///   std::uint64_t t1;  if (ev.wait(armed, t1)) h.record(clock().delta_ns(t0, t1));
+class event_stamp {
+public:
+    /// The sequence number a later wait() compares against.
+    std::uint64_t arm() const noexcept { return seq_.load(std::memory_order_acquire); }
+    /// In the target context: timestamp now and publish it.
+    void mark() noexcept {
+        // relaxed: published by the release increment below.
+        stamp_.store(bench_clock::now_end(), std::memory_order_relaxed);
+        // release: pairs with the acquire in wait(): the stamp is visible once the count moved.
+        seq_.fetch_add(1, std::memory_order_release);
+    }
+    /// Spin until a mark() after `armed`; its timestamp goes to `stamp`. false after `timeout_ns`.
+    bool wait(std::uint64_t armed, std::uint64_t& stamp, double timeout_ns = 2e9) const noexcept {
+        const std::uint64_t end = bench_clock::now() + clock().ns_to_ticks(timeout_ns);
+        for (unsigned i = 0;; ++i) {
+            if (seq_.load(std::memory_order_acquire) != armed) {
+                // relaxed: ordered by the acquire above (a later mark() may overwrite it: then the
+                // caller sees the later event's time, which only happens if it triggered twice).
+                stamp = stamp_.load(std::memory_order_relaxed);
+                return true;
+            }
+            cpu_relax();
+            if ((i & 1023) == 1023 && bench_clock::now() > end) return false;
+        }
+    }
+
+private:
+    alignas(64) std::atomic<std::uint64_t> seq_{0};
+    std::atomic<std::uint64_t> stamp_{0};
+};
 
 }  // namespace rtdefer_bench

@@ -1,6 +1,8 @@
 // baseline_bench: this machine's limits, the figures every other bench is set beside.
 //
-//   baseline_bench [--quick] [--json FILE] [--no-rt] [--no-mlock] [--samples N]
+//   baseline_bench [--quick] [--json FILE] [--no-rt] [--no-mlock] [--samples N] [--repeat N]
+//
+// --repeat N runs everything N times (a few seconds each) and adds the medians of the runs' figures.
 //
 // Prints, for each of cache-line round trip, futex wake-to-run (rtdefer::unpark -> park returns),
 // the unpark() syscall itself, and interrupt-signal delivery to a busy thread (rtdefer::send_ipi):
@@ -21,6 +23,22 @@ int main(int argc, char** argv) {
     std::printf("\n");
 
     baselines b = measure_baselines(opts, &rep);
+    if (opts.repeat > 1) {
+        std::vector<baselines> runs{b};
+        for (std::size_t i = 1; i < opts.repeat; ++i) {
+            std::printf("\nrun %zu of %zu:\n", i + 1, opts.repeat);
+            runs.push_back(measure_baselines(opts, &rep));
+        }
+        auto med = [&](latency_result baselines::*f) {
+            std::vector<latency_result> v;
+            for (const auto& r : runs) v.push_back(r.*f);
+            return median_of_runs(v);
+        };
+        b = {med(&baselines::clock), med(&baselines::cacheline_rtt), med(&baselines::futex_wake),
+             med(&baselines::unpark_call), med(&baselines::ipi)};
+        std::printf("\nmedians of %zu runs (load now %s):\n", opts.repeat, machine_info::loadavg().c_str());
+        for (auto* r : {&b.clock, &b.cacheline_rtt, &b.futex_wake, &b.unpark_call, &b.ipi}) rep.add(*r);
+    }
 
     // The derived figures people ask for, as ratios to the cheapest event (the cache line).
     if (b.cacheline_rtt.valid) {

@@ -203,5 +203,11 @@ int main(int argc, char** argv) {
         if (name.rfind("mpsc/", 0) == 0 && name.find("producers:1") != std::string::npos)
             std::printf("  %s %.3g", name.substr(5, name.find('/', 5) - 5).c_str(), e.allocs);
     std::printf("\n");
+    for (const auto& [name, e] : cap.results)
+        if (e.rates.size() > 1) {
+            auto [lo, hi] = std::minmax_element(e.rates.begin(), e.rates.end());
+            std::printf("  %-40s median %s over %zu repetitions (min %s, max %s)\n", name.c_str(), fmt_rate(e.median(), "/s").c_str(),
+                        e.rates.size(), fmt_rate(*lo, "/s").c_str(), fmt_rate(*hi, "/s").c_str());
+        }
     return rep.finish();
 }

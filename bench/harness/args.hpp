@@ -6,6 +6,7 @@
 //   --no-rt          do not try SCHED_FIFO (env RTDEFER_BENCH_NO_RT=1).
 //   --no-mlock       do not call mlockall.
 //   --samples N      override the sample count of latency runs.
+//   --repeat N       run the measurement N times and report medians (benches that support it).
 //   --help
 // parse_args() removes what it recognises from argv, so the rest can go to benchmark::Initialize.
 #pragma once
@@ -23,6 +24,7 @@ struct options {
     bool quick = false;
     std::string json_path;
     std::size_t samples = 0;  ///< 0: the bench's default
+    std::size_t repeat = 1;   ///< --repeat N: whole-measurement repetitions (median reported)
     std::string bench_name;
 
     /// The full-mode or the quick-mode value.
@@ -67,14 +69,18 @@ inline options parse_args(int& argc, char** argv, const char* bench_name, bool a
         else if (a == "--no-rt") switches().allow_rt = false;
         else if (a == "--no-mlock") switches().allow_mlock = false;
         else if (a == "--samples" || a.rfind("--samples=", 0) == 0) o.samples = std::strtoull(value("--samples").c_str(), nullptr, 10);
-        else if (a == "--help" || a == "-h") {
+        else if (a == "--repeat" || a.rfind("--repeat=", 0) == 0) {
+            o.repeat = std::strtoull(value("--repeat").c_str(), nullptr, 10);
+            if (o.repeat == 0) o.repeat = 1;
+        } else if (a == "--help" || a == "-h") {
             std::printf(
-                "usage: %s [--quick] [--json FILE] [--no-rt] [--no-mlock] [--samples N]%s\n"
+                "usage: %s [--quick] [--json FILE] [--no-rt] [--no-mlock] [--samples N] [--repeat N]%s\n"
                 "  --quick      a few seconds in total (also env RTDEFER_BENCH_QUICK=1)\n"
                 "  --json FILE  write results as JSON\n"
                 "  --no-rt      do not try SCHED_FIFO (also env RTDEFER_BENCH_NO_RT=1)\n"
                 "  --no-mlock   do not call mlockall\n"
                 "  --samples N  samples per latency figure\n"
+                "  --repeat N   repeat the whole measurement N times, report medians\n"
                 "%s",
                 bench_name, allow_unknown ? " [Google Benchmark flags]" : "", extra_help ? extra_help : "");
             if (!allow_unknown) std::exit(0);

@@ -8,6 +8,7 @@
 //   rep.print_table(); return rep.finish();             // writes --json FILE, returns 0 / 1
 #pragma once
 
+#include <algorithm>
 #include <cstdarg>
 #include <cstdio>
 #include <ctime>
@@ -240,6 +241,34 @@ struct comparison_row {
     double ratio() const { return base_value != 0 ? value / base_value : std::nan(""); }
 };
 
+/// The median of each headline figure over several runs of the same measurement (count: summed).
+/// Invalid runs are skipped; if all are invalid, the first is returned.
+inline latency_result median_of_runs(const std::vector<latency_result>& runs) {
+    std::vector<const latency_result*> v;
+    for (const auto& r : runs)
+        if (r.valid) v.push_back(&r);
+    if (v.empty()) return runs.empty() ? latency_result{} : runs.front();
+    auto med = [&](double summary::*f) {
+        std::vector<double> x;
+        for (const auto* r : v) x.push_back(r->s.*f);
+        std::sort(x.begin(), x.end());
+        return x.size() % 2 ? x[x.size() / 2] : (x[x.size() / 2 - 1] + x[x.size() / 2]) / 2;
+    };
+    latency_result m = *v.front();
+    m.hist.reset();
+    m.s.p50 = med(&summary::p50);
+    m.s.p99 = med(&summary::p99);
+    m.s.p999 = med(&summary::p999);
+    m.s.max = med(&summary::max);
+    m.s.min = med(&summary::min);
+    m.s.mean = med(&summary::mean);
+    m.s.count = 0;
+    for (const auto* r : v) m.s.count += r->s.count;
+    m.name += " (median of " + std::to_string(v.size()) + ")";
+    m.note = "each figure is the median over the runs of that figure; n = all samples";
+    return m;
+}
+
 /// Print a side-by-side table:  name | stat value | baseline name stat value | ratio
 inline void print_table(const std::vector<comparison_row>& rows, std::FILE* out = stdout, const char* title = nullptr) {
     if (rows.empty()) return;
@@ -266,13 +295,13 @@ inline void print_table(const std::vector<comparison_row>& rows, std::FILE* out 
 /// Print one latency line: name  p50 .. p99 .. p99.9 .. max .. (n=..)  [sched]
 inline void print_latency(const latency_result& r, std::FILE* out = stdout) {
     if (!r.valid) {
-        std::fprintf(out, "  %-28s not measured: %s\n", r.name.c_str(), r.note.c_str());
+        std::fprintf(out, "  %-38s not measured: %s\n", r.name.c_str(), r.note.c_str());
         return;
     }
-    std::fprintf(out, "  %s | p50 %s | p99 %s | p99.9 %s | max %s | n=%llu | %s\n", pad(r.name, 28).c_str(),
+    std::fprintf(out, "  %s | p50 %s | p99 %s | p99.9 %s | max %s | n=%llu | %s\n", pad(r.name, 38).c_str(),
                  pad(fmt_ns(r.s.p50), 8).c_str(), pad(fmt_ns(r.s.p99), 8).c_str(), pad(fmt_ns(r.s.p999), 8).c_str(),
                  pad(fmt_ns(r.s.max), 8).c_str(), static_cast<unsigned long long>(r.s.count), r.rt.describe().c_str());
-    if (!r.note.empty()) std::fprintf(out, "  %s   note: %s\n", pad("", 28).c_str(), r.note.c_str());
+    if (!r.note.empty()) std::fprintf(out, "  %s   note: %s\n", pad("", 38).c_str(), r.note.c_str());
 }
 
 /// Collects everything a bench measured; prints as it goes; writes JSON at the end.

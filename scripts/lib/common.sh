@@ -38,14 +38,17 @@ ensure_debian_packages() {
     rm -f "$log"
 }
 
-# meson_setup DIR ARGS...: configure DIR, reconfiguring (or wiping) an existing build tree.
+# meson_setup DIR ARGS...: configure DIR. An existing tree configured with the same arguments (and
+# compiler) is reconfigured, which picks up new source files; otherwise it is wiped first, because
+# meson 1.0 ignores a changed cpp_args on --reconfigure.
 meson_setup() {
     local dir=$1
     shift
-    if [[ -f $dir/meson-private/coredata.dat ]]; then
-        meson setup --reconfigure "$dir" "$@" || meson setup --wipe "$dir" "$@"
-    else
-        rm -rf "$dir"
-        meson setup "$dir" "$@"
+    local stamp="CXX=${CXX:-} $*"
+    if [[ -f $dir/meson-private/coredata.dat && -f $dir/.rtdefer-setup && $(<"$dir/.rtdefer-setup") == "$stamp" ]]; then
+        meson setup --reconfigure "$dir" "$@" && return 0
     fi
+    rm -rf "$dir"
+    meson setup "$dir" "$@" || return 1
+    printf '%s' "$stamp" >"$dir/.rtdefer-setup"
 }

@@ -74,6 +74,20 @@ inline void cpu_relax() noexcept RTDEFER_NONBLOCKING {
 #endif
 }
 
+/// A full (seq_cst) fence. GCC refuses std::atomic_thread_fence under -fsanitize=thread (-Wtsan:
+/// TSan does not model fences). Here the fence only orders atomics against atomics (the grace-period
+/// handshake below); what it protects is published through acquire/release pairs TSan does see.
+inline void full_fence() noexcept RTDEFER_NONBLOCKING {
+#if defined(__SANITIZE_THREAD__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wtsan"
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+#pragma GCC diagnostic pop
+#else
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
+}
+
 /// Sleeps for `ns` nanoseconds (relative, CLOCK_MONOTONIC). Blocking.
 inline void sleep_for_ns(std::int64_t ns) noexcept RTDEFER_BLOCKING {
     timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
@@ -149,7 +163,7 @@ thread_ref handling_ref(const basic_expiry_item<Atom>& item) noexcept {
     // (G1) seq_cst fence: orders our slot increment (store) before our handling load (load), against
     // the exiting expirer's handling clear (store) before its slot loads (load), fence (G3): store
     // buffering, so both sides need a full fence. Either it sees our increment, or we see its clear.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    detail::full_fence();
     // (3) acquire: pairs with release (1) in mark(); we then see the expirer's state it published.
     thread_ctx* h = item.handling.load(std::memory_order_acquire);
     // Safe to take a reference: the expirer cannot finish exiting while we are counted. Built in the
@@ -165,7 +179,7 @@ inline void expiry_lock_exit(thread_ctx& self) noexcept {
         return;
     auto& g = grace();
     // (G3) seq_cst fence: pairs with (G1). Our clears (2) of every handling are sequenced before it.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    full_fence();
     for (int round = 0; round < 2; ++round) {
         // relaxed: the flip only steers new readers; correctness comes from waiting on both slots.
         const std::uint32_t old = g.epoch.fetch_add(1, std::memory_order_relaxed);

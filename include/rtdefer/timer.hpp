@@ -78,7 +78,8 @@ public:
 
     /// Returns: whether its callback runs right now (racy peek). Progress: wait-free.
     [[nodiscard]] bool running() const noexcept RTDEFER_NONBLOCKING { return item_.running(); }
-    /// Returns: the deadline of the current/last expiry. Stable inside the callback (or when idle).
+    /// Returns: the deadline of the current/last expiry. Stable inside the callback (or when idle)
+    /// unless another thread re-arms the timer meanwhile (then read it under your own lock).
     [[nodiscard]] time_point expires() const noexcept RTDEFER_NONBLOCKING { return expires_; }
     /// Returns: inside a periodic callback, how many periods were skipped because the expirer was
     /// late (the kernel's it_overrun). Stable inside the callback.
@@ -225,10 +226,12 @@ public:
     ///   timed_out      only with a spin policy whose give_up flag was set: it may still run;
     ///   system_error   the expiry lock failed.
     /// After removed, waited or idle the callback is not running and will not run: `t` may be freed.
+    /// The caller must not hold a lock the callback takes (timer_delete_sync's rule: that deadlocks).
     /// Progress: blocking; with pi_block bounded by the callback's remaining time at the caller's
     /// priority (priority inheritance through the expirer's lock). Real-time safety: no allocation,
     /// PI mutexes only; never spins with pi_block.
     [[nodiscard]] status cancel_sync(timer_type& t, thread_ctx& self) noexcept RTDEFER_BLOCKING {
+        RTDEFER_ASSERT(self.is_current(), "cancel_sync: `self` must be the calling thread's ctx");
         bool dequeued = false;
         bool waited = false;
         lock_q();

@@ -1,0 +1,273 @@
+// Stress test for rtdefer/deferred_word.hpp: a target thread enters and leaves isolated sections at
+// random while senders issue requests with ct_set_work_or_ipi, each carrying a sequence number.
+//
+// Oracle, per request:
+//   - owned bits: every sender owns 4 work bits and has at most one request outstanding per bit
+//     (it reuses a bit only after that bit's callback has consumed the previous request), so each run
+//     of an owned bit must find exactly one new request: a run that finds none is a double (or a
+//     run without a request); a request never consumed is lost. Each request's sequence number is
+//     recorded, and every one must be observed exactly once.
+//   - one shared bit, added to every 8th request of every sender: requests coalesce (several
+//     requests, one run); each run records, per sender, the newest posted sequence number it sees.
+//     No request may be lost: at the end every sender's last shared request is covered.
+//   The request payload is written with plain stores before the request and read with plain loads
+//   in the callback: the only happens-before between them is the word's release CAS (D1) and the
+//   runner's acquire (D3/D5/D6), so TSan checks the memory orders too.
+// Zero interrupts inside isolated sections: an extra interrupt hook counts every interrupt that
+// finds its thread isolated, and the target also compares interrupts_received() inside each section.
+#include <rtdefer/deferred_word.hpp>
+
+#include "../test_util.hpp"
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include <sched.h>
+
+using namespace rtdefer;
+
+namespace {
+
+constexpr unsigned n_senders = 2;
+constexpr unsigned bits_per_sender = 4;
+constexpr unsigned shared_bit = n_senders * bits_per_sender; // 8
+constexpr std::uint32_t shared_work = 1u << shared_bit;
+constexpr std::uint64_t shared_every = 8;
+
+struct alignas(64) slot {
+    std::uint64_t seq = 0;        // plain: published by (D1), read by the callback
+    bool requested = false;       // plain: set by the sender, cleared by the callback
+    std::atomic<bool> free{true}; // callback -> sender: release/acquire
+};
+
+struct stress_state {
+    std::array<slot, n_senders * bits_per_sender> slots;
+    std::array<std::vector<std::uint8_t>, n_senders> observed; // per request: times consumed (target only)
+    std::array<std::atomic<std::uint64_t>, n_senders> shared_posted{};
+    std::array<std::uint64_t, n_senders> shared_covered{}; // target only
+    std::uint64_t shared_runs = 0;                          // target only
+    std::uint64_t doubles = 0;                              // runs of an owned bit without a request
+    std::uint64_t bad_seq = 0;
+    std::atomic<thread_ctx*> target{nullptr};
+    std::atomic<std::uint64_t> irq_while_isolated{0}; // counted by the test's own interrupt hook
+};
+
+stress_state* S = nullptr;
+
+void owned_cb(thread_ctx&, unsigned work) noexcept RTDEFER_NONBLOCKING {
+    const unsigned bit = static_cast<unsigned>(__builtin_ctz(work));
+    slot& sl = S->slots[bit];
+    if (!sl.requested) {
+        ++S->doubles;
+        return;
+    }
+    const unsigned sender = bit / bits_per_sender;
+    const std::uint64_t seq = sl.seq;
+    auto& obs = S->observed[sender];
+    if (seq == 0 || seq > obs.size())
+        ++S->bad_seq;
+    else if (obs[seq - 1] < 255)
+        ++obs[seq - 1];
+    sl.requested = false;
+    // release: the sender may reuse the slot; pairs with its acquire load.
+    sl.free.store(true, std::memory_order_release);
+}
+
+void shared_cb(thread_ctx&, unsigned) noexcept RTDEFER_NONBLOCKING {
+    ++S->shared_runs;
+    for (unsigned s = 0; s < n_senders; ++s) {
+        // relaxed: ordered by the word ((D1) -> the runner's acquire); see the header comment.
+        const std::uint64_t p = S->shared_posted[s].load(std::memory_order_relaxed);
+        if (p > S->shared_covered[s])
+            S->shared_covered[s] = p;
+    }
+}
+
+void isolation_probe_hook(thread_ctx* self) noexcept RTDEFER_NONBLOCKING {
+    if (self != nullptr && S != nullptr && self == S->target.load(std::memory_order_relaxed) && ct_isolated(*self))
+        S->irq_while_isolated.fetch_add(1, std::memory_order_relaxed);
+}
+
+struct xorshift {
+    std::uint64_t x;
+    std::uint64_t next() noexcept {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        return x;
+    }
+};
+
+void spin(std::uint64_t n) noexcept {
+    for (std::uint64_t i = 0; i < n; ++i)
+        asm volatile("" ::: "memory");
+}
+
+} // namespace
+
+TEST_CASE("deferred_word stress: random isolation, 2 senders, every request exactly once, no interrupt while isolated") {
+    REQUIRE(ct_work_setup() == status::ok);
+    for (unsigned b = 0; b < shared_bit; ++b)
+        REQUIRE(ct_register_work(b, &owned_cb) == status::ok);
+    REQUIRE(ct_register_work(shared_bit, &shared_cb) == status::ok);
+    REQUIRE(interrupt_register_hook(&isolation_probe_hook) == status::ok);
+
+    const std::size_t per_sender = rtdefer_test::scaled(1'000'000, 2'000);
+    auto state = std::make_unique<stress_state>();
+    S = state.get();
+    for (auto& o : S->observed)
+        o.assign(per_sender, 0);
+
+    std::atomic<bool> senders_done{false};
+    std::atomic<bool> stuck{false};
+    std::atomic<std::chrono::steady_clock::time_point> done_at{std::chrono::steady_clock::time_point::max()};
+    const auto stuck_after = std::chrono::seconds(60);
+    std::atomic<std::uint64_t> bad_status{0};
+    std::uint64_t sections = 0, refused = 0, irq_in_sections = 0, final_word = 0;
+    std::uint64_t deferred_runs = 0, ipi_runs = 0;
+
+    std::thread target([&] {
+        thread_ctx& self = attach_this_thread();
+        xorshift rng{0x9e3779b97f4a7c15ull};
+        S->target.store(&self, std::memory_order_release);
+        auto all_consumed = [&] {
+            for (auto& sl : S->slots)
+                if (!sl.free.load(std::memory_order_acquire))
+                    return false;
+            for (unsigned s = 0; s < n_senders; ++s)
+                if (S->shared_covered[s] != S->shared_posted[s].load(std::memory_order_relaxed))
+                    return false;
+            return true;
+        };
+        for (;;) {
+            const std::uint64_t r = rng.next();
+            if ((r & 7) != 0) { // mostly isolated, as an isolated loop is
+                const status st = ct_isolation_enter(self);
+                if (st == status::ok) {
+                    const std::uint64_t irq0 = interrupts_received(self);
+                    spin(r >> 51); // up to 8191 iterations: requests arriving now are deferred
+                    irq_in_sections += interrupts_received(self) - irq0;
+                    ct_isolation_exit(self);
+                    ++sections;
+                } else {
+                    ++refused;
+                    sched_yield(); // an interrupt is in flight; under TSan it is delivered at a call
+                }
+            } else {
+                spin(r >> 54); // shorter: requests arriving now go by interrupt
+                if ((r & 0x1e) == 0)
+                    sched_yield();
+            }
+            if (senders_done.load(std::memory_order_acquire) &&
+                ((all_consumed() && self.ct.word.load(std::memory_order_relaxed) == detail::ct_disabled) ||
+                 stuck.load(std::memory_order_relaxed) ||
+                 std::chrono::steady_clock::now() - done_at.load() > stuck_after)) {
+                if (!all_consumed())
+                    stuck.store(true, std::memory_order_relaxed);
+                break;
+            }
+        }
+        final_word = self.ct.word.load(std::memory_order_relaxed);
+        deferred_runs = self.ct.deferred_runs.load(std::memory_order_relaxed);
+        ipi_runs = self.ct.ipi_runs.load(std::memory_order_relaxed);
+    });
+    while (S->target.load(std::memory_order_acquire) == nullptr)
+        std::this_thread::yield();
+    thread_ctx& tgt = *S->target.load(std::memory_order_acquire);
+
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<std::thread> senders;
+    for (unsigned s = 0; s < n_senders; ++s) {
+        senders.emplace_back([&, s] {
+            unsigned next = 0;
+            xorshift rng{0x2545f4914f6cdd1dull + s};
+            for (std::uint64_t k = 1; k <= per_sender; ++k) {
+                // Decorrelate requests from the target's phases (the free bit appears during a run).
+                // Now and then a real pause: without it a sender re-requests the instant a run
+                // frees its bit, and under TSan (which runs handlers only inside intercepted calls)
+                // the whole test would ping-pong inside one sched_yield of the target.
+                if (const std::uint64_t r = rng.next(); (r & 3) == 0)
+                    spin(r >> 53);
+                else if ((r & 0x3c) == 0)
+                    std::this_thread::sleep_for(std::chrono::microseconds(1));
+                // A free owned bit (its previous request consumed).
+                unsigned bit;
+                auto wait_start = std::chrono::steady_clock::now();
+                for (unsigned spins = 0;; ++spins) {
+                    bit = s * bits_per_sender + (next++ % bits_per_sender);
+                    // acquire: pairs with the callback's release; its plain accesses are done.
+                    if (S->slots[bit].free.load(std::memory_order_acquire))
+                        break;
+                    if (spins % bits_per_sender == bits_per_sender - 1)
+                        std::this_thread::yield();
+                    // Hang guard, not a latency check: a lost request never frees its bit.
+                    if (spins % 65536 == 65535 && std::chrono::steady_clock::now() - wait_start > stuck_after) {
+                        stuck.store(true, std::memory_order_relaxed);
+                        return;
+                    }
+                }
+                slot& sl = S->slots[bit];
+                sl.seq = k;
+                sl.requested = true;
+                // relaxed: only this sender stores false; the callback's true follows (D1)->acquire.
+                sl.free.store(false, std::memory_order_relaxed);
+                std::uint32_t work = 1u << bit;
+                if (k % shared_every == 0) {
+                    // relaxed: published by the CAS (D1) below.
+                    S->shared_posted[s].store(k, std::memory_order_relaxed);
+                    work |= shared_work;
+                }
+                if (ct_set_work_or_ipi(tgt, work) != status::ok)
+                    bad_status.fetch_add(1, std::memory_order_relaxed);
+            }
+        });
+    }
+    for (auto& t : senders)
+        t.join();
+    done_at.store(std::chrono::steady_clock::now());
+    senders_done.store(true, std::memory_order_release);
+    target.join();
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+    std::uint64_t lost = 0, doubled = 0;
+    for (auto& o : S->observed)
+        for (std::uint8_t c : o) {
+            lost += c == 0;
+            doubled += c > 1;
+        }
+    std::uint64_t shared_requests = 0;
+    for (unsigned s = 0; s < n_senders; ++s)
+        shared_requests += per_sender / shared_every;
+    std::printf("deferred_word stress: %u senders x %zu requests in %.2f s; %llu sections (%llu enters refused: "
+                "interrupt in flight); bits run at exit %llu, by interrupt/drain %llu; shared bit: %llu requests, "
+                "%llu runs; lost %llu, doubled %llu, runs without request %llu; interrupts inside sections %llu "
+                "(hook) / %llu (interrupts_received)\n",
+                n_senders, per_sender, secs, (unsigned long long)sections, (unsigned long long)refused,
+                (unsigned long long)deferred_runs, (unsigned long long)ipi_runs,
+                (unsigned long long)shared_requests, (unsigned long long)S->shared_runs,
+                (unsigned long long)lost, (unsigned long long)doubled, (unsigned long long)S->doubles,
+                (unsigned long long)S->irq_while_isolated.load(), (unsigned long long)irq_in_sections);
+    INFO("a request was never consumed (hang guard: no progress for 60 s)");
+    CHECK_FALSE(stuck.load());
+    CHECK(bad_status.load() == 0);
+    CHECK(lost == 0);
+    CHECK(doubled == 0);
+    CHECK(S->doubles == 0);
+    CHECK(S->bad_seq == 0);
+    for (unsigned s = 0; s < n_senders; ++s)
+        CHECK(S->shared_covered[s] == S->shared_posted[s].load());
+    CHECK(S->shared_runs <= shared_requests);
+    CHECK(S->irq_while_isolated.load() == 0);
+    CHECK(irq_in_sections == 0);
+    CHECK(final_word == detail::ct_disabled);
+    CHECK(sections > 0);
+    for (unsigned b = 0; b <= shared_bit; ++b)
+        CHECK(ct_unregister_work(b) == status::ok);
+    S = nullptr;
+}

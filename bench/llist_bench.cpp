@@ -9,6 +9,7 @@
 // After Google Benchmark's table comes a summary: items/s of each peer and the ratios rtdefer/boost
 // and rtdefer/mutex from this run (medians when --benchmark_repetitions > 1).
 #include "harness/alloc_counter.hpp"
+#include "harness/baseline.hpp"
 #include "harness/mpsc.hpp"
 #include "harness/report.hpp"
 
@@ -35,7 +36,7 @@ std::string g_failure;
 template <class Peer>
 void BM_mpsc(benchmark::State& st) {
     const int producers = static_cast<int>(st.range(0));
-    mpsc_rig<Peer> rig(producers, per_producer_round);
+    mpsc_rig<Peer> rig(producers, per_producer_round, /*fifo=*/switches().allow_rt);
     if (!rig.run_round()) {  // warm-up (and a first check)
         g_failed = true;
         g_failure = std::string(Peer::name) + ": " + rig.counts().describe();
@@ -168,6 +169,14 @@ int main(int argc, char** argv) {
 
     rep.check(!g_failed.load(), "item accounting: " + g_failure);
 
+    // The machine's cache-line round trip, measured now: a hand-off that moves one line per item
+    // cannot beat it, which is what the per-item peers run into when producer and consumer overlap.
+    baseline_config bc = baseline_defaults(opts);
+    bc.rtt_samples = opts.pick<std::size_t>(100000, 10000);
+    latency_result rtt = measure_cacheline_roundtrip(bc);
+    std::printf("\n");
+    rep.add(rtt);
+
     // Summary: the same run's figures side by side.
     auto rate = [&](const std::string& n) -> double {
         auto it = cap.results.find(n);
@@ -194,6 +203,13 @@ int main(int argc, char** argv) {
             }
         }
     }
+    if (rtt.valid)
+        for (const char* peer : names) {
+            const double r = rate(std::string("mpsc/") + peer + "/producers:1");
+            if (r > 0)
+                rep.compare(std::string("ns per item, 1 producer: ") + peer, "mean", 1e9 / r, unit::ns,
+                            "cache-line round trip", "p50", rtt.s.p50);
+        }
     for (const auto& [name, e] : cap.results)
         if (name.rfind("mpsc/", 0) == 0)
             rep.note(name + ": allocations per item " + std::to_string(e.allocs));

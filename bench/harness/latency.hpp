@@ -443,29 +443,32 @@ inline rt_outcome apply_rt_to_this_thread(const rt_request& r) {
     return o;
 }
 
-/// Pins the calling thread to one CPU for its lifetime and restores the previous affinity mask
-/// after (for a bench's main thread, which runs other benchmarks afterwards). cpu < 0: no-op.
-class cpu_pin_guard {
+/// Applies an rt_request (pinning, SCHED_FIFO) to the calling thread for the guard's lifetime and
+/// restores the previous affinity mask and policy after (for a bench's main thread, which runs
+/// other benchmarks afterwards).
+class thread_placement_guard {
 public:
-    explicit cpu_pin_guard(int cpu) {
-        if (cpu < 0) return;
-        CPU_ZERO(&saved_);
-        if (pthread_getaffinity_np(pthread_self(), sizeof saved_, &saved_) != 0) return;
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        CPU_SET(cpu, &set);
-        active_ = pthread_setaffinity_np(pthread_self(), sizeof set, &set) == 0;
+    explicit thread_placement_guard(const rt_request& r) {
+        CPU_ZERO(&saved_cpus_);
+        have_cpus_ = pthread_getaffinity_np(pthread_self(), sizeof saved_cpus_, &saved_cpus_) == 0;
+        have_sched_ = pthread_getschedparam(pthread_self(), &saved_policy_, &saved_param_) == 0;
+        outcome_ = apply_rt_to_this_thread(r);
     }
-    cpu_pin_guard(const cpu_pin_guard&) = delete;
-    cpu_pin_guard& operator=(const cpu_pin_guard&) = delete;
-    ~cpu_pin_guard() {
-        if (active_) pthread_setaffinity_np(pthread_self(), sizeof saved_, &saved_);
+    thread_placement_guard(const thread_placement_guard&) = delete;
+    thread_placement_guard& operator=(const thread_placement_guard&) = delete;
+    ~thread_placement_guard() {
+        if (have_sched_ && outcome_.fifo) pthread_setschedparam(pthread_self(), saved_policy_, &saved_param_);
+        if (have_cpus_ && outcome_.pinned) pthread_setaffinity_np(pthread_self(), sizeof saved_cpus_, &saved_cpus_);
     }
-    bool pinned() const { return active_; }
+    const rt_outcome& outcome() const { return outcome_; }
 
 private:
-    cpu_set_t saved_{};
-    bool active_ = false;
+    cpu_set_t saved_cpus_{};
+    bool have_cpus_ = false;
+    int saved_policy_ = SCHED_OTHER;
+    sched_param saved_param_{};
+    bool have_sched_ = false;
+    rt_outcome outcome_;
 };
 
 /// Back to SCHED_OTHER (for a thread that continues with non-measured work).

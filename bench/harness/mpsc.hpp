@@ -142,18 +142,22 @@ struct mpsc_counts {
 /// Setup (constructor) allocates; run_round() on the consumer side does not (except inside the
 /// mutex+deque peer, which is the point of counting its allocations).
 ///
-/// Placement: when producers + 1 consumer fit on the usable CPUs, every thread gets its own CPU
-/// (consumer: the first usable CPU, producer p: the (p+1)-th), so the hand-off is truly concurrent
-/// and the figure does not depend on where the scheduler happened to put the threads. When they do
-/// not fit (2 producers on a 2-CPU machine), nothing is pinned and the scheduler time-slices: the
-/// figure then includes preemption of producers (for the mutex: of the lock holder). placement()
-/// says which.
+/// Placement: every thread is pinned, round-robin over the usable CPUs: the consumer (the thread
+/// that constructs the rig and calls run_round) on the first, producer p on the (p+1)-th modulo the
+/// CPU count. When producers + consumer fit, each has its own CPU and the hand-off is truly
+/// concurrent. When they do not (2 producers on 2 CPUs), the consumer shares its CPU with the last
+/// producer: the two producers still contend from two CPUs, and the consumer drains between the
+/// sharing producer's slices. With `fifo` (when permitted) all rig threads run SCHED_FIFO at one
+/// priority: then sharing is strict alternation at the yields (spin 64 polls, then sched_yield) and
+/// other processes cannot preempt the run — without it, the shared machine's load decides how the
+/// threads interleave and the 2-producer figure varies several-fold between runs.
+/// placement() says what was in force.
 template <class Peer>
 class mpsc_rig {
 public:
-    mpsc_rig(int producers, std::size_t per_producer)
-        : producers_(producers), per_(per_producer), items_(static_cast<std::size_t>(producers)),
-          pinned_(producers + 1 <= usable_cpus()), consumer_pin_(pinned_ ? nth_usable_cpu(0) : -1) {
+    mpsc_rig(int producers, std::size_t per_producer, bool fifo = false)
+        : producers_(producers), per_(per_producer), items_(static_cast<std::size_t>(producers)), fifo_(fifo),
+          cpus_(usable_cpu_list()), consumer_place_({.fifo = fifo, .priority = rig_priority, .cpu = cpu_for(0)}) {
         if (static_cast<std::size_t>(producers) * per_producer > mpsc_max_round_items) {
             std::fprintf(stderr, "mpsc_rig: %d x %zu items exceed the round limit %zu\n", producers, per_producer,
                          mpsc_max_round_items);
@@ -168,7 +172,8 @@ public:
         }
         for (int p = 0; p < producers; ++p)
             threads_.emplace_back([this, p] {
-                if (pinned_) apply_rt_to_this_thread({.fifo = false, .priority = 0, .cpu = nth_usable_cpu(p + 1)});
+                rt_outcome o = apply_rt_to_this_thread({.fifo = fifo_, .priority = rig_priority, .cpu = cpu_for(p + 1)});
+                if (fifo_ && !o.fifo) producer_fifo_refused_.store(true, std::memory_order_relaxed);  // relaxed: read after the round
                 producer_loop(p);
             });
     }
@@ -220,13 +225,15 @@ public:
         return counts_;
     }
     std::uint64_t items_per_round() const { return static_cast<std::uint64_t>(producers_) * per_; }
-    /// "pinned: consumer CPU 0, producers CPU 1.." or "unpinned (3 threads > 2 CPUs)".
+    /// "consumer CPU 0, producers CPU 1,0; SCHED_FIFO" and whether threads share a CPU.
     std::string placement() const {
-        if (pinned_) return "pinned, one CPU per thread";
-        return "unpinned (" + std::to_string(producers_ + 1) + " threads > " + std::to_string(usable_cpus()) +
-               " CPUs: time-sliced)";
+        std::string s = "consumer CPU " + std::to_string(cpu_for(0)) + ", producer" + (producers_ > 1 ? "s" : "") + " CPU ";
+        for (int p = 0; p < producers_; ++p) s += (p ? "," : "") + std::to_string(cpu_for(p + 1));
+        s += static_cast<std::size_t>(producers_) + 1 > cpus_.size() ? " (shared)" : "";
+        const bool fifo = consumer_place_.outcome().fifo && !producer_fifo_refused_.load(std::memory_order_relaxed);
+        s += fifo ? "; SCHED_FIFO" : fifo_ ? "; SCHED_OTHER (FIFO refused)" : "; SCHED_OTHER";
+        return s;
     }
-    Peer& peer() { return peer_; }
 
 private:
     void producer_loop(int p) {
@@ -245,8 +252,9 @@ private:
             std::uint64_t fails = 0;
             for (std::size_t i = 0; i < per_; ++i)
                 while (!peer_.push(mine[i])) {
-                    ++fails;
-                    cpu_relax();
+                    // Full (never with our capacity): yield so a consumer sharing this CPU can drain.
+                    if (++fails % 64 == 0) std::this_thread::yield();
+                    else cpu_relax();
                 }
             if (fails) push_failures_.fetch_add(fails, std::memory_order_relaxed);  // relaxed: statistic
             // release: our pushes happen-before the consumer's final drain.
@@ -258,8 +266,19 @@ private:
     int producers_;
     std::size_t per_;
     std::vector<std::unique_ptr<mpsc_item[]>> items_;
-    bool pinned_;
-    cpu_pin_guard consumer_pin_;  // the constructing thread is the consumer
+    bool fifo_;
+    std::vector<int> cpus_;  // taken before the consumer is pinned (threads inherit the pinned mask)
+    thread_placement_guard consumer_place_;  // the constructing thread is the consumer
+    std::atomic<bool> producer_fifo_refused_{false};
+    static constexpr int rig_priority = 10;  // below the harness's latency threads (80)
+    int cpu_for(int slot) const {
+        return cpus_.empty() ? -1 : cpus_[static_cast<std::size_t>(slot) % cpus_.size()];
+    }
+    static std::vector<int> usable_cpu_list() {
+        std::vector<int> v;
+        for (int i = 0, c; (c = nth_usable_cpu(i)) >= 0; ++i) v.push_back(c);
+        return v;
+    }
     std::vector<std::thread> threads_;
     alignas(64) std::atomic<std::uint64_t> go_{0};
     alignas(64) std::atomic<std::uint64_t> finished_{0};
@@ -270,9 +289,9 @@ private:
 
 /// Run rounds for about `seconds` (at least min_rounds) and return items/s by wall time.
 template <class Peer>
-double mpsc_throughput(int producers, std::size_t per_producer, double seconds, mpsc_counts& out,
+double mpsc_throughput(int producers, std::size_t per_producer, double seconds, mpsc_counts& out, bool fifo = false,
                        std::uint64_t min_rounds = 3) {
-    mpsc_rig<Peer> rig(producers, per_producer);
+    mpsc_rig<Peer> rig(producers, per_producer, fifo);
     rig.run_round();  // warm-up: threads started, caches and the deque's chunks populated
     const std::uint64_t t0 = bench_clock::steady_ns();
     std::uint64_t rounds = 0, now = t0;

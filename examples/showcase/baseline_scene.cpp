@@ -45,14 +45,15 @@ int run_baseline_scene(const scene_args& args) {
 
     // The list hand-off: N producers push, one consumer drains concurrently; every item counted.
     const double secs = o.pick(0.25, 0.04);
+    const bool fifo = switches().allow_rt;  // pinned + SCHED_FIFO when permitted: see mpsc_rig
     std::vector<comparison_row> rows;
     for (int p : {1, 2}) {
         mpsc_counts cl, cb, cm;
-        const double mine = mpsc_throughput<llist_peer>(p, 4096, secs, cl);
-        const double mutex = mpsc_throughput<mutex_deque_peer>(p, 4096, secs, cm);
+        const double mine = mpsc_throughput<llist_peer>(p, 4096, secs, cl, fifo);
+        const double mutex = mpsc_throughput<mutex_deque_peer>(p, 4096, secs, cm, fifo);
         std::string label = "llist add+del_all, " + std::to_string(p) + " producer" + (p > 1 ? "s" : "") + " + consumer";
 #if RTDEFER_BENCH_HAVE_BOOST_LOCKFREE
-        const double boost = mpsc_throughput<boost_peer>(p, 4096, secs, cb);
+        const double boost = mpsc_throughput<boost_peer>(p, 4096, secs, cb, fifo);
         rows.push_back({label, "items/s", mine, unit::per_second, "boost::lockfree::queue (bounded)", "", boost});
 #endif
         rows.push_back({label, "items/s", mine, unit::per_second, "std::mutex+std::deque", "", mutex});

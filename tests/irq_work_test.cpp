@@ -264,6 +264,25 @@ TEST_CASE("irq_work: LAZY items wait for the tick; normal items do not") {
         CHECK(runs.load() == 1);
         CHECK(d.stats(cpu).ticks >= 1);
     }
+    SUBCASE("nohz: after idle periods the tick stops; the next LAZY add restarts it (one wake)") {
+        irq_work_domain_options o;
+        o.tick = 1ms;
+        o.tick_stop_after = 2;
+        irq_work_domain d(o);
+        const int cpu = d.cpus().front();
+        while (!d.stats(cpu).tick_stopped) // an event, not a timing assumption
+            std::this_thread::sleep_for(1ms);
+        std::atomic<int> runs{0};
+        irq_work_fn lz{[&] { runs.fetch_add(1, std::memory_order_relaxed); }, irq_work_kind::lazy};
+        const irq_work_stats before = d.stats(cpu);
+        REQUIRE(irq_work_queue_on(d, lz, cpu));
+        REQUIRE(irq_work_sync(lz) == status::ok);
+        const irq_work_stats after = d.stats(cpu);
+        CHECK(runs.load() == 1);
+        CHECK(after.tick_restarts == before.tick_restarts + 1);
+        CHECK(after.lazy_raises == before.lazy_raises); // not treated as a normal item
+        CHECK(after.ticks >= before.ticks + 1);         // it ran at a tick
+    }
     SUBCASE("tick off: a LAZY item wakes the worker like a normal one") {
         irq_work_domain d(no_tick());
         const int cpu = d.cpus().front();

@@ -8,7 +8,8 @@
 //                                             CPU's worker thread (signal context: async-signal-safe)
 //   per-CPU lazy_list + irq_workd thread      irq_work_cpu::lazy, run by the worker `irq_work/N`
 //                                             (SCHED_FIFO 1 by default, pinned): may lock and free
-//   IRQ_WORK_LAZY, run from the tick          irq_work_cpu::tick, run at the worker's periodic tick
+//   IRQ_WORK_LAZY, run from the tick          irq_work_cpu::tick, run at the worker's periodic tick,
+//   tick_nohz_tick_stopped()                  which stops after idle periods (irq_work_cpu::tick_stopped)
 //   arch_irq_work_raise / IPI                 send_ipi(worker) (tgkill with the interrupt signal)
 //   wake_up_process(irq_workd)                unpark(worker) (futex_wake only if it sleeps)
 //   irq_work_sync + rcuwait                   irq_work_sync: futex in a static hashed table
@@ -209,6 +210,12 @@ struct irq_work_domain_options {
     /// worker like normal ones, as the kernel raises LAZY work at once when the tick is stopped
     /// (tick_nohz_tick_stopped() in __irq_work_queue_local).
     std::chrono::nanoseconds tick = std::chrono::milliseconds(1);
+    /// nohz: the tick stops after this many consecutive periods without LAZY work (0: never stops),
+    /// so an idle worker sleeps instead of waking every period. While it is stopped, the LAZY add
+    /// that makes the tick list non-empty wakes the worker, which restarts the tick; the item then
+    /// runs one period later. A producer that queues LAZY work at least every `tick_stop_after`
+    /// periods never makes a syscall.
+    std::uint32_t tick_stop_after = 100;
     /// CPUs to serve (one worker each). Empty: every CPU the constructing thread may run on.
     std::vector<int> cpus;
     /// Interrupt signal to install when none is installed yet (0: default_interrupt_signal()).
@@ -224,6 +231,8 @@ struct irq_work_stats {
     std::uint64_t runs_hard = 0;    ///< hard callbacks run
     std::uint64_t runs_lazy = 0;    ///< lazy and LAZY callbacks run
     std::uint64_t ticks = 0;        ///< ticks that ran LAZY items
+    std::uint64_t tick_restarts = 0; ///< LAZY adds that woke a worker whose tick had stopped (nohz)
+    bool tick_stopped = false;       ///< the worker's tick is stopped right now (nohz)
 };
 
 class irq_work_domain;
@@ -299,6 +308,7 @@ private:
     std::size_t map_size_ = 0;
     std::chrono::nanoseconds tick_{};
     bool tick_on_ = false;
+    std::uint32_t tick_stop_after_ = 0;
     std::vector<rt_thread> workers_;
     // (D1) release in stop_workers / (D2) acquire in worker_main.
     std::atomic<bool> stop_{false};
@@ -352,6 +362,13 @@ inline std::uint32_t irq_work_claim(irq_work& w) noexcept RTDEFER_NONBLOCKING {
     (void)unpark(*pc.worker);
 }
 
+/// LAZY add to an empty tick list while the worker's tick is stopped: wake it to restart the tick.
+[[gnu::noinline]] inline void irq_work_restart_tick(irq_work_cpu& pc) noexcept RTDEFER_NONBLOCKING {
+    // relaxed: statistics.
+    pc.tick_restarts.fetch_add(1, std::memory_order_relaxed);
+    (void)unpark(*pc.worker);
+}
+
 /// Enqueue a claimed item on `pc` (__irq_work_queue_local / irq_work_queue_on).
 inline void irq_work_enqueue(const irq_work_domain& d, irq_work_cpu& pc, irq_work& w,
                              std::uint32_t kind) noexcept RTDEFER_NONBLOCKING {
@@ -360,8 +377,17 @@ inline void irq_work_enqueue(const irq_work_domain& d, irq_work_cpu& pc, irq_wor
         if (pc.raised.add(w.node))
             irq_work_raise_hard(pc);
     } else if ((kind & irq_work_flags::lazy) != 0 && irq_work_access::tick_on(d)) {
-        // LAZY: the worker's tick runs it; no raise at all (the kernel's lazy_work without nohz).
-        (void)pc.tick.add(w.node);
+        // LAZY: the worker's tick runs it. Raise only if this add made the list non-empty while the
+        // tick is stopped (the kernel's `lazy_work && tick_nohz_tick_stopped()`).
+        if (pc.tick.add(w.node)) {
+            // (T2) acq_rel RMW on tick_stopped, paired with the worker's RMW (T1). RMWs on one word
+            //      are totally ordered and each reads the latest value: if (T1) came first we read
+            //      1 and wake the worker; if ours came first, (T1) reads from our release, so the
+            //      worker's emptiness re-check after (T1) sees our add and it keeps ticking. (A
+            //      fence pair would do too, but RMWs are what ThreadSanitizer understands.)
+            if (pc.tick_stopped.fetch_or(0, std::memory_order_acq_rel) != 0)
+                irq_work_restart_tick(pc);
+        }
     } else if (pc.lazy.add(w.node)) {
         irq_work_wake_worker(pc);
     }
@@ -606,7 +632,8 @@ inline std::size_t irq_work_run(irq_work_domain& d, thread_ctx& self) noexcept R
 // Domain implementation (setup and teardown paths)
 // ---------------------------------------------------------------------------------------------
 
-inline irq_work_domain::irq_work_domain(irq_work_domain_options opts) : tick_(opts.tick) {
+inline irq_work_domain::irq_work_domain(irq_work_domain_options opts)
+    : tick_(opts.tick), tick_stop_after_(opts.tick_stop_after) {
     tick_on_ = tick_.count() > 0;
     // Interrupt signal: keep whichever is installed; otherwise install the requested/default one.
     int signo = interrupt_signal();
@@ -689,16 +716,44 @@ inline void irq_work_domain::worker_main(thread_ctx& self, detail::irq_work_cpu&
     }
 
     clock::time_point next_tick = tick_on_ ? clock::now() + tick_ : clock::time_point::max();
+    std::uint32_t idle_ticks = 0;
+    bool tick_stopped = false; // mirrors pc.tick_stopped (only this thread writes it)
     for (;;) {
         (void)detail::irq_work_run_lazy_list(pc, pc.lazy, self.tid);
         if (tick_on_) {
             const clock::time_point now = clock::now();
-            if (now >= next_tick) {
-                if (detail::irq_work_run_lazy_list(pc, pc.tick, self.tid) != 0)
+            if (tick_stopped) {
+                if (!pc.tick.empty()) {
+                    // A LAZY add woke us (or raced with the stop): restart the tick; the item runs
+                    // one period from now, as if the tick had been running.
+                    tick_stopped = false;
+                    // acq_rel RMW, like every write of the word, so producers' (T2) chains stay
+                    // release sequences; a producer that still reads 1 makes one spurious wake.
+                    (void)pc.tick_stopped.exchange(0, std::memory_order_acq_rel);
+                    idle_ticks = 0;
+                    next_tick = now + tick_;
+                }
+            } else if (now >= next_tick) {
+                if (detail::irq_work_run_lazy_list(pc, pc.tick, self.tid) != 0) {
                     pc.ticks.fetch_add(1, std::memory_order_relaxed); // relaxed: statistics
+                    idle_ticks = 0;
+                } else {
+                    ++idle_ticks;
+                }
                 do
                     next_tick += tick_;
                 while (next_tick <= now);
+                if (tick_stop_after_ != 0 && idle_ticks >= tick_stop_after_) {
+                    // nohz: stop the tick. (T1) acq_rel RMW, then re-check the list: pairs with
+                    // (T2) in irq_work_enqueue (either it sees 1, or we see its item).
+                    (void)pc.tick_stopped.exchange(1, std::memory_order_acq_rel);
+                    if (pc.tick.empty()) {
+                        tick_stopped = true;
+                    } else {
+                        (void)pc.tick_stopped.exchange(0, std::memory_order_acq_rel);
+                        idle_ticks = 0;
+                    }
+                }
             }
         }
         // Safety net for a refused IPI (irq_work_raise_hard unparks us instead): interrupt ourselves,
@@ -711,7 +766,7 @@ inline void irq_work_domain::worker_main(thread_ctx& self, detail::irq_work_cpu&
         if (!pc.lazy.empty())
             continue;
         // ok, timed_out (tick) or interrupted (an IPI ran the hook): all mean "look again".
-        (void)park_until(self, next_tick);
+        (void)park_until(self, tick_stopped ? clock::time_point::max() : next_tick);
     }
 
     // Teardown: run what is queued here, hard items in interrupt context like always.
@@ -767,6 +822,8 @@ inline irq_work_stats irq_work_domain::stats(int cpu) const noexcept {
     s.runs_hard = pc.runs_hard.load(std::memory_order_relaxed);
     s.runs_lazy = pc.runs_lazy.load(std::memory_order_relaxed);
     s.ticks = pc.ticks.load(std::memory_order_relaxed);
+    s.tick_restarts = pc.tick_restarts.load(std::memory_order_relaxed);
+    s.tick_stopped = pc.tick_stopped.load(std::memory_order_relaxed) != 0;
     return s;
 }
 
@@ -781,6 +838,7 @@ inline irq_work_stats irq_work_domain::total_stats() const noexcept {
         t.runs_hard += s.runs_hard;
         t.runs_lazy += s.runs_lazy;
         t.ticks += s.ticks;
+        t.tick_restarts += s.tick_restarts;
     }
     return t;
 }

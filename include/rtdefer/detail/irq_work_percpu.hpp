@@ -48,6 +48,10 @@ struct irq_work_cpu {
     /// Startup handshake: 0 starting, 1 running, 2 failed (no registry slot). Futex-style wait.
     std::atomic<std::uint32_t> started{0};
 
+    /// 1 while the worker's tick is stopped (nohz: no LAZY work for a while), written only by the
+    /// worker; read by a LAZY add that made the tick list non-empty (tick_nohz_tick_stopped()).
+    std::atomic<std::uint32_t> tick_stopped{0};
+
     // Statistics. relaxed: counters only; readers want totals, not ordering with the lists.
     alignas(cacheline_size) std::atomic<std::uint64_t> hard_raises{0}; ///< empty→non-empty on raised
     std::atomic<std::uint64_t> lazy_raises{0};  ///< empty→non-empty on lazy (worker wake attempted)
@@ -55,6 +59,7 @@ struct irq_work_cpu {
     std::atomic<std::uint64_t> runs_hard{0};    ///< hard callbacks run
     std::atomic<std::uint64_t> runs_lazy{0};    ///< lazy and LAZY callbacks run
     std::atomic<std::uint64_t> ticks{0};        ///< ticks that found LAZY items
+    std::atomic<std::uint64_t> tick_restarts{0}; ///< LAZY adds that woke a worker whose tick had stopped
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -1,0 +1,384 @@
+// deferred_word_bench: the deferred work word beside the signal it replaces, all in one run.
+//
+//   deferred_word_bench [--quick] [--json FILE] [--no-rt] [--no-mlock] [--samples N]
+//
+// 1. Sender cost (SCHED_FIFO sender on CPU a, target on CPU b), one call timed at a time, p50/p99:
+//      ct_set_work to an isolated target (which leaves and re-enters its section every ~50 µs)
+//      pthread_kill with the interrupt signal to a busy target (the baseline: one IPI per request)
+//      ct_set_work_or_ipi to a busy, non-isolated target (the fallback: CAS + tgkill)
+//    Target: ct_set_work p50 and p99 at most 1/50 of pthread_kill's.
+// 2. Jitter of an isolated busy-polling loop (SCHED_FIFO on CPU b; it leaves and re-enters its
+//    section every 4096 iterations, its "safe point"): the gap between consecutive iterations,
+//    p50/p99/p99.9/max, while 10k requests/s arrive from CPU a, in rounds of:
+//      no requests at all (baseline)
+//      ct_set_work (a request refused in the short window between exit and enter is retried)
+//      ct_set_work_or_ipi (such a request interrupts instead)
+//      a signal per request (pthread_kill; the handler does the work)
+//    Phases are short (0.4 s, 0.15 s with --quick) with pauses between them so SCHED_FIFO
+//    throttling (950 ms per 1 s) never cuts into a phase; the rounds interleave the phases so a
+//    change in machine load hits all of them alike. Target: the deferred word's gaps
+//    indistinguishable from the no-request baseline.
+// Correctness checks (non-zero exit on failure): every request's effect observed (the callback
+// covers the newest posted sequence number: none lost); no interrupt reached the loop in the
+// ct_set_work phase; every signal of the signal phase ran its work.
+#include "harness/baseline.hpp"
+#include "harness/report.hpp"
+
+#include <rtdefer/deferred_word.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <pthread.h>
+#include <time.h>
+
+using namespace rtdefer_bench;
+using rtdefer::status;
+using rtdefer::thread_ctx;
+
+namespace {
+
+constexpr unsigned work_bit = 0;
+constexpr unsigned work = 1u << work_bit;
+constexpr int prio = 80;
+
+// The housekeeping job: record the newest request it covers (a sequence number posted before each
+// request). Shared by the deferred word's callback and the signal baseline's hook.
+std::atomic<std::uint64_t> posted{0};
+std::atomic<std::uint64_t> covered{0};
+std::atomic<std::uint64_t> job_runs{0};
+std::atomic<thread_ctx*> signal_job_target{nullptr}; // the hook does the job only on this thread
+
+void do_job() noexcept RTDEFER_NONBLOCKING {
+    // relaxed: posted is published by the word's CAS (D1) or, for the signal, by the kernel's
+    // signal delivery; covered/job_runs are read after the phase by the thread that joined it.
+    covered.store(posted.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    job_runs.fetch_add(1, std::memory_order_relaxed);
+}
+void job_cb(thread_ctx&, unsigned) noexcept RTDEFER_NONBLOCKING { do_job(); }
+void signal_job_hook(thread_ctx* self) noexcept RTDEFER_NONBLOCKING {
+    if (self != nullptr && self == signal_job_target.load(std::memory_order_relaxed))
+        do_job();
+}
+
+void reset_job() {
+    posted.store(0);
+    covered.store(0);
+    job_runs.store(0);
+}
+
+/// Absolute-deadline pacing for the sender (clock_nanosleep: no spinning on the sender's CPU).
+struct pacer {
+    timespec next{};
+    long period_ns;
+    explicit pacer(long period) : period_ns(period) { clock_gettime(CLOCK_MONOTONIC, &next); }
+    void wait() {
+        next.tv_nsec += period_ns;
+        while (next.tv_nsec >= 1'000'000'000L) {
+            next.tv_nsec -= 1'000'000'000L;
+            ++next.tv_sec;
+        }
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, nullptr) == EINTR) {
+        }
+    }
+};
+
+void spin_ns(double ns) {
+    const std::uint64_t end = bench_clock::now() + rtdefer_bench::clock().ns_to_ticks(ns);
+    while (bench_clock::now() < end)
+        cpu_relax();
+}
+
+// ---- 1. sender cost -----------------------------------------------------------------------------
+
+struct sender_costs {
+    latency_result set_work, kill, or_ipi;
+    std::uint64_t set_work_refused = 0;
+};
+
+sender_costs measure_sender_cost(const options& o, report& rep, int cpu_a, int cpu_b) {
+    sender_costs r;
+    const std::size_t n = o.sample_count(100'000, 10'000);
+    const std::size_t n_sig = o.sample_count(20'000, 2'000);
+    const int signo = rtdefer::interrupt_signal();
+
+    // (a) ct_set_work to an isolated target.
+    {
+        published_ctx target;
+        std::atomic<bool> stop{false};
+        auto h = std::make_shared<histogram>();
+        bench_thread t({.fifo = true, .priority = prio, .cpu = cpu_b}, [&] {
+            thread_ctx& self = target.attach_and_publish();
+            while (!stop.load(std::memory_order_relaxed)) { // relaxed: a stop flag
+                if (rtdefer::ct_isolation_enter(self) != status::ok)
+                    continue;
+                spin_ns(50'000);
+                rtdefer::ct_isolation_exit(self);
+            }
+        });
+        (void)t.outcome();
+        reset_job();
+        rt_outcome out = run_measured({.fifo = true, .priority = prio, .cpu = cpu_a}, [&] {
+            thread_ctx& tgt = target.wait();
+            for (std::size_t i = 0; i < n; ++i) {
+                posted.store(i + 1, std::memory_order_relaxed);
+                status s = status::ok;
+                h->record(time_one([&] { s = rtdefer::ct_set_work(tgt, work); }));
+                if (s != status::ok)
+                    ++r.set_work_refused;
+                spin_ns(2'000);
+            }
+        });
+        stop.store(true);
+        t.join();
+        r.set_work = latency_result::from("ct_set_work (isolated target)", "one ct_set_work() call on the sender", h, out,
+                                          "target " + t.outcome().describe() + "; " + std::to_string(r.set_work_refused) +
+                                              " calls found it between sections (not_accepting)");
+        rep.add(r.set_work);
+    }
+
+    // (b) pthread_kill with the interrupt signal, and (c) ct_set_work_or_ipi, to a busy target.
+    for (int variant = 0; variant < 2; ++variant) {
+        published_ctx target;
+        std::atomic<bool> stop{false};
+        auto h = std::make_shared<histogram>();
+        std::size_t lost = 0;
+        bench_thread t({.fifo = true, .priority = prio, .cpu = cpu_b}, [&] {
+            target.attach_and_publish();
+            while (!stop.load(std::memory_order_relaxed)) // relaxed: a stop flag
+                cpu_relax();
+        });
+        (void)t.outcome();
+        reset_job();
+        rt_outcome out = run_measured({.fifo = true, .priority = prio, .cpu = cpu_a}, [&] {
+            thread_ctx& tgt = target.wait();
+            signal_job_target.store(variant == 0 ? &tgt : nullptr);
+            for (std::size_t i = 0; i < n_sig; ++i) {
+                const std::uint64_t before = job_runs.load(std::memory_order_relaxed);
+                posted.store(i + 1, std::memory_order_relaxed);
+                int rc = 0;
+                status s = status::ok;
+                if (variant == 0)
+                    h->record(time_one([&] { rc = pthread_kill(tgt.handle, signo); }));
+                else
+                    h->record(time_one([&] { s = rtdefer::ct_set_work_or_ipi(tgt, work); }));
+                // Wait for the job so signals never queue up, then leave the target alone a while.
+                if (rc != 0 || s != status::ok ||
+                    !baseline_detail::spin_until([&] { return job_runs.load(std::memory_order_relaxed) != before; })) {
+                    ++lost;
+                    break;
+                }
+                spin_ns(10'000);
+            }
+            signal_job_target.store(nullptr);
+        });
+        stop.store(true);
+        t.join();
+        rep.check(lost == 0, variant == 0 ? "pthread_kill: the hook ran for every signal"
+                                          : "ct_set_work_or_ipi: every request ran on the busy target");
+        latency_result res = latency_result::from(
+            variant == 0 ? "pthread_kill (busy target)" : "ct_set_work_or_ipi (non-isolated target)",
+            variant == 0 ? "one pthread_kill(interrupt signal) call on the sender"
+                         : "one ct_set_work_or_ipi() call on the sender (CAS + tgkill)",
+            h, out, "target " + t.outcome().describe());
+        rep.add(res);
+        (variant == 0 ? r.kill : r.or_ipi) = res;
+    }
+    return r;
+}
+
+// ---- 2. isolated-loop jitter ----------------------------------------------------------------------
+
+enum class mode { none, set_work, or_ipi, signal };
+const char* mode_name(mode m) {
+    switch (m) {
+    case mode::none: return "isolated loop, no requests";
+    case mode::set_work: return "isolated loop + ct_set_work 10k/s";
+    case mode::or_ipi: return "isolated loop + ct_set_work_or_ipi 10k/s";
+    case mode::signal: return "isolated loop + signal per request 10k/s";
+    }
+    return "?";
+}
+
+struct phase_totals {
+    std::shared_ptr<histogram> gaps = std::make_shared<histogram>();
+    std::uint64_t requests = 0, retries = 0, interrupts = 0, runs = 0, sections = 0, refused = 0;
+    rt_outcome loop_rt, sender_rt;
+};
+
+void run_phase(mode m, double seconds, int cpu_a, int cpu_b, phase_totals& tot, report& rep) {
+    published_ctx target;
+    std::atomic<bool> stop{false};
+    std::atomic<bool> measuring{false};
+    histogram local; // allocated before the loop starts
+    std::uint64_t irq_before = 0, irq_after = 0, sections = 0, refused = 0;
+    reset_job();
+    bench_thread loop({.fifo = true, .priority = prio, .cpu = cpu_b}, [&] {
+        thread_ctx& self = target.attach_and_publish();
+        if (m == mode::signal)
+            signal_job_target.store(&self);
+        while (!measuring.load(std::memory_order_acquire))
+            cpu_relax();
+        irq_before = rtdefer::interrupts_received(self);
+        bool isolated = rtdefer::ct_isolation_enter(self) == status::ok;
+        std::uint64_t prev = bench_clock::now();
+        for (std::uint64_t i = 1;; ++i) {
+            const std::uint64_t now = bench_clock::now();
+            local.record(rtdefer_bench::clock().delta_ns(prev, now));
+            prev = now;
+            if ((i & 4095) == 0) { // the safe point
+                if (stop.load(std::memory_order_relaxed)) // relaxed: a stop flag
+                    break;
+                if (isolated) {
+                    rtdefer::ct_isolation_exit(self);
+                    ++sections;
+                }
+                isolated = rtdefer::ct_isolation_enter(self) == status::ok;
+                refused += isolated ? 0 : 1;
+                prev = bench_clock::now(); // the safe point's cost is not a loop gap
+            }
+        }
+        if (isolated) {
+            rtdefer::ct_isolation_exit(self);
+            ++sections;
+        }
+        irq_after = rtdefer::interrupts_received(self);
+        signal_job_target.store(nullptr);
+    });
+    tot.loop_rt = loop.outcome();
+    thread_ctx& tgt = target.wait();
+    measuring.store(true, std::memory_order_release);
+    std::uint64_t requests = 0, retries = 0;
+    if (m == mode::none) {
+        std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+    } else {
+        tot.sender_rt = run_measured({.fifo = true, .priority = prio, .cpu = cpu_a}, [&] {
+            pacer p(100'000); // 10k/s
+            const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+            const int signo = rtdefer::interrupt_signal();
+            while (std::chrono::steady_clock::now() < end) {
+                p.wait();
+                posted.store(++requests, std::memory_order_relaxed);
+                switch (m) {
+                case mode::set_work:
+                    // A housekeeping request can wait: refused between sections, retry shortly.
+                    while (rtdefer::ct_set_work(tgt, work) == status::not_accepting) {
+                        ++retries;
+                        spin_ns(500);
+                    }
+                    break;
+                case mode::or_ipi: (void)rtdefer::ct_set_work_or_ipi(tgt, work); break;
+                case mode::signal: pthread_kill(tgt.handle, signo); break;
+                case mode::none: break;
+                }
+            }
+        });
+    }
+    stop.store(true);
+    loop.join();
+    // The loop's last exit ran any deferred work; a signal still in flight has been handled by now
+    // (the thread ran until its exit hooks).
+    const bool all_covered = covered.load() == posted.load();
+    rep.check(all_covered, std::string(mode_name(m)) + ": every request's effect observed (none lost)");
+    if (m == mode::set_work)
+        rep.check(irq_after == irq_before, "ct_set_work phase: no interrupt reached the isolated loop");
+    tot.gaps->merge(local);
+    tot.requests += requests;
+    tot.retries += retries;
+    tot.interrupts += irq_after - irq_before;
+    tot.runs += job_runs.load();
+    tot.sections += sections;
+    tot.refused += refused;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    options opts = parse_args(argc, argv, "deferred_word_bench");
+    report rep(opts);
+    lock_memory_once();
+    rep.print_header();
+    std::printf("\n");
+
+    if (rtdefer::ct_work_setup() != status::ok || rtdefer::ct_register_work(work_bit, &job_cb) != status::ok ||
+        rtdefer::interrupt_register_hook(&signal_job_hook) != status::ok) {
+        std::fprintf(stderr, "deferred_word_bench: setup failed\n");
+        return 1;
+    }
+    const baselines base = measure_baselines(opts, &rep);
+    (void)base;
+    const int cpu_a = nth_usable_cpu(0);
+    const int cpu_b = usable_cpus() >= 2 ? nth_usable_cpu(1) : cpu_a;
+    if (cpu_a == cpu_b)
+        rep.note("one usable CPU: sender and target share it; figures are not meaningful");
+
+    std::printf("\n1. sender cost (sender CPU %d, target CPU %d):\n", cpu_a, cpu_b);
+    const sender_costs sc = measure_sender_cost(opts, rep, cpu_a, cpu_b);
+
+    std::printf("\n2. isolated-loop jitter (loop CPU %d, sender CPU %d, 10k requests/s):\n", cpu_b, cpu_a);
+    const double phase_s = opts.pick(0.4, 0.15);
+    const int rounds = static_cast<int>(opts.pick<std::size_t>(3, 1) * opts.repeat);
+    const mode modes[] = {mode::none, mode::set_work, mode::or_ipi, mode::signal};
+    phase_totals tot[4];
+    for (int r = 0; r < rounds; ++r)
+        for (int i = 0; i < 4; ++i) {
+            run_phase(modes[i], phase_s, cpu_a, cpu_b, tot[i], rep);
+            std::this_thread::sleep_for(std::chrono::milliseconds(opts.quick ? 50 : 300)); // no RT throttling
+        }
+    latency_result jl[4];
+    double p9999[4];
+    std::uint64_t spikes[4]; // gaps of 2 µs or more: what an interrupt costs the loop
+    for (int i = 0; i < 4; ++i) {
+        const histogram& g = *tot[i].gaps;
+        p9999[i] = g.percentile(0.9999);
+        spikes[i] = g.us_overflow();
+        for (std::size_t b = 2; b < g.us_buckets(); ++b)
+            spikes[i] += g.us_bucket(b);
+        char note[384];
+        std::snprintf(note, sizeof note,
+                      "p99.99 %s; gaps >= 2 us: %llu; %llu requests (%llu retried), %llu job runs, %llu interrupts "
+                      "received, %llu sections, %llu enters refused; sender %s",
+                      fmt_ns(p9999[i]).c_str(), (unsigned long long)spikes[i],
+                      (unsigned long long)tot[i].requests, (unsigned long long)tot[i].retries,
+                      (unsigned long long)tot[i].runs, (unsigned long long)tot[i].interrupts,
+                      (unsigned long long)tot[i].sections, (unsigned long long)tot[i].refused,
+                      modes[i] == mode::none ? "-" : tot[i].sender_rt.describe().c_str());
+        jl[i] = latency_result::from(mode_name(modes[i]), "gap between consecutive loop iterations", tot[i].gaps,
+                                     tot[i].loop_rt, note);
+        rep.add(jl[i]);
+    }
+
+    // Side by side.
+    rep.compare("ct_set_work (sender)", "p50", sc.set_work.s.p50, unit::ns, "pthread_kill", "p50", sc.kill.s.p50);
+    rep.compare("ct_set_work (sender)", "p99", sc.set_work.s.p99, unit::ns, "pthread_kill", "p99", sc.kill.s.p99);
+    rep.compare("ct_set_work_or_ipi, busy target", "p50", sc.or_ipi.s.p50, unit::ns, "pthread_kill", "p50", sc.kill.s.p50);
+    for (int i = 1; i < 4; ++i) {
+        rep.compare(mode_name(modes[i]), "p99.9", jl[i].s.p999, unit::ns, "no requests", "p99.9", jl[0].s.p999);
+        rep.compare(mode_name(modes[i]), "p99.99", p9999[i], unit::ns, "no requests", "p99.99", p9999[0]);
+        rep.compare(mode_name(modes[i]), "gaps>=2us", static_cast<double>(spikes[i]), unit::count, "no requests",
+                    "gaps>=2us", static_cast<double>(spikes[0]));
+        rep.compare(mode_name(modes[i]), "max", jl[i].s.max, unit::ns, "no requests", "max", jl[0].s.max);
+    }
+    rep.print_table();
+
+    const double r50 = sc.kill.s.p50 / sc.set_work.s.p50, r99 = sc.kill.s.p99 / sc.set_work.s.p99;
+    std::printf("\ntargets:\n");
+    std::printf("  sender cost <= 1/50 of pthread_kill: p50 1/%.0f, p99 1/%.0f -> %s\n", r50, r99,
+                (r50 >= 50 && r99 >= 50) ? "met" : "NOT met");
+    std::printf("  isolated-loop jitter with ct_set_work vs no requests: p99.9 %s vs %s, p99.99 %s vs %s, max %s vs %s, "
+                "gaps >= 2 us %llu vs %llu\n    (signal per request: p99.9 %s, p99.99 %s, max %s, gaps >= 2 us %llu)\n",
+                fmt_ns(jl[1].s.p999).c_str(), fmt_ns(jl[0].s.p999).c_str(), fmt_ns(p9999[1]).c_str(),
+                fmt_ns(p9999[0]).c_str(), fmt_ns(jl[1].s.max).c_str(), fmt_ns(jl[0].s.max).c_str(),
+                (unsigned long long)spikes[1], (unsigned long long)spikes[0], fmt_ns(jl[3].s.p999).c_str(),
+                fmt_ns(p9999[3]).c_str(), fmt_ns(jl[3].s.max).c_str(), (unsigned long long)spikes[3]);
+    rep.check(tot[1].interrupts == 0, "ct_set_work phases: zero interrupts received by the isolated loop");
+    rep.check(tot[3].runs >= tot[3].requests && tot[3].requests > 0, "signal phases: every signal ran the job");
+    return rep.finish();
+}

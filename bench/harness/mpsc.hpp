@@ -228,7 +228,10 @@ public:
     /// "consumer CPU 0, producers CPU 1,0; SCHED_FIFO" and whether threads share a CPU.
     std::string placement() const {
         std::string s = "consumer CPU " + std::to_string(cpu_for(0)) + ", producer" + (producers_ > 1 ? "s" : "") + " CPU ";
-        for (int p = 0; p < producers_; ++p) s += (p ? "," : "") + std::to_string(cpu_for(p + 1));
+        for (int p = 0; p < producers_; ++p) {
+            if (p) s += ',';
+            s += std::to_string(cpu_for(p + 1));
+        }
         s += static_cast<std::size_t>(producers_) + 1 > cpus_.size() ? " (shared)" : "";
         const bool fifo = consumer_place_.outcome().fifo && !producer_fifo_refused_.load(std::memory_order_relaxed);
         s += fifo ? "; SCHED_FIFO" : fifo_ ? "; SCHED_OTHER (FIFO refused)" : "; SCHED_OTHER";

@@ -1,0 +1,275 @@
+// Stress tests for rtdefer/task_work.hpp. Every item is accounted for individually:
+//   - add returned ok      → it ran exactly once, or a canceller removed it exactly once;
+//   - add returned exited  → it never ran and is idle (the caller kept it);
+//   - nothing is still queued at the end (0 leaked), runs per producer are in FIFO order.
+// Work is scaled by RTDEFER_STRESS_SCALE (sanitizer configurations lower it).
+#include <rtdefer/interrupt.hpp>
+#include <rtdefer/task_work.hpp>
+#include <rtdefer/thread.hpp>
+
+#include "../test_util.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <thread>
+#include <vector>
+
+using namespace rtdefer;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr int max_producers = 4;
+
+struct stress_item : callback_head {
+    std::uint32_t producer = 0;
+    std::uint32_t seq = 0;
+    std::atomic<std::uint32_t> runs{0};
+    std::atomic<std::uint32_t> cancels{0};
+    status add_result = status::busy; // written by the producer before the add is visible
+};
+
+/// Owner-side accounting: only the owner thread runs callbacks, so plain fields would do; they
+/// are atomics so the test thread can read them after join without a data race report.
+struct owner_log {
+    std::atomic<std::uint64_t> ran{0};
+    std::atomic<std::uint64_t> fifo_violations{0};
+    std::int64_t last_seq[max_producers];
+    owner_log() {
+        for (auto& s : last_seq)
+            s = -1;
+    }
+};
+owner_log* g_log = nullptr;
+
+void stress_cb(callback_head* h) noexcept {
+    auto* it = static_cast<stress_item*>(h);
+    // relaxed (all): counters read after the threads are joined.
+    it->runs.fetch_add(1, std::memory_order_relaxed);
+    std::int64_t& last = g_log->last_seq[it->producer];
+    if (static_cast<std::int64_t>(it->seq) <= last)
+        g_log->fifo_violations.fetch_add(1, std::memory_order_relaxed);
+    last = it->seq;
+    g_log->ran.fetch_add(1, std::memory_order_relaxed);
+}
+
+struct round_result {
+    std::uint64_t ok = 0, exited = 0, other = 0, ran = 0, cancelled = 0;
+    std::uint64_t lost = 0, duplicated = 0, leaked = 0, exited_but_ran = 0, fifo = 0;
+};
+
+/// One round: `producers` threads add `per_producer` distinct items each (mixed notify modes) to
+/// an owner that runs them at its safe point and exits after `exit_after` callbacks; optional
+/// cancellers remove random items meanwhile.
+round_result run_round(int producers, std::size_t per_producer, std::uint64_t exit_after, int cancellers,
+                       bool use_signal, std::uint32_t seed) {
+    owner_log log;
+    g_log = &log;
+    std::vector<std::unique_ptr<stress_item[]>> items;
+    for (int p = 0; p < producers; ++p) {
+        items.emplace_back(new stress_item[per_producer]);
+        for (std::size_t i = 0; i < per_producer; ++i) {
+            init_task_work(items.back()[i], &stress_cb);
+            items.back()[i].producer = static_cast<std::uint32_t>(p);
+            items.back()[i].seq = static_cast<std::uint32_t>(i);
+        }
+    }
+    // How many items each producer has handed over: cancellers pick among those.
+    std::vector<std::atomic<std::size_t>> published(static_cast<std::size_t>(producers));
+
+    std::atomic<thread_ctx*> owner_ctx{nullptr};
+    thread_ref owner_ref;
+    std::atomic<bool> start{false}, stop_owner{false};
+    std::thread owner([&] {
+        thread_ctx& self = attach_this_thread();
+        owner_ref = thread_ref(self);
+        owner_ctx.store(&self, std::memory_order_release);
+        while (!start.load(std::memory_order_acquire))
+            std::this_thread::yield();
+        // The safe-point loop: run work, park until notified or 1 ms passes; exit at exit_after.
+        while (!stop_owner.load(std::memory_order_acquire) && log.ran.load(std::memory_order_relaxed) < exit_after)
+            (void)wait_for_work(self, std::chrono::steady_clock::now() + 1ms);
+        // Returning: the exit hook runs what is still queued and installs the exited sentinel.
+    });
+    while (owner_ctx.load(std::memory_order_acquire) == nullptr)
+        std::this_thread::yield();
+    thread_ctx& target = *owner_ctx.load(std::memory_order_acquire);
+
+    std::vector<std::thread> threads;
+    for (int p = 0; p < producers; ++p) {
+        threads.emplace_back([&, p] {
+            std::minstd_rand rng(seed + static_cast<std::uint32_t>(p));
+            while (!start.load(std::memory_order_acquire))
+                std::this_thread::yield();
+            stress_item* mine = items[static_cast<std::size_t>(p)].get();
+            for (std::size_t i = 0; i < per_producer; ++i) {
+                const unsigned r = rng() % 16;
+                const notify n = r == 0 && use_signal ? notify::signal : (r < 8 ? notify::none : notify::resume);
+                const status st = task_work_add(target, mine[i], n);
+                mine[i].add_result = st;
+                published[static_cast<std::size_t>(p)].store(i + 1, std::memory_order_release);
+                if ((i & 1023) == 0)
+                    std::this_thread::yield(); // let the owner and the cancellers interleave
+            }
+        });
+    }
+    std::atomic<bool> producers_done{false};
+    std::atomic<std::uint64_t> cancel_hits{0};
+    for (int c = 0; c < cancellers; ++c) {
+        threads.emplace_back([&, c] {
+            std::minstd_rand rng(seed * 7919U + static_cast<std::uint32_t>(c));
+            while (!start.load(std::memory_order_acquire))
+                std::this_thread::yield();
+            while (!producers_done.load(std::memory_order_acquire)) {
+                const auto p = static_cast<std::size_t>(rng() % static_cast<unsigned>(producers));
+                const std::size_t n = published[p].load(std::memory_order_acquire);
+                if (n == 0)
+                    continue;
+                // Mostly recent items (likely still queued), sometimes any.
+                const std::size_t back = rng() % 4 == 0 ? rng() % n : rng() % std::min<std::size_t>(n, 64);
+                stress_item& it = items[p][n - 1 - back];
+                if (task_work_cancel(target, it)) {
+                    it.cancels.fetch_add(1, std::memory_order_relaxed);
+                    cancel_hits.fetch_add(1, std::memory_order_relaxed);
+                }
+            }
+        });
+    }
+    start.store(true, std::memory_order_release);
+    for (int p = 0; p < producers; ++p)
+        threads[static_cast<std::size_t>(p)].join();
+    producers_done.store(true, std::memory_order_release);
+    for (std::size_t t = static_cast<std::size_t>(producers); t < threads.size(); ++t)
+        threads[t].join();
+    // The owner may still be below exit_after (everything ran or was cancelled): tell it to leave.
+    stop_owner.store(true, std::memory_order_release);
+    (void)unpark(target); // owner_ref keeps the ctx alive even if the owner already exited
+    owner.join();
+
+    round_result r;
+    r.ran = log.ran.load();
+    r.fifo = log.fifo_violations.load();
+    r.cancelled = cancel_hits.load();
+    for (int p = 0; p < producers; ++p) {
+        for (std::size_t i = 0; i < per_producer; ++i) {
+            stress_item& it = items[static_cast<std::size_t>(p)][i];
+            const std::uint32_t runs = it.runs.load();
+            const std::uint32_t cancels = it.cancels.load();
+            if (task_work_queued(it))
+                ++r.leaked;
+            if (it.add_result == status::ok) {
+                ++r.ok;
+                if (runs + cancels == 0)
+                    ++r.lost;
+                else if (runs + cancels > 1)
+                    ++r.duplicated;
+            } else if (it.add_result == status::exited) {
+                ++r.exited;
+                if (runs + cancels != 0)
+                    ++r.exited_but_ran;
+            } else {
+                ++r.other;
+            }
+        }
+    }
+    g_log = nullptr;
+    return r;
+}
+
+void check_round(const round_result& r, std::size_t total) {
+    INFO("ok=" << r.ok << " exited=" << r.exited << " ran=" << r.ran << " cancelled=" << r.cancelled);
+    CHECK(r.ok + r.exited == total);
+    CHECK(r.other == 0);
+    CHECK(r.lost == 0);
+    CHECK(r.duplicated == 0);
+    CHECK(r.leaked == 0);
+    CHECK(r.exited_but_ran == 0);
+    CHECK(r.fifo == 0);
+}
+
+} // namespace
+
+TEST_CASE("stress: 2+ producers x 1e5 items to an owner that exits at a random point: 0 lost, 0 duplicated, 0 leaked") {
+    const std::size_t per = rtdefer_test::scaled(100000, 2000);
+    std::mt19937 rng(12345);
+    const bool signal_ok = interrupt_install() == status::ok;
+    for (int round = 0; round < 4; ++round) {
+        const int producers = 2 + round % 2; // 2 or 3
+        const std::size_t total = per * static_cast<std::size_t>(producers);
+        // Round 0 exits almost at once, racing with the first adds; the others at a random point.
+        const std::uint64_t exit_after = round == 0 ? 1 + rng() % 1000 : rng() % total;
+        CAPTURE(round);
+        CAPTURE(exit_after);
+        const round_result r = run_round(producers, per, exit_after, 0, signal_ok, rng());
+        check_round(r, total);
+        CHECK(r.cancelled == 0);
+        MESSAGE("round " << round << ": " << producers << " producers, " << total << " items, exit after "
+                         << exit_after << ": ran " << r.ran << ", exited " << r.exited);
+    }
+}
+
+TEST_CASE("stress: cancellers race with the owner's runs and its exit: each item runs or is cancelled, once") {
+    const std::size_t per = rtdefer_test::scaled(100000, 2000);
+    std::mt19937 rng(777);
+    for (int round = 0; round < 3; ++round) {
+        const int producers = 2;
+        const std::size_t total = per * static_cast<std::size_t>(producers);
+        // Exit late (most items run or are cancelled while alive), except the last round.
+        const std::uint64_t exit_after = round == 2 ? rng() % (total / 2) : total;
+        CAPTURE(round);
+        const round_result r = run_round(producers, per, exit_after, 2, false, rng());
+        check_round(r, total);
+        CHECK(r.ran + r.cancelled == r.ok);
+        MESSAGE("round " << round << ": " << total << " items, ran " << r.ran << ", cancelled " << r.cancelled
+                         << ", exited " << r.exited);
+    }
+}
+
+TEST_CASE("stress: one item re-added by many producers while the owner runs: ok adds == runs") {
+    // The already_queued claim under contention, plus re-queueing from the callback itself.
+    struct counted : callback_head {
+        std::atomic<std::uint64_t> runs{0};
+    };
+    counted shared;
+    init_task_work(shared, [](callback_head* h) noexcept {
+        static_cast<counted*>(h)->runs.fetch_add(1, std::memory_order_relaxed);
+    });
+    std::atomic<bool> stop{false};
+    std::atomic<thread_ctx*> owner_ctx{nullptr};
+    thread_ref owner_ref;
+    std::thread owner([&] {
+        thread_ctx& self = attach_this_thread();
+        owner_ref = thread_ref(self);
+        owner_ctx.store(&self, std::memory_order_release);
+        while (!stop.load(std::memory_order_acquire))
+            (void)wait_for_work(self, std::chrono::steady_clock::now() + 1ms);
+    });
+    while (owner_ctx.load(std::memory_order_acquire) == nullptr)
+        std::this_thread::yield();
+    thread_ctx& target = *owner_ctx.load(std::memory_order_acquire);
+    const std::size_t attempts = rtdefer_test::scaled(200000, 5000);
+    std::atomic<std::uint64_t> ok{0}, queued{0};
+    std::vector<std::thread> producers;
+    for (int p = 0; p < 3; ++p)
+        producers.emplace_back([&] {
+            for (std::size_t i = 0; i < attempts; ++i) {
+                const status st = task_work_add(target, shared, notify::resume);
+                if (st == status::ok)
+                    ok.fetch_add(1, std::memory_order_relaxed);
+                else if (st == status::already_queued)
+                    queued.fetch_add(1, std::memory_order_relaxed);
+            }
+        });
+    for (auto& t : producers)
+        t.join();
+    stop.store(true, std::memory_order_release);
+    (void)unpark(target);
+    owner.join();
+    CHECK(ok.load() + queued.load() == 3 * attempts);
+    CHECK(shared.runs.load() == ok.load());
+    CHECK_FALSE(task_work_queued(shared));
+    MESSAGE(ok.load() << " ok adds, " << queued.load() << " already_queued, " << shared.runs.load() << " runs");
+}

@@ -11,6 +11,7 @@
 //    section every 4096 iterations, its "safe point"): the gap between consecutive iterations,
 //    p50/p99/p99.9/max, while 10k requests/s arrive from CPU a, in rounds of:
 //      no requests at all (baseline)
+//      a sender that wakes 10k/s and sends nothing (control: what the sender's CPU activity costs)
 //      ct_set_work (a request refused in the short window between exit and enter is retried)
 //      ct_set_work_or_ipi (such a request interrupts instead)
 //      a signal per request (pthread_kill; the handler does the work)
@@ -196,10 +197,11 @@ sender_costs measure_sender_cost(const options& o, report& rep, int cpu_a, int c
 
 // ---- 2. isolated-loop jitter ----------------------------------------------------------------------
 
-enum class mode { none, set_work, or_ipi, signal };
+enum class mode { none, idle_sender, set_work, or_ipi, signal };
 const char* mode_name(mode m) {
     switch (m) {
     case mode::none: return "isolated loop, no requests";
+    case mode::idle_sender: return "isolated loop + sender waking 10k/s, idle";
     case mode::set_work: return "isolated loop + ct_set_work 10k/s";
     case mode::or_ipi: return "isolated loop + ct_set_work_or_ipi 10k/s";
     case mode::signal: return "isolated loop + signal per request 10k/s";
@@ -254,17 +256,22 @@ void run_phase(mode m, double seconds, int cpu_a, int cpu_b, phase_totals& tot, 
     });
     tot.loop_rt = loop.outcome();
     thread_ctx& tgt = target.wait();
-    measuring.store(true, std::memory_order_release);
     std::uint64_t requests = 0, retries = 0;
     if (m == mode::none) {
+        measuring.store(true, std::memory_order_release);
         std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
     } else {
         tot.sender_rt = run_measured({.fifo = true, .priority = prio, .cpu = cpu_a}, [&] {
+            // The phase starts when the sender runs (creating it may take a while on a loaded
+            // machine): the loop must not spin at SCHED_FIFO longer than the phase.
+            measuring.store(true, std::memory_order_release);
             pacer p(100'000); // 10k/s
             const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
             const int signo = rtdefer::interrupt_signal();
             while (std::chrono::steady_clock::now() < end) {
                 p.wait();
+                if (m == mode::idle_sender)
+                    continue; // the control: wake up, send nothing
                 posted.store(++requests, std::memory_order_relaxed);
                 switch (m) {
                 case mode::set_work:
@@ -276,7 +283,8 @@ void run_phase(mode m, double seconds, int cpu_a, int cpu_b, phase_totals& tot, 
                     break;
                 case mode::or_ipi: (void)rtdefer::ct_set_work_or_ipi(tgt, work); break;
                 case mode::signal: pthread_kill(tgt.handle, signo); break;
-                case mode::none: break;
+                case mode::none:
+                case mode::idle_sender: break;
                 }
             }
         });
@@ -325,27 +333,29 @@ int main(int argc, char** argv) {
     std::printf("\n2. isolated-loop jitter (loop CPU %d, sender CPU %d, 10k requests/s):\n", cpu_b, cpu_a);
     const double phase_s = opts.pick(0.4, 0.15);
     const int rounds = static_cast<int>(opts.pick<std::size_t>(3, 1) * opts.repeat);
-    const mode modes[] = {mode::none, mode::set_work, mode::or_ipi, mode::signal};
-    phase_totals tot[4];
+    constexpr int n_modes = 5;
+    const mode modes[n_modes] = {mode::none, mode::idle_sender, mode::set_work, mode::or_ipi, mode::signal};
+    phase_totals tot[n_modes];
     for (int r = 0; r < rounds; ++r)
-        for (int i = 0; i < 4; ++i) {
+        for (int i = 0; i < n_modes; ++i) {
             run_phase(modes[i], phase_s, cpu_a, cpu_b, tot[i], rep);
             std::this_thread::sleep_for(std::chrono::milliseconds(opts.quick ? 50 : 300)); // no RT throttling
         }
-    latency_result jl[4];
-    double p9999[4];
-    std::uint64_t spikes[4]; // gaps of 2 µs or more: what an interrupt costs the loop
-    for (int i = 0; i < 4; ++i) {
+    latency_result jl[n_modes];
+    double p9999[n_modes];
+    double spikes[n_modes]; // gaps of 2 µs or more (what an interrupt costs the loop), per 10^6 iterations
+    for (int i = 0; i < n_modes; ++i) {
         const histogram& g = *tot[i].gaps;
         p9999[i] = g.percentile(0.9999);
-        spikes[i] = g.us_overflow();
+        std::uint64_t n_spikes = g.us_overflow();
         for (std::size_t b = 2; b < g.us_buckets(); ++b)
-            spikes[i] += g.us_bucket(b);
+            n_spikes += g.us_bucket(b);
+        spikes[i] = g.count() ? 1e6 * static_cast<double>(n_spikes) / static_cast<double>(g.count()) : 0;
         char note[384];
         std::snprintf(note, sizeof note,
-                      "p99.99 %s; gaps >= 2 us: %llu; %llu requests (%llu retried), %llu job runs, %llu interrupts "
+                      "p99.99 %s; gaps >= 2 us: %.1f per 10^6 iterations; %llu requests (%llu retried), %llu job runs, %llu interrupts "
                       "received, %llu sections, %llu enters refused; sender %s",
-                      fmt_ns(p9999[i]).c_str(), (unsigned long long)spikes[i],
+                      fmt_ns(p9999[i]).c_str(), spikes[i],
                       (unsigned long long)tot[i].requests, (unsigned long long)tot[i].retries,
                       (unsigned long long)tot[i].runs, (unsigned long long)tot[i].interrupts,
                       (unsigned long long)tot[i].sections, (unsigned long long)tot[i].refused,
@@ -359,11 +369,11 @@ int main(int argc, char** argv) {
     rep.compare("ct_set_work (sender)", "p50", sc.set_work.s.p50, unit::ns, "pthread_kill", "p50", sc.kill.s.p50);
     rep.compare("ct_set_work (sender)", "p99", sc.set_work.s.p99, unit::ns, "pthread_kill", "p99", sc.kill.s.p99);
     rep.compare("ct_set_work_or_ipi, busy target", "p50", sc.or_ipi.s.p50, unit::ns, "pthread_kill", "p50", sc.kill.s.p50);
-    for (int i = 1; i < 4; ++i) {
+    for (int i = 1; i < n_modes; ++i) {
         rep.compare(mode_name(modes[i]), "p99.9", jl[i].s.p999, unit::ns, "no requests", "p99.9", jl[0].s.p999);
         rep.compare(mode_name(modes[i]), "p99.99", p9999[i], unit::ns, "no requests", "p99.99", p9999[0]);
-        rep.compare(mode_name(modes[i]), "gaps>=2us", static_cast<double>(spikes[i]), unit::count, "no requests",
-                    "gaps>=2us", static_cast<double>(spikes[0]));
+        rep.compare(mode_name(modes[i]), "gaps>=2us/1e6", spikes[i], unit::count, "no requests", "gaps>=2us/1e6",
+                    spikes[0]);
         rep.compare(mode_name(modes[i]), "max", jl[i].s.max, unit::ns, "no requests", "max", jl[0].s.max);
     }
     rep.print_table();
@@ -372,13 +382,15 @@ int main(int argc, char** argv) {
     std::printf("\ntargets:\n");
     std::printf("  sender cost <= 1/50 of pthread_kill: p50 1/%.0f, p99 1/%.0f -> %s\n", r50, r99,
                 (r50 >= 50 && r99 >= 50) ? "met" : "NOT met");
-    std::printf("  isolated-loop jitter with ct_set_work vs no requests: p99.9 %s vs %s, p99.99 %s vs %s, max %s vs %s, "
-                "gaps >= 2 us %llu vs %llu\n    (signal per request: p99.9 %s, p99.99 %s, max %s, gaps >= 2 us %llu)\n",
-                fmt_ns(jl[1].s.p999).c_str(), fmt_ns(jl[0].s.p999).c_str(), fmt_ns(p9999[1]).c_str(),
-                fmt_ns(p9999[0]).c_str(), fmt_ns(jl[1].s.max).c_str(), fmt_ns(jl[0].s.max).c_str(),
-                (unsigned long long)spikes[1], (unsigned long long)spikes[0], fmt_ns(jl[3].s.p999).c_str(),
-                fmt_ns(p9999[3]).c_str(), fmt_ns(jl[3].s.max).c_str(), (unsigned long long)spikes[3]);
-    rep.check(tot[1].interrupts == 0, "ct_set_work phases: zero interrupts received by the isolated loop");
-    rep.check(tot[3].runs >= tot[3].requests && tot[3].requests > 0, "signal phases: every signal ran the job");
+    std::printf("  isolated-loop jitter with ct_set_work vs no requests / idle sender: p99.9 %s vs %s / %s, p99.99 %s "
+                "vs %s / %s, max %s vs %s / %s, gaps >= 2 us per 10^6 iterations %.1f vs %.1f / %.1f\n"
+                "    (signal per request: p99.9 %s, p99.99 %s, max %s, gaps >= 2 us per 10^6 iterations %.1f)\n",
+                fmt_ns(jl[2].s.p999).c_str(), fmt_ns(jl[0].s.p999).c_str(), fmt_ns(jl[1].s.p999).c_str(),
+                fmt_ns(p9999[2]).c_str(), fmt_ns(p9999[0]).c_str(), fmt_ns(p9999[1]).c_str(),
+                fmt_ns(jl[2].s.max).c_str(), fmt_ns(jl[0].s.max).c_str(), fmt_ns(jl[1].s.max).c_str(), spikes[2],
+                spikes[0], spikes[1], fmt_ns(jl[4].s.p999).c_str(), fmt_ns(p9999[4]).c_str(),
+                fmt_ns(jl[4].s.max).c_str(), spikes[4]);
+    rep.check(tot[2].interrupts == 0, "ct_set_work phases: zero interrupts received by the isolated loop");
+    rep.check(tot[4].runs >= tot[4].requests && tot[4].requests > 0, "signal phases: every signal ran the job");
     return rep.finish();
 }

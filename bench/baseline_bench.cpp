@@ -14,12 +14,39 @@
 
 #include <cstdio>
 
+namespace {
+
+/// The harness checks itself: percentiles on data with known answers, the clock against
+/// steady_clock. A broken harness would otherwise print plausible nonsense.
+void self_check(rtdefer_bench::report& rep) {
+    using namespace rtdefer_bench;
+    histogram h;
+    for (std::uint64_t v = 1; v <= 100; ++v) h.record(v);  // exact region: exact answers
+    rep.check(h.percentile(0.5) == 50 && h.percentile(0.99) == 99 && h.max() == 100 && h.min() == 1 && h.count() == 100,
+              "histogram: exact percentiles of 1..100");
+    histogram g;
+    for (std::uint64_t v = 1; v <= 1000000; ++v) g.record(v * 10);  // 10 ns .. 10 ms
+    const double p50 = g.percentile(0.5), p999 = g.percentile(0.999);
+    rep.check(p50 > 5e6 * 0.99 && p50 < 5e6 * 1.01 && p999 > 9.99e6 * 0.99 && p999 < 9.99e6 * 1.01,
+              "histogram: log-linear percentiles within 1 %");
+    rep.check(g.us_bucket(0) == 99 && g.us_overflow() == 1, "histogram: per-µs view");
+    // 10 ms of the bench clock against steady_clock.
+    const std::uint64_t s0 = bench_clock::steady_ns(), c0 = bench_clock::now();
+    spin_for_ns(10e6);
+    const std::uint64_t s1 = bench_clock::steady_ns(), c1 = bench_clock::now_end();
+    const double ratio = rtdefer_bench::clock().to_ns(c1 - c0) / static_cast<double>(s1 - s0);
+    rep.check(ratio > 0.98 && ratio < 1.02, "clock: calibration off by more than 2 % against steady_clock");
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
     using namespace rtdefer_bench;
     options opts = parse_args(argc, argv, "baseline_bench");
     report rep(opts);
     lock_memory_once();
     rep.print_header();
+    self_check(rep);
     std::printf("\n");
 
     baselines b = measure_baselines(opts, &rep);

@@ -2,6 +2,7 @@
 //
 // What is here (namespace rtdefer_bench):
 //   bench_clock   - timestamps: calibrated TSC (rdtsc) where the kernel itself trusts the TSC, else steady_clock.
+//                   clock() returns it; write rtdefer_bench::clock() under `using namespace` (::clock exists).
 //   histogram     - fixed-size, preallocated; per-µs linear view (cyclictest) + log-linear ns view (percentiles).
 //   summary       - p50/p99/p99.9/max/min/mean/count of a histogram.
 //   rt_request / rt_outcome / apply_rt_to_this_thread() / lock_memory_once()

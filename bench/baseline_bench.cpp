@@ -30,12 +30,18 @@ void self_check(rtdefer_bench::report& rep) {
     rep.check(p50 > 5e6 * 0.99 && p50 < 5e6 * 1.01 && p999 > 9.99e6 * 0.99 && p999 < 9.99e6 * 1.01,
               "histogram: log-linear percentiles within 1 %");
     rep.check(g.us_bucket(0) == 99 && g.us_overflow() == 1, "histogram: per-µs view");
-    // 10 ms of the bench clock against steady_clock.
-    const std::uint64_t s0 = bench_clock::steady_ns(), c0 = bench_clock::now();
-    spin_for_ns(10e6);
-    const std::uint64_t s1 = bench_clock::steady_ns(), c1 = bench_clock::now_end();
-    const double ratio = rtdefer_bench::clock().to_ns(c1 - c0) / static_cast<double>(s1 - s0);
-    rep.check(ratio > 0.98 && ratio < 1.02, "clock: calibration off by more than 2 % against steady_clock");
+    // 10 ms of the bench clock against steady_clock. A preemption between the paired reads skews
+    // one attempt on a loaded machine; a calibration error skews all of them.
+    bool clock_ok = false;
+    double ratio = 0;
+    for (int attempt = 0; attempt < 5 && !clock_ok; ++attempt) {
+        const std::uint64_t s0 = bench_clock::steady_ns(), c0 = bench_clock::now();
+        spin_for_ns(10e6);
+        const std::uint64_t s1 = bench_clock::steady_ns(), c1 = bench_clock::now_end();
+        ratio = rtdefer_bench::clock().to_ns(c1 - c0) / static_cast<double>(s1 - s0);
+        clock_ok = ratio > 0.98 && ratio < 1.02;
+    }
+    rep.check(clock_ok, "clock: calibration off by more than 2 % against steady_clock (ratio " + std::to_string(ratio) + ")");
 }
 
 }  // namespace

@@ -1,0 +1,23 @@
+// rtdefer/rtdefer.hpp: umbrella header, everything rtdefer provides.
+//
+//   llist.hpp          intrusive lock-free list (include/linux/llist.h)
+//   status.hpp         the result type, with std::error_code interop
+//   thread.hpp         thread_ctx, thread_ref, rt_thread, park/unpark
+//   interrupt.hpp      the interrupt signal (IPI) and its hooks
+//   task_work.hpp      per-thread callbacks run at the owner's safe point (kernel/task_work.c)
+//   expiry_lock.hpp    block on the expirer's PI lock instead of spinning (hrtimer/posix-cpu-timers)
+//   timer.hpp          a timer service with blocking cancel_sync built on the expiry lock
+//   irq_work.hpp       hard and lazy work with per-CPU SCHED_FIFO-low workers (kernel/irq_work.c)
+//   deferred_word.hpp  per-thread work word so isolated threads are never interrupted
+#pragma once
+
+#include <rtdefer/config.hpp>
+#include <rtdefer/deferred_word.hpp>
+#include <rtdefer/expiry_lock.hpp>
+#include <rtdefer/interrupt.hpp>
+#include <rtdefer/irq_work.hpp>
+#include <rtdefer/llist.hpp>
+#include <rtdefer/status.hpp>
+#include <rtdefer/task_work.hpp>
+#include <rtdefer/thread.hpp>
+#include <rtdefer/timer.hpp>

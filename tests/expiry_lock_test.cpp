@@ -65,6 +65,34 @@ TEST_CASE("wait_running: idle when no expirer handles the item") {
     CHECK(wait_running<sleep_poll>(item, self) == status::idle);
 }
 
+namespace {
+// An Atom that counts loads: the item's atomic type is a template parameter so tests can swap it.
+template <class T>
+struct counting_atomic : std::atomic<T> {
+    using std::atomic<T>::atomic;
+    inline static std::atomic<int> loads{0};
+    T load(std::memory_order o) const noexcept {
+        loads.fetch_add(1, std::memory_order_relaxed);
+        return std::atomic<T>::load(o);
+    }
+};
+} // namespace
+
+TEST_CASE("basic_expiry_item: the atomic type is swappable (Atom template parameter)") {
+    thread_ctx& self = attach_this_thread();
+    basic_expiry_item<counting_atomic> item;
+    const int before = counting_atomic<thread_ctx*>::loads.load();
+    CHECK(wait_running(item, self) == status::idle);
+    {
+        expiry_pass pass(self);
+        pass.mark(item);
+        CHECK(item.running());
+        CHECK(wait_running(item, self) == status::would_deadlock);
+        pass.clear(item);
+    }
+    CHECK(counting_atomic<thread_ctx*>::loads.load() - before >= 3);
+}
+
 TEST_CASE("wait_running: waiting on yourself returns would_deadlock instead of hanging") {
     thread_ctx& self = attach_this_thread();
     expiry_item item;
@@ -129,30 +157,42 @@ TEST_CASE_TEMPLATE("wait_running: a spin variant told to give up returns timed_o
     expirer.join();
 }
 
-TEST_CASE("expiry_sync_wait_running: a waiter is released between callbacks, not at the end of the pass") {
-    thread_ctx& self = attach_this_thread();
+TEST_CASE("expiry_sync_wait_running: a higher-priority waiter is released between callbacks, not at the end of the pass") {
+    // As in the kernel, the drop and retake lets a waiter through when the expirer cannot take the
+    // lock back first: under priority inheritance that holds for a waiter of higher (or equal
+    // real-time) priority. Equal-priority SCHED_OTHER threads may have the lock stolen back, so this
+    // runs the expirer at SCHED_FIFO 10 and the waiter at 20. Nothing here spins.
+    RTDEFER_REQUIRE_RT_OR_SKIP();
     expiry_item first, second;
     std::atomic<bool> marked{false}, waiter_returned{false};
     bool dropped = false, released_mid_pass = false;
-    std::thread expirer([&] {
-        thread_ctx& e = attach_this_thread();
-        expiry_pass pass(e);
-        pass.mark(first);
-        marked.store(true, std::memory_order_release);
-        // Callback 1 lasts until the waiter has blocked on our lock.
-        (void)eventually([&] { return e.expiry.waiters.load(std::memory_order_relaxed) > 0; });
-        pass.clear(first);
-        dropped = pass.sync_wait_running();
-        pass.mark(second);
-        // Callback 2 lasts until the waiter returned, or 10 s: without the drop and retake the
-        // waiter would be stuck until the pass ends, and this records the failure instead of hanging.
-        released_mid_pass = eventually([&] { return waiter_returned.load(std::memory_order_acquire); });
-        pass.clear(second);
-    });
-    REQUIRE(eventually([&] { return marked.load(std::memory_order_acquire); }));
-    CHECK(wait_running(first, self) == status::waited);
-    waiter_returned.store(true, std::memory_order_release);
-    expirer.join();
+    status waited = status::ok;
+    {
+        rt_thread expirer({.name = "el-expirer", .policy = sched_policy::fifo, .priority = 10, .require_rt = true},
+                          [&](thread_ctx& e) {
+                              expiry_pass pass(e);
+                              pass.mark(first);
+                              marked.store(true, std::memory_order_release);
+                              // Callback 1 lasts until the waiter has blocked on our lock.
+                              (void)eventually([&] { return e.expiry.waiters.load(std::memory_order_relaxed) > 0; });
+                              pass.clear(first);
+                              dropped = pass.sync_wait_running();
+                              pass.mark(second);
+                              // Callback 2 lasts until the waiter returned, or 10 s: without the drop
+                              // and retake the waiter is stuck until the pass ends, and this records
+                              // the failure instead of hanging.
+                              released_mid_pass =
+                                  eventually([&] { return waiter_returned.load(std::memory_order_acquire); });
+                              pass.clear(second);
+                          });
+        REQUIRE(eventually([&] { return marked.load(std::memory_order_acquire); }));
+        rt_thread waiter({.name = "el-waiter", .policy = sched_policy::fifo, .priority = 20, .require_rt = true},
+                         [&](thread_ctx& w) {
+                             waited = wait_running(first, w);
+                             waiter_returned.store(true, std::memory_order_release);
+                         });
+    }
+    CHECK(waited == status::waited);
     CHECK(dropped);
     CHECK(released_mid_pass);
 }

@@ -426,6 +426,58 @@ TEST_CASE("timer: arm is refused while a cancel_sync of that timer waits (a self
     CHECK(svc.cancel_sync(t, self) == status::removed);
 }
 
+namespace {
+struct batch_state {
+    std::atomic<bool> a_started{false};
+    std::atomic<bool> canceller_returned{false};
+    bool b_saw_return = false; // written by B's callback, read after b_done
+    std::atomic<bool> b_done{false};
+};
+void batch_a_cb(timer&, void* arg) noexcept {
+    auto* s = static_cast<batch_state*>(arg);
+    s->a_started.store(true, std::memory_order_release);
+    thread_ctx& me = *current_thread_ctx();
+    // Return only once the canceller is blocked on our expiry lock.
+    (void)eventually([&] { return me.expiry.waiters.load(std::memory_order_relaxed) > 0; });
+}
+void batch_b_cb(timer&, void* arg) noexcept {
+    auto* s = static_cast<batch_state*>(arg);
+    // Without the drop and retake between callbacks the canceller of A stays blocked until this
+    // pass ends; then this gives up after 10 s and records the failure instead of hanging.
+    s->b_saw_return = eventually([&] { return s->canceller_returned.load(std::memory_order_acquire); });
+    s->b_done.store(true, std::memory_order_release);
+}
+} // namespace
+
+TEST_CASE("timer: the expiry thread lets a higher-priority canceller go between callbacks of one pass") {
+    // Expiry thread SCHED_FIFO 10, canceller SCHED_FIFO 20 (see the expiry_lock test of the same
+    // mechanism for why priorities matter). Nothing here spins.
+    RTDEFER_REQUIRE_RT_OR_SKIP();
+    timer_service_options o;
+    o.capacity = 4;
+    o.thread = {.name = "batch-expirer", .policy = sched_policy::fifo, .priority = 10, .require_rt = true};
+    timer_service<> svc(o);
+    batch_state st;
+    timer a, b;
+    const auto when = clk::now() + 2ms; // both due in the same pass, A first (armed first)
+    REQUIRE(svc.arm(a, when, batch_a_cb, &st) == status::ok);
+    REQUIRE(svc.arm(b, when, batch_b_cb, &st) == status::ok);
+    REQUIRE(eventually([&] { return st.a_started.load(std::memory_order_acquire); }, 60s));
+    status ra = status::ok;
+    {
+        rt_thread canceller({.name = "batch-cancel", .policy = sched_policy::fifo, .priority = 20, .require_rt = true},
+                            [&](thread_ctx& me) {
+                                ra = svc.cancel_sync(a, me);
+                                st.canceller_returned.store(true, std::memory_order_release);
+                            });
+    }
+    CHECK(ra == status::waited);
+    REQUIRE(eventually([&] { return st.b_done.load(std::memory_order_acquire); }, 60s));
+    CHECK(st.b_saw_return);
+    thread_ctx& self = attach_this_thread();
+    CHECK(svc.cancel_sync(b, self) == status::idle);
+}
+
 TEST_CASE("timer: cancel_sync racing expiry, timer freed right after (no callback after return; ASan/TSan)") {
     thread_ctx& self = attach_this_thread();
     timer_service<> svc(threaded_other(16));

@@ -229,6 +229,9 @@ inline void expiry_lock_release(thread_ctx& self) noexcept RTDEFER_BLOCKING {
 /// Effects: if a waiter is blocked on the lock, drops and retakes it so the waiter (whose callback
 /// has just finished) can go on instead of waiting for the whole pass: hrtimer_sync_wait_running().
 /// Call it between callbacks, with no item marked. Returns: whether the lock was dropped.
+/// Who gets through is decided by the kernel's rt_mutex: a waiter of higher (or equal real-time)
+/// priority gets the lock; a lower-priority one, or an equal-priority SCHED_OTHER one, may see the
+/// expirer take it back first (rt_mutex lock stealing) and wait for the pass to end: as in the kernel.
 /// Progress: blocking for at most the waiter's lock/unlock. Real-time safety: PI mutex only.
 inline bool expiry_sync_wait_running(thread_ctx& self) noexcept RTDEFER_BLOCKING {
     RTDEFER_ASSERT(self.expiry.held, "expiry_sync_wait_running outside an expiry pass");

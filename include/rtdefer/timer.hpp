@@ -282,36 +282,11 @@ public:
     /// a time per service. Progress: blocking (PI mutexes), bounded by the expired callbacks.
     /// Real-time safety: no allocation; PI mutexes; runs user callbacks.
     std::size_t run_expired(time_point now, thread_ctx& self) noexcept RTDEFER_BLOCKING {
-        std::size_t ran = 0;
-        expiry_pass pass(self);
-        for (;;) {
-            lock_q();
-            if (size_ == 0 || heap_[0]->expires_ > now) {
-                unlock_q();
-                break;
-            }
-            timer_type& t = *heap_[0];
-            heap_erase(0);
-            // Pop and mark in one q_ section: see "the window" at the top of this file.
-            pass.mark(t.item_);
-            const callback fn = t.fn_;
-            void* const arg = t.arg_;
-            const std::uint32_t seq = t.seq_;
-            unlock_q();
-
-            fn(t, arg);
-            ++ran;
-
-            lock_q();
-            pass.clear(t.item_);
-            if (t.period_ > duration::zero() && t.seq_ == seq && t.cancelling_ == 0 &&
-                t.heap_index_ == timer_type::npos)
-                rearm_periodic(t, now);
-            unlock_q();
-            // From here on the expirer does not touch `t`: a canceller that saw handling == null
-            // under q_ may free it.
-            pass.sync_wait_running();
-        }
+        // relaxed: a misuse check only; the queue lock orders everything the pass touches.
+        RTDEFER_ASSERT(!in_pass_.exchange(true, std::memory_order_relaxed),
+                       "run_expired: another thread is already expiring this service (one expirer at a time)");
+        const std::size_t ran = expire_due(now, self);
+        in_pass_.store(false, std::memory_order_relaxed); // relaxed: see the exchange above
         return ran;
     }
 
@@ -367,6 +342,41 @@ private:
         const int rc = q_.unlock();
         if (RTDEFER_UNLIKELY(rc != 0))
             detail::expiry_lock_failed(rc);
+    }
+
+    // One expiry pass: pop and run every timer due at `now` under self's expiry lock.
+    std::size_t expire_due(time_point now, thread_ctx& self) noexcept RTDEFER_BLOCKING {
+        std::size_t ran = 0;
+        expiry_pass pass(self);
+        for (;;) {
+            lock_q();
+            if (size_ == 0 || heap_[0]->expires_ > now) {
+                unlock_q();
+                break;
+            }
+            timer_type& t = *heap_[0];
+            heap_erase(0);
+            // Pop and mark in one q_ section: see "the window" at the top of this file.
+            pass.mark(t.item_);
+            const callback fn = t.fn_;
+            void* const arg = t.arg_;
+            const std::uint32_t seq = t.seq_;
+            unlock_q();
+
+            fn(t, arg);
+            ++ran;
+
+            lock_q();
+            pass.clear(t.item_);
+            if (t.period_ > duration::zero() && t.seq_ == seq && t.cancelling_ == 0 &&
+                t.heap_index_ == timer_type::npos)
+                rearm_periodic(t, now);
+            unlock_q();
+            // From here on the expirer does not touch `t`: a canceller that saw handling == null
+            // under q_ may free it.
+            pass.sync_wait_running();
+        }
+        return ran;
     }
 
     // The expiry thread: sleep until the earliest deadline, run what expired, repeat.
@@ -476,6 +486,7 @@ private:
     std::uint64_t next_order_ = 0;
     std::atomic<std::uint64_t> dropped_rearms_{0};
     std::atomic<bool> stop_{false};
+    std::atomic<bool> in_pass_{false};    // misuse check: one run_expired at a time
     thread_ctx* expirer_ = nullptr;       // the expiry thread's ctx (alive while thread_ lives)
     rt_thread thread_;
 };

@@ -13,6 +13,9 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 using namespace rtdefer;
 
@@ -119,6 +122,24 @@ void mask_interrupt(bool block) {
     sigemptyset(&set);
     sigaddset(&set, interrupt_signal());
     CHECK(pthread_sigmask(block ? SIG_BLOCK : SIG_UNBLOCK, &set, nullptr) == 0);
+}
+
+/// In a child that is meant to abort: no doctest crash report, no message on the test's output.
+void quiet_abort() {
+    std::signal(SIGABRT, SIG_DFL);
+    (void)std::freopen("/dev/null", "w", stderr);
+    (void)std::freopen("/dev/null", "w", stdout);
+}
+
+/// Runs `fn` in a forked child; returns its exit code, or 128 + signal if it died of one.
+template <class F> int in_child(F&& fn) {
+    std::fflush(nullptr);
+    const pid_t pid = ::fork();
+    if (pid == 0)
+        ::_exit(fn());
+    int st = 0;
+    ::waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
 } // namespace
@@ -361,4 +382,62 @@ TEST_CASE("ct_set_work_or_ipi before ct_work_setup would report not_installed (c
     CHECK(ct_set_work_or_ipi(self, A) == status::not_installed);
     detail::ct().hook_ready.store(true);
     CHECK(ct_set_work_or_ipi(self, A) == status::ok);
+}
+
+TEST_CASE("misuse is an assertion, not a hang: exit outside a section, enter inside one") {
+    setup();
+    // The assertion aborts; under RealtimeSanitizer its report path (fprintf, abort inside a
+    // nonblocking function) may be stopped by RTSan first, which exits with its own code (43).
+    auto aborted = [](int rc) { return rc == 128 + SIGABRT || (RTDEFER_HAS_RTSAN && rc == 43); };
+    CHECK(aborted(in_child([] {
+        quiet_abort();
+        thread_ctx& self = attach_this_thread();
+        ct_isolation_exit(self); // not isolated
+        return 0;
+    })));
+    CHECK(aborted(in_child([] {
+        quiet_abort();
+        thread_ctx& self = attach_this_thread();
+        (void)ct_isolation_enter(self);
+        (void)ct_isolation_enter(self); // already isolated
+        return 0;
+    })));
+}
+
+TEST_CASE("a failed tgkill withdraws INFLIGHT; the work runs at the target's next enter") {
+    setup();
+    // RLIMIT_SIGPENDING 0 makes queueing a real-time signal fail with EAGAIN (in a child only).
+    const int rc = in_child([] {
+        reset_counters();
+        rlimit zero{0, 0};
+        if (setrlimit(RLIMIT_SIGPENDING, &zero) != 0)
+            return 10;
+        std::atomic<thread_ctx*> target{nullptr};
+        std::atomic<int> phase{0};
+        status entered = status::busy;
+        int runs_before_enter = -1;
+        std::thread t([&] {
+            thread_ctx& self = attach_this_thread();
+            target.store(&self, std::memory_order_release);
+            wait_until([&] { return phase.load(std::memory_order_acquire) == 1; });
+            runs_before_enter = runs_a.load();
+            entered = ct_isolation_enter(self); // drains A (no signal is coming), then enters
+            if (entered == status::ok)
+                ct_isolation_exit(self);
+        });
+        wait_until([&] { return target.load(std::memory_order_acquire) != nullptr; });
+        thread_ctx& tgt = *target.load();
+        const status s = ct_set_work_or_ipi(tgt, A);
+        const std::uint32_t w = tgt.ct.word.load();
+        phase.store(1, std::memory_order_release);
+        t.join();
+        if (s != status::system_error)
+            return 11;
+        if ((w & detail::ct_inflight) != 0 || (w & (A << detail::ct_ipi_shift)) == 0)
+            return 12;
+        if (runs_before_enter != 0 || entered != status::ok || runs_a.load() != 1 || a_in_interrupt.load() != 0)
+            return 13;
+        return 0;
+    });
+    CHECK(rc == 0);
 }

@@ -412,6 +412,8 @@ inline status ct_queue(thread_ctx& target, std::uint32_t work, ct_path& path) no
 /// Progress: lock-free; bounded unless work is run. Real-time safety: no allocation, no lock, no syscall.
 [[nodiscard]] inline status ct_isolation_enter(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
     RTDEFER_ASSERT(self.is_current(), "ct_isolation_enter() on another thread's ctx");
+    // relaxed: `running` is this thread's own flag.
+    RTDEFER_ASSERT(!self.ct.running.load(std::memory_order_relaxed), "ct_isolation_enter() from a work callback");
     auto& word = self.ct.word;
     // relaxed: DISABLED is written only by this thread; the rest is re-judged by the CAS.
     std::uint32_t cur = word.load(std::memory_order_relaxed);
@@ -446,6 +448,8 @@ inline status ct_queue(thread_ctx& target, std::uint32_t work, ct_path& path) no
 /// no syscall (callbacks are nonblocking).
 inline void ct_isolation_exit(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
     RTDEFER_ASSERT(self.is_current(), "ct_isolation_exit() on another thread's ctx");
+    // relaxed: `running` is this thread's own flag.
+    RTDEFER_ASSERT(!self.ct.running.load(std::memory_order_relaxed), "ct_isolation_exit() from a work callback");
     auto& word = self.ct.word;
     // relaxed: DISABLED is written only by this thread.
     RTDEFER_ASSERT((word.load(std::memory_order_relaxed) & detail::ct_disabled) == 0,

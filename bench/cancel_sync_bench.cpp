@@ -318,8 +318,9 @@ int main(int argc, char** argv) {
     scenario same{"same CPU", cpu_a, cpu_a, samples, cb_ns, watchdog_ns, rt};
     outcome same_pi, same_sleep;
     if (!rt) {
-        rep.note("SCHED_FIFO refused: the same-CPU priority-inversion scenario was not measured");
-        std::printf("  not measured: SCHED_FIFO refused here (priority inversion needs real-time priorities)\n");
+        rep.note("SCHED_FIFO refused or --no-rt: the same-CPU priority-inversion scenario was not measured");
+        std::printf("  not measured: no SCHED_FIFO (refused here, or --no-rt); priority inversion needs real-time "
+                    "priorities\n");
     } else {
         watchdog wd(cpu_b, rt);
         same_pi = run_policy<pi_block>(same, wd, rep);
@@ -344,7 +345,8 @@ int main(int argc, char** argv) {
 
     // ---- 2. different CPUs ----
     if (cpu_b != cpu_a) {
-        std::printf("\n2. different CPUs: expirer SCHED_FIFO 10 on CPU %d, canceller SCHED_FIFO 20 on CPU %d\n", cpu_a, cpu_b);
+        std::printf("\n2. different CPUs: expirer %s on CPU %d, canceller %s on CPU %d\n",
+                    rt ? "SCHED_FIFO 10" : "SCHED_OTHER", cpu_a, rt ? "SCHED_FIFO 20" : "SCHED_OTHER", cpu_b);
         scenario diff{"2 CPUs", cpu_a, cpu_b, samples, cb_ns, watchdog_ns, rt};
         watchdog wd(cpu_a, rt);
         outcome d_pi = run_policy<pi_block>(diff, wd, rep);

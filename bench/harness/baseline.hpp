@@ -14,7 +14,7 @@
 //   futex_wake     - wake-to-run: from just before rtdefer::unpark() on cpu_a to the parked owner on
 //                    cpu_b running again (its first timestamp after park() returns). Only samples
 //                    where unpark() actually issued FUTEX_WAKE count (the owner was parked).
-//   futex_wake_call- the waker's side of the same event: the unpark() call itself (the syscall).
+//   unpark_call    - the waker's side of the same event: the unpark() call itself (the syscall).
 //   ipi            - interrupt-signal delivery to a BUSY thread: from just before rtdefer::send_ipi()
 //                    on cpu_a to the interrupt hook running on the spinning target on cpu_b.
 // The measured threads run SCHED_FIFO (priority 80) when permitted, are pinned, and the process is

@@ -32,6 +32,8 @@
 //   arm, cancel, cancel_sync, pending, next_expiry: any threads, any timers (serialised by q_);
 //     also from a callback (cancel_sync of its own timer returns would_deadlock).
 //   run_expired: one caller at a time per service (the expiry thread when it was started).
+//   two expirers whose callbacks cancel_sync each other's running timers deadlock (ABBA on their
+//     expiry locks), as timer_delete_sync() from two timer callbacks would in the kernel.
 //   freeing a timer: after cancel_sync returned anything but would_deadlock/timed_out/system_error,
 //     or when it was never armed. Never from its own callback (the expirer clears `handling` after
 //     the callback returns).

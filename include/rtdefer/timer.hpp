@@ -79,6 +79,7 @@ public:
     }
 
     /// Returns: whether its callback runs right now (racy peek). Progress: wait-free.
+    /// Real-time safety: one relaxed load; async-signal-safe.
     [[nodiscard]] bool running() const noexcept RTDEFER_NONBLOCKING { return item_.running(); }
     /// Returns: the deadline of the current/last expiry. Stable inside the callback (or when idle)
     /// unless another thread re-arms the timer meanwhile (then read it under your own lock).
@@ -292,7 +293,8 @@ public:
         return ran;
     }
 
-    /// Returns: whether `t` is pending (queued). Progress: blocking on q_ for O(1).
+    /// Returns: whether `t` is pending (queued); a snapshot. Progress: blocking on q_ for O(1).
+    /// Real-time safety: PI mutex, no allocation.
     [[nodiscard]] bool pending(const timer_type& t) noexcept RTDEFER_BLOCKING {
         lock_q();
         const bool p = t.heap_index_ != timer_type::npos;
@@ -301,6 +303,7 @@ public:
     }
 
     /// Returns: the earliest deadline, if any timer is armed. Progress: blocking on q_ for O(1).
+    /// Real-time safety: PI mutex, no allocation.
     [[nodiscard]] std::optional<time_point> next_expiry() noexcept RTDEFER_BLOCKING {
         lock_q();
         std::optional<time_point> r;
@@ -311,6 +314,7 @@ public:
     }
 
     /// Returns: the number of armed timers. Progress: blocking on q_ for O(1).
+    /// Real-time safety: PI mutex, no allocation.
     [[nodiscard]] std::size_t size() noexcept RTDEFER_BLOCKING {
         lock_q();
         const std::size_t n = size_;
@@ -319,18 +323,19 @@ public:
     }
     [[nodiscard]] std::size_t capacity() const noexcept { return heap_.size(); }
     /// Returns: the number of periodic re-arms dropped because the heap was full (0 normally).
+    /// Progress: wait-free. Real-time safety: one relaxed load.
     [[nodiscard]] std::uint64_t dropped_rearms() const noexcept {
         // relaxed: a statistic.
         return dropped_rearms_.load(std::memory_order_relaxed);
     }
 
-    /// Returns: the expiry thread's ctx, or nullptr without a thread.
+    /// Returns: the expiry thread's ctx, or nullptr without a thread. Progress: wait-free.
     [[nodiscard]] thread_ctx* expirer() const noexcept { return expirer_; }
-    /// Returns: the scheduling the expiry thread got, or nullptr without a thread.
+    /// Returns: the scheduling the expiry thread got, or nullptr without a thread. Wait-free.
     [[nodiscard]] const sched_report* sched_status() const noexcept {
         return thread_.joinable() ? &thread_.sched_status() : nullptr;
     }
-    /// Returns: whether the queue lock and expiry locks use priority inheritance here.
+    /// Returns: whether the queue lock and expiry locks use priority inheritance here. Wait-free.
     [[nodiscard]] bool priority_inheritance() const noexcept { return q_.priority_inheritance(); }
     [[nodiscard]] const WaitPolicy& policy() const noexcept { return policy_; }
 

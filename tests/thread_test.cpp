@@ -307,3 +307,11 @@ TEST_CASE("RealtimeSanitizer build: an allocation inside RTDEFER_NONBLOCKING is 
     });
     CHECK(rc != 0);
 }
+
+TEST_CASE("thread_ref::get() is usable on a non-const reference") {
+    thread_ref ref(attach_this_thread());
+    thread_ctx* p = ref.get();
+    CHECK(p == current_thread_ctx());
+    const thread_ref& cref = ref;
+    CHECK(cref.get() == p);
+}

@@ -160,8 +160,8 @@ public:
     thread_ref() noexcept = default;
 
     /// Effects: takes a reference. Precondition: the caller already holds one (or is the thread).
-    explicit thread_ref(thread_ctx& ctx) noexcept RTDEFER_NONBLOCKING : ctx_(&ctx) { get(); }
-    thread_ref(const thread_ref& o) noexcept RTDEFER_NONBLOCKING : ctx_(o.ctx_) { get(); }
+    explicit thread_ref(thread_ctx& ctx) noexcept RTDEFER_NONBLOCKING : ctx_(&ctx) { acquire(); }
+    thread_ref(const thread_ref& o) noexcept RTDEFER_NONBLOCKING : ctx_(o.ctx_) { acquire(); }
     thread_ref(thread_ref&& o) noexcept RTDEFER_NONBLOCKING : ctx_(std::exchange(o.ctx_, nullptr)) {}
     /// Assignment drops the old reference, which may free an exited thread's ctx: not nonblocking.
     thread_ref& operator=(thread_ref o) noexcept {
@@ -183,7 +183,7 @@ public:
     explicit operator bool() const noexcept RTDEFER_NONBLOCKING { return ctx_ != nullptr; }
 
 private:
-    void get() noexcept RTDEFER_NONBLOCKING {
+    void acquire() noexcept RTDEFER_NONBLOCKING {
         // (R1) relaxed: a new reference is always derived from an existing one, which keeps the
         // object alive; no ordering is needed to increment (as in std::shared_ptr / refcount_inc).
         if (ctx_ != nullptr)

@@ -87,8 +87,10 @@ TEST_CASE("hook registration is idempotent and bounded") {
         if (interrupt_register_hook(nullptr) != status::invalid_argument)
             return 10;
         // The child inherited this process's hooks; fill the table with distinct functions.
-        static constexpr interrupt_hook fillers[] = {&filler<1>, &filler<2>, &filler<3>, &filler<4>, &filler<5>,
-                                                     &filler<6>, &filler<7>, &filler<8>, &filler<9>};
+        static constexpr interrupt_hook fillers[] = {
+            &filler<1>,  &filler<2>,  &filler<3>,  &filler<4>,  &filler<5>,  &filler<6>,
+            &filler<7>,  &filler<8>,  &filler<9>,  &filler<10>, &filler<11>, &filler<12>,
+            &filler<13>, &filler<14>, &filler<15>, &filler<16>, &filler<17>};
         bool full = false;
         for (interrupt_hook h : fillers) {
             const status s = interrupt_register_hook(h);

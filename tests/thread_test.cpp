@@ -315,3 +315,28 @@ TEST_CASE("thread_ref::get() is usable on a non-const reference") {
     const thread_ref& cref = ref;
     CHECK(cref.get() == p);
 }
+
+TEST_CASE("RTDEFER_ASSERT reports misuse with its own message and aborts, also under RealtimeSanitizer") {
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    std::fflush(nullptr);
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        ::dup2(fds[1], 2);
+        thread_ctx& self = attach_this_thread();
+        std::thread other([&] { (void)park_until(self, std::chrono::steady_clock::now()); }); // not the owner
+        other.join();
+        ::_exit(0);
+    }
+    ::close(fds[1]);
+    std::string err;
+    char buf[512];
+    for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;)
+        err.append(buf, static_cast<std::size_t>(n));
+    ::close(fds[0]);
+    int st = 0;
+    ::waitpid(pid, &st, 0);
+    CHECK(WIFSIGNALED(st));
+    CHECK(WTERMSIG(st) == SIGABRT);
+    CHECK(err.find("park_until() called on another thread's ctx") != std::string::npos);
+}

@@ -64,6 +64,11 @@ namespace detail {
 /// side; async-signal-safe enough for misuse reporting (fputs to an unbuffered stderr, then abort).
 [[noreturn, gnu::cold, gnu::noinline]] inline void assert_fail(const char* expr, const char* msg,
                                                               const char* file, int line) noexcept {
+#if RTDEFER_HAS_RTSAN
+    // The report must reach the user as ours, not as a sanitizer complaint about fprintf/abort
+    // in a nonblocking caller: the process is going down either way.
+    __rtsan_disable();
+#endif
     std::fprintf(stderr, "rtdefer: %s:%d: %s (%s)\n", file, line, msg, expr);
     std::abort();
 }

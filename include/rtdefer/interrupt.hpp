@@ -40,7 +40,7 @@ using interrupt_hook = void (*)(thread_ctx* self) noexcept RTDEFER_NONBLOCKING;
 namespace detail {
 
 struct interrupt_globals {
-    static constexpr std::size_t max_hooks = 8;
+    static constexpr std::size_t max_hooks = 16;
     // (I1) release on install / acquire in send_ipi: a sender that sees the signal number sees the
     // handler installed (sigaction happened before the store).
     std::atomic<int> signo{0};
@@ -131,7 +131,7 @@ inline void interrupt_handler(int, siginfo_t*, void*) noexcept RTDEFER_NONBLOCKI
 }
 
 /// Effects: adds `hook` to the hooks every interrupt runs. Registering the same hook twice is a no-op.
-/// Returns: ok, or no_space when the fixed table (8 hooks) is full.
+/// Returns: ok, or no_space when the fixed table (16 hooks) is full.
 /// Progress: blocking (setup lock). Real-time safety: setup path.
 [[nodiscard]] inline status interrupt_register_hook(interrupt_hook hook) noexcept {
     if (hook == nullptr)

@@ -357,6 +357,58 @@ TEST_CASE("irq_work_sync: from the item's own callback returns would_deadlock") 
     }
 }
 
+TEST_CASE("irq_work: overlapping runs (re-queued to another CPU) keep the item busy until both end") {
+    irq_work_domain d(no_tick());
+    if (d.cpus().size() < 2) {
+        rtdefer_test::skip_test("needs two CPUs");
+        return;
+    }
+    const int cpu0 = d.cpus()[0], cpu1 = d.cpus()[1];
+    std::atomic<int> runs{0};
+    std::atomic<std::uint32_t> second_done{0};
+    bool busy_while_first_runs = false;
+    irq_work_domain* dp = &d;
+    irq_work_fn w{[&](irq_work& self) {
+        if (runs.fetch_add(1) == 0) {
+            // First run (CPU 0): re-queue onto CPU 1 and wait until that second run has finished.
+            CHECK(irq_work_queue_on(*dp, self, cpu1)); // CHECK: never throw out of a callback
+            while (second_done.load(std::memory_order_acquire) == 0)
+                second_done.wait(0, std::memory_order_acquire);
+            // The kernel's cmpxchg protocol would have cleared BUSY here (the second run ended and
+            // no claim was pending), letting irq_work_sync return while this callback still runs.
+            busy_while_first_runs = irq_work_is_busy(self);
+        } else {
+            second_done.store(1, std::memory_order_release);
+            second_done.notify_all();
+        }
+    }};
+    REQUIRE(irq_work_queue_on(d, w, cpu0));
+    REQUIRE(irq_work_sync(w) == status::ok);
+    CHECK(runs.load() == 2);
+    CHECK(busy_while_first_runs);
+    CHECK_FALSE(irq_work_is_busy(w));
+}
+
+TEST_CASE("irq_work_sync: from a hard callback that interrupted the item's own run: would_deadlock") {
+    if (RTDEFER_HAS_RTSAN) {
+        // irq_work_sync is blocking: RealtimeSanitizer rightly reports it in hard context.
+        rtdefer_test::skip_test("calls a blocking function from hard context on purpose (RTSan build)");
+        return;
+    }
+    irq_work_domain d(no_tick());
+    const int cpu = d.cpus().front();
+    gate g;
+    REQUIRE(irq_work_queue_on(d, g.item, cpu));
+    g.wait_entered(); // the worker is inside g.item's callback
+    status st = status::ok;
+    irq_work_fn h{[&] { st = irq_work_sync(g.item); }, irq_work_kind::hard};
+    REQUIRE(irq_work_queue_on(d, h, cpu)); // interrupts that callback on the same thread
+    REQUIRE(irq_work_sync(h) == status::ok);
+    CHECK(st == status::would_deadlock);
+    g.release();
+    REQUIRE(irq_work_sync(g.item) == status::ok);
+}
+
 TEST_CASE("irq_work_sync: waits for a running callback, then the item may be freed") {
     irq_work_domain d(no_tick());
     const int cpu = d.cpus().front();

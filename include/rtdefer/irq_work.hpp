@@ -14,15 +14,23 @@
 //   wake_up_process(irq_workd)                unpark(worker) (futex_wake only if it sleeps)
 //   irq_work_sync + rcuwait                   irq_work_sync: futex in a static hashed table
 //
-// Flag word of an item (as the kernel's table; LAZY and HARD_IRQ are constant kind bits):
+// Flag word of an item (as the kernel's table, plus a count of runs in progress; LAZY and HARD_IRQ
+// are constant kind bits):
 //
-//   state     on a list  PENDING BUSY   transitions
-//   free      no            0     0     → claimed  queue: fetch_or(CLAIMED) saw !PENDING      (1)
-//   claimed   no            1     1     → pending  queue: llist add to one per-CPU list
-//   pending   yes           1     1     → busy     runner: fetch_and(~PENDING) before func   (3)
-//   busy      no            0     1     → free     runner: cmpxchg BUSY off after func       (4)
-//                                       → claimed  queue during func (re-queue): runs again;
-//                                                  the runner's cmpxchg then fails, BUSY stays
+//   state     on a list  PENDING BUSY ACTIVE  transitions
+//   free      no            0     0     0     → claimed  queue: fetch_or(CLAIMED) saw !PENDING    (1)
+//   claimed   no            1     1     n     → pending  queue: llist add to one per-CPU list
+//   pending   yes           1     1     n     → busy     runner: PENDING off, ACTIVE+1, one RMW   (3)
+//   busy      no            0     1    n>0    → free     the last runner out (ACTIVE 1→0, no
+//                                                        PENDING) clears BUSY in the same CAS     (4)
+//                                             → claimed  queue during func (re-queue): runs again
+//
+// ACTIVE is where rtdefer departs from the kernel, whose runner clears BUSY with
+// cmpxchg(flags, flags & ~BUSY) "if no one else claimed it meanwhile". If a callback re-queues its item
+// to another CPU and that second run finishes first, its cmpxchg clears BUSY while the first callback
+// still runs, and irq_work_sync() returns early (tests/model/irq_work_cmpxchg_flawed.pml is spin's
+// counterexample). Counting runs makes "BUSY clear" mean "nobody is inside func and nothing is
+// pending" however runs overlap; with one run at a time it is exactly the kernel's protocol.
 //
 // A failed claim (fetch_or saw PENDING) still guarantees that the pending run sees everything the
 // failed claimer wrote before its claim: its fetch_or precedes the runner's PENDING clear (3) in the
@@ -37,8 +45,8 @@
 //   runner (worker/hook)               -           -              -
 //   irq_work_sync                                  -              -
 //
-// Lifetimes (DESIGN §3): the item is the caller's memory. The runner's last access to it is the BUSY
-// clear (4); after that it touches only a static wait bucket. So once irq_work_sync() returned ok (or
+// Lifetimes (DESIGN §3): the item is the caller's memory. A runner's last access to it is its ACTIVE
+// decrement (4); after that it touches only a static wait bucket. So once irq_work_sync() returned ok (or
 // irq_work_is_busy() read false), the caller may free the item. A callback must not free its own item
 // (the runner still clears BUSY after func returns): hand memory over instead, e.g. push buffers on an
 // llist and queue one long-lived item whose callback frees them (see docs/irq_work.md).
@@ -90,6 +98,8 @@ inline constexpr std::uint32_t lazy = 0x04;     ///< no wake: wait for the worke
 inline constexpr std::uint32_t hard_irq = 0x08; ///< run in interrupt (signal) context
 inline constexpr std::uint32_t claimed = pending | busy;
 inline constexpr std::uint32_t kind_mask = lazy | hard_irq;
+inline constexpr std::uint32_t active_one = 0x100;        ///< one run in progress (ACTIVE count unit)
+inline constexpr std::uint32_t active_mask = 0xFFFFFF00u; ///< runs in progress (bits 8..31)
 } // namespace irq_work_flags
 
 /// Where an item runs.
@@ -109,11 +119,8 @@ using irq_work_func = void (*)(irq_work&) noexcept;
 /// Members are public for llist_entry and tests; use them only through the functions below.
 struct irq_work {
     llist_node node{};                    ///< link while PENDING on one per-CPU list
-    std::atomic<std::uint32_t> flags{0};  ///< PENDING | BUSY | LAZY | HARD_IRQ
+    std::atomic<std::uint32_t> flags{0};  ///< PENDING | BUSY | LAZY | HARD_IRQ | ACTIVE count
     irq_work_func func = nullptr;         ///< the callback (constant while the item is in use)
-    /// tid of the thread inside func, 0 otherwise: lets irq_work_sync() see it is called from the
-    /// callback it would wait for. Written only by the runner, around the call.
-    std::atomic<pid_t> runner{0};
 
     constexpr irq_work() noexcept = default;
     constexpr explicit irq_work(irq_work_func f, irq_work_kind kind = irq_work_kind::normal) noexcept
@@ -393,54 +400,85 @@ inline void irq_work_enqueue(const irq_work_domain& d, irq_work_cpu& pc, irq_wor
     }
 }
 
-/// irq_work_single, first half: clear PENDING and mark the runner. Returns the flags to restore.
-inline std::uint32_t irq_work_single_begin(irq_work& w, pid_t tid) noexcept RTDEFER_NONBLOCKING {
-    // (3) acq_rel fetch_and(~PENDING): from here on the item may be claimed again (re-queued, even
-    //     by its own callback) and will run again.
+/// The runs in progress on this thread, innermost first: a frame lives on the runner's stack for the
+/// duration of one callback. irq_work_sync() walks it to see that it is called from inside a run of
+/// the item it would wait for (directly, or from a hard callback that interrupted that run).
+/// Constant-initialised and trivially destructible, like detail::tls_ctx: a plain TLS load in the
+/// executable, no allocation, safe in the signal handler (which pushes and pops its own frames).
+struct irq_work_run_frame {
+    const irq_work* item;
+    const irq_work_run_frame* outer;
+};
+inline thread_local const irq_work_run_frame* irq_work_running = nullptr;
+
+// -Wfunction-effects rejects every thread_local access in nonblocking code, because a dynamically
+// initialised one may allocate on first use; this one is constant-initialised (as tls_ctx, which
+// thread.hpp trusts the same way), so its accesses are trusted here, once.
+inline const irq_work_run_frame* irq_work_running_top() noexcept RTDEFER_NONBLOCKING {
+    RTDEFER_IRQ_WORK_TRUST_BEGIN
+    return irq_work_running;
+    RTDEFER_IRQ_WORK_TRUST_END
+}
+inline void irq_work_running_set(const irq_work_run_frame* f) noexcept RTDEFER_NONBLOCKING {
+    RTDEFER_IRQ_WORK_TRUST_BEGIN
+    irq_work_running = f;
+    RTDEFER_IRQ_WORK_TRUST_END
+}
+
+/// irq_work_single, first half: PENDING off, one more run in progress.
+inline void irq_work_single_begin(irq_work& w) noexcept RTDEFER_NONBLOCKING {
+    // (3) acq_rel fetch_add(ACTIVE_ONE - PENDING): PENDING is set (we took the item off a list and only
+    //     a runner clears it), so adding 0xFF clears bit 0 and adds one to ACTIVE in one RMW. From here
+    //     on the item may be claimed again (re-queued, even by its own callback) and runs again.
     //     acquire: pairs with release (1) of every claim, failed ones included, that precedes this in
     //              the flag word's modification order: func sees what those claimers wrote.
     //     release: orders our del_all of the node before a new claimer's relink of it.
     //     (The kernel writes PENDING off with atomic_set and adds smp_mb(); an RMW makes that implicit.)
-    const std::uint32_t flags = w.flags.fetch_and(~irq_work_flags::pending, std::memory_order_acq_rel) &
-                                ~irq_work_flags::pending;
-    // relaxed: read only by this thread's own irq_work_sync (program order) or compared against
-    // another thread's own tid, which can never match a value this thread wrote.
-    w.runner.store(tid, std::memory_order_relaxed);
-    return flags;
+    (void)w.flags.fetch_add(irq_work_flags::active_one - irq_work_flags::pending, std::memory_order_acq_rel);
 }
 
-/// irq_work_single, second half: unmark the runner, clear BUSY unless re-claimed, wake syncers.
-inline void irq_work_single_end(irq_work& w, std::uint32_t flags, pid_t tid) noexcept RTDEFER_NONBLOCKING {
-    // relaxed CAS (not a store): if the callback re-queued the item and another CPU's runner already
-    // started it, its tid must stay. Published to syncers by the release (4).
-    pid_t me = tid;
-    (void)w.runner.compare_exchange_strong(me, 0, std::memory_order_relaxed, std::memory_order_relaxed);
+/// irq_work_single, second half: one run fewer; the last one out with nothing pending clears BUSY
+/// and wakes syncers.
+inline void irq_work_single_end(irq_work& w) noexcept RTDEFER_NONBLOCKING {
     const auto addr = reinterpret_cast<std::uintptr_t>(&w); // the wake needs the address, not the item
-    std::uint32_t expected = flags;
-    // (4) = (S1) seq_cst cmpxchg BUSY off, our LAST access to the item:
-    //     release: everything the runner and func did with the item happens-before a syncer's acquire
-    //              (7)/(S5) that reads BUSY clear, and before the next claimer's acquire (1).
-    //     seq_cst: store→load against (S2) in irq_work_wake_syncers (see the table there).
-    //     Fails if the item was claimed again meanwhile: then BUSY stays and that run clears it.
-    if (w.flags.compare_exchange_strong(expected, flags & ~irq_work_flags::busy, std::memory_order_seq_cst,
-                                        std::memory_order_relaxed))
+    // relaxed: only seeds the CAS.
+    std::uint32_t old = w.flags.load(std::memory_order_relaxed);
+    std::uint32_t next;
+    do {
+        next = old - irq_work_flags::active_one;
+        if ((next & (irq_work_flags::pending | irq_work_flags::active_mask)) == 0)
+            next &= ~irq_work_flags::busy;
+        // (4) = (S1) seq_cst CAS, this runner's LAST access to the item:
+        //     release: everything this run did with the item happens-before a syncer's acquire
+        //              (7)/(S5) that reads BUSY clear (other runs' decrements are earlier RMWs of the
+        //              same release sequence), and before the next claimer's acquire (1).
+        //     seq_cst: store→load against (S2) in irq_work_wake_syncers (see the table there).
+        //     relaxed on failure: we only retry with the fresh value.
+    } while (!w.flags.compare_exchange_weak(old, next, std::memory_order_seq_cst, std::memory_order_relaxed));
+    if ((next & irq_work_flags::busy) == 0)
         irq_work_wake_syncers(addr);
 }
 
 /// Runs one hard item (in interrupt context or irq_work_run()).
-inline void irq_work_single_hard(irq_work& w, pid_t tid) noexcept RTDEFER_NONBLOCKING {
-    const std::uint32_t flags = irq_work_single_begin(w, tid);
+inline void irq_work_single_hard(irq_work& w) noexcept RTDEFER_NONBLOCKING {
+    irq_work_single_begin(w);
+    const irq_work_run_frame frame{&w, irq_work_running_top()};
+    irq_work_running_set(&frame); // the call below is opaque: the store is done before func runs
     RTDEFER_IRQ_WORK_TRUST_BEGIN
     w.func(w);
     RTDEFER_IRQ_WORK_TRUST_END
-    irq_work_single_end(w, flags, tid);
+    irq_work_running_set(frame.outer);
+    irq_work_single_end(w);
 }
 
 /// Runs one lazy item in the worker. Deliberately not nonblocking: lazy callbacks may lock and free.
-inline void irq_work_single_lazy(irq_work& w, pid_t tid) noexcept {
-    const std::uint32_t flags = irq_work_single_begin(w, tid);
+inline void irq_work_single_lazy(irq_work& w) noexcept {
+    irq_work_single_begin(w);
+    const irq_work_run_frame frame{&w, irq_work_running_top()};
+    irq_work_running_set(&frame);
     w.func(w);
-    irq_work_single_end(w, flags, tid);
+    irq_work_running_set(frame.outer);
+    irq_work_single_end(w);
 }
 
 inline irq_work& irq_work_of(llist_node* n) noexcept RTDEFER_NONBLOCKING {
@@ -448,14 +486,14 @@ inline irq_work& irq_work_of(llist_node* n) noexcept RTDEFER_NONBLOCKING {
 }
 
 /// irq_work_run_list for the raised list. Returns: callbacks run. Async-signal-safe.
-inline std::size_t irq_work_run_hard_list(irq_work_cpu& pc, pid_t tid) noexcept RTDEFER_NONBLOCKING {
+inline std::size_t irq_work_run_hard_list(irq_work_cpu& pc) noexcept RTDEFER_NONBLOCKING {
     // del_all (acquire, pairs with the adds' release (2)); FIFO order per CPU (the kernel runs the
     // chain newest-first; oldest-first costs one pass and is what users expect).
     llist_node* n = llist_reverse_order(pc.raised.del_all());
     std::size_t count = 0;
     while (n != nullptr) {
         llist_node* next = n->next; // read before the callback: it may re-queue the item
-        irq_work_single_hard(irq_work_of(n), tid);
+        irq_work_single_hard(irq_work_of(n));
         n = next;
         ++count;
     }
@@ -465,12 +503,12 @@ inline std::size_t irq_work_run_hard_list(irq_work_cpu& pc, pid_t tid) noexcept 
 }
 
 /// irq_work_run_list for the lazy and tick lists, in the worker. Returns: callbacks run.
-inline std::size_t irq_work_run_lazy_list(irq_work_cpu& pc, llist_head& list, pid_t tid) noexcept {
+inline std::size_t irq_work_run_lazy_list(irq_work_cpu& pc, llist_head& list) noexcept {
     llist_node* n = llist_reverse_order(list.del_all());
     std::size_t count = 0;
     while (n != nullptr) {
         llist_node* next = n->next;
-        irq_work_single_lazy(irq_work_of(n), tid);
+        irq_work_single_lazy(irq_work_of(n));
         n = next;
         ++count;
     }
@@ -483,7 +521,7 @@ inline std::size_t irq_work_run_lazy_list(irq_work_cpu& pc, llist_head& list, pi
 /// Every interrupt signal calls every hook, so the miss case (not a worker) is one short scan.
 inline void irq_work_interrupt(thread_ctx* self) noexcept RTDEFER_NONBLOCKING {
     if (irq_work_cpu* pc = irq_work_worker_of(self))
-        (void)irq_work_run_hard_list(*pc, pc->worker_tid);
+        (void)irq_work_run_hard_list(*pc);
 }
 
 } // namespace detail
@@ -539,7 +577,8 @@ inline void irq_work_interrupt(thread_ctx* self) noexcept RTDEFER_NONBLOCKING {
 /// no lock in the library; async-signal-safe if the callbacks are.
 inline std::size_t irq_work_run(irq_work_domain& d, thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
     detail::irq_work_cpu& pc = detail::irq_work_access::local_slot(d, detail::current_cpu());
-    const std::size_t n = detail::irq_work_run_hard_list(pc, self.tid);
+    (void)self; // hard context is the caller's; kept for the hot-path signature convention
+    const std::size_t n = detail::irq_work_run_hard_list(pc);
     if (!pc.lazy.empty())
         (void)unpark(*pc.worker);
     return n;
@@ -577,12 +616,12 @@ inline std::size_t irq_work_run(irq_work_domain& d, thread_ctx& self) noexcept R
     // (7) acquire: pairs with release (4): once we read BUSY clear, the runner is done with the item.
     if ((w.flags.load(std::memory_order_acquire) & irq_work_flags::busy) == 0)
         return status::ok;
+    // Called from inside a run of `w` on this thread (its callback, or a hard callback that
+    // interrupted it)? That run cannot finish while we wait: refuse instead of hanging.
+    for (const detail::irq_work_run_frame* f = detail::irq_work_running_top(); f != nullptr; f = f->outer)
+        if (f->item == &w)
+            return status::would_deadlock;
     thread_ctx* self = current_thread_ctx();
-    const pid_t me = self != nullptr ? self->tid : detail::gettid();
-    // relaxed: only this thread writes its own tid there (irq_work_single_begin), and clears it
-    // before the callback returns; any other value can never equal `me`.
-    if (w.runner.load(std::memory_order_relaxed) == me)
-        return status::would_deadlock;
 
     detail::irq_work_cpu* own = detail::irq_work_worker_of(self); // non-null on a worker thread
     const auto addr = reinterpret_cast<std::uintptr_t>(&w);
@@ -593,10 +632,10 @@ inline std::size_t irq_work_run(irq_work_domain& d, thread_ctx& self) noexcept R
     for (;;) {
         if (own != nullptr) {
             // Help: the awaited item may be queued on our own lists, which only we run.
-            (void)detail::irq_work_run_lazy_list(*own, own->lazy, me);
-            (void)detail::irq_work_run_lazy_list(*own, own->tick, me);
+            (void)detail::irq_work_run_lazy_list(*own, own->lazy);
+            (void)detail::irq_work_run_lazy_list(*own, own->tick);
             if (in_interrupt())
-                (void)detail::irq_work_run_hard_list(*own, me);
+                (void)detail::irq_work_run_hard_list(*own);
         }
         // (S4) seq_cst: the futex snapshot precedes the flag check.
         const std::uint32_t seq = b.seq.load(std::memory_order_seq_cst);
@@ -719,7 +758,7 @@ inline void irq_work_domain::worker_main(thread_ctx& self, detail::irq_work_cpu&
     std::uint32_t idle_ticks = 0;
     bool tick_stopped = false; // mirrors pc.tick_stopped (only this thread writes it)
     for (;;) {
-        (void)detail::irq_work_run_lazy_list(pc, pc.lazy, self.tid);
+        (void)detail::irq_work_run_lazy_list(pc, pc.lazy);
         if (tick_on_) {
             const clock::time_point now = clock::now();
             if (tick_stopped) {
@@ -734,7 +773,7 @@ inline void irq_work_domain::worker_main(thread_ctx& self, detail::irq_work_cpu&
                     next_tick = now + tick_;
                 }
             } else if (now >= next_tick) {
-                if (detail::irq_work_run_lazy_list(pc, pc.tick, self.tid) != 0) {
+                if (detail::irq_work_run_lazy_list(pc, pc.tick) != 0) {
                     pc.ticks.fetch_add(1, std::memory_order_relaxed); // relaxed: statistics
                     idle_ticks = 0;
                 } else {
@@ -759,7 +798,7 @@ inline void irq_work_domain::worker_main(thread_ctx& self, detail::irq_work_cpu&
         // Safety net for a refused IPI (irq_work_raise_hard unparks us instead): interrupt ourselves,
         // so hard items still run in interrupt context. The signal is delivered before tgkill returns.
         if (RTDEFER_UNLIKELY(!pc.raised.empty()) && send_ipi(self) != status::ok)
-            (void)detail::irq_work_run_hard_list(pc, self.tid);
+            (void)detail::irq_work_run_hard_list(pc);
         // (D2) acquire: pairs with release (D1) in stop_workers().
         if (stop_.load(std::memory_order_acquire))
             break;
@@ -772,9 +811,9 @@ inline void irq_work_domain::worker_main(thread_ctx& self, detail::irq_work_cpu&
     // Teardown: run what is queued here, hard items in interrupt context like always.
     while (!pc.raised.empty() || !pc.lazy.empty() || !pc.tick.empty()) {
         if (!pc.raised.empty() && send_ipi(self) != status::ok)
-            (void)detail::irq_work_run_hard_list(pc, self.tid);
-        (void)detail::irq_work_run_lazy_list(pc, pc.lazy, self.tid);
-        (void)detail::irq_work_run_lazy_list(pc, pc.tick, self.tid);
+            (void)detail::irq_work_run_hard_list(pc);
+        (void)detail::irq_work_run_lazy_list(pc, pc.lazy);
+        (void)detail::irq_work_run_lazy_list(pc, pc.tick);
     }
     detail::irq_work_unregister_worker(self);
 }
@@ -792,14 +831,13 @@ inline irq_work_domain::~irq_work_domain() {
     stop_workers();
     // A callback drained on one worker may have queued to a CPU whose worker had already left: run
     // those here (hard items included: they are async-signal-safe, so thread context is fine too).
-    const pid_t me = detail::gettid();
     for (bool more = true; more;) {
         more = false;
         for (std::size_t i = 0; i < n_; ++i) {
             detail::irq_work_cpu& pc = pcpu_[i];
-            more |= detail::irq_work_run_hard_list(pc, me) != 0;
-            more |= detail::irq_work_run_lazy_list(pc, pc.lazy, me) != 0;
-            more |= detail::irq_work_run_lazy_list(pc, pc.tick, me) != 0;
+            more |= detail::irq_work_run_hard_list(pc) != 0;
+            more |= detail::irq_work_run_lazy_list(pc, pc.lazy) != 0;
+            more |= detail::irq_work_run_lazy_list(pc, pc.tick) != 0;
         }
     }
 }

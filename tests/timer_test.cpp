@@ -528,6 +528,40 @@ TEST_CASE("timer: cancel_sync racing expiry, timer freed right after (no callbac
                       << waited << ", ran " << ran);
 }
 
+TEST_CASE("timer: wait_running on t.expiry() with a polling policy, then free: the clear is the expirer's last access (TSan/ASan)") {
+    // A poller returns as soon as it reads handling == null. If the expirer still read the timer
+    // after that store (its periodic re-arm check), freeing the timer here would race with that
+    // read: TSan reports it on every round (no happens-before), ASan when the read comes late.
+    thread_ctx& self = attach_this_thread();
+    timer_service<> svc(threaded_other(4));
+    struct victim {
+        timer t;
+        std::atomic<bool> started{false};
+        std::atomic<bool> polling{false}; // set just before wait_running: the callback outlasts it a bit
+    };
+    const std::size_t rounds = rtdefer_test::scaled(500, 50);
+    std::size_t waited = 0;
+    for (std::size_t i = 0; i < rounds; ++i) {
+        auto v = std::make_unique<victim>();
+        REQUIRE(svc.arm(v->t, clk::now(),
+                        [](timer&, void* a) noexcept {
+                            auto* x = static_cast<victim*>(a);
+                            x->started.store(true, std::memory_order_release);
+                            (void)eventually([&] { return x->polling.load(std::memory_order_acquire); }, 1s);
+                            burn_cpu(50us);
+                        },
+                        v.get()) == status::ok);
+        REQUIRE(eventually([&] { return v->started.load(std::memory_order_acquire); }, 60s));
+        v->polling.store(true, std::memory_order_release);
+        const status s = wait_running<spin>(v->t.expiry(), self);
+        REQUIRE((s == status::waited || s == status::idle));
+        waited += s == status::waited;
+        // No svc call here: taking the queue lock would order us after the expirer's section.
+        v.reset(); // a later expirer access is a use after free
+    }
+    MESSAGE("wait_running<spin> then free: " << waited << " of " << rounds << " rounds waited");
+}
+
 TEST_CASE("timer: priority inversion for real: pi_block cancel_sync boosts a low-priority expirer on one CPU") {
     RTDEFER_REQUIRE_RT_OR_SKIP();
     thread_ctx& self = attach_this_thread();

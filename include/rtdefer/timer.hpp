@@ -374,13 +374,14 @@ private:
             ++ran;
 
             lock_q();
-            pass.clear(t.item_);
             if (t.period_ > duration::zero() && t.seq_ == seq && t.cancelling_ == 0 &&
                 t.heap_index_ == timer_type::npos)
                 rearm_periodic(t, now);
+            // The clear is the expirer's last access to `t` (expiry_clear_handling's contract): a
+            // waiter polling `handling` without q_ (wait_running on t.expiry() with a polling
+            // policy) may free `t` as soon as it reads null.
+            pass.clear(t.item_);
             unlock_q();
-            // From here on the expirer does not touch `t`: a canceller that saw handling == null
-            // under q_ may free it.
             pass.sync_wait_running();
         }
         return ran;

@@ -48,8 +48,8 @@
 // Lifetimes (DESIGN §3): the item is the caller's memory. A runner's last access to it is its ACTIVE
 // decrement (4); after that it touches only a static wait bucket. So once irq_work_sync() returned ok (or
 // irq_work_is_busy() read false), the caller may free the item. A callback must not free its own item
-// (the runner still clears BUSY after func returns): hand memory over instead, e.g. push buffers on an
-// llist and queue one long-lived item whose callback frees them (see docs/irq_work.md).
+// (the runner still updates the flag word after func returns): hand memory over instead, e.g. push
+// buffers on an llist and queue one long-lived item whose callback frees them (docs/irq_work.md).
 #pragma once
 
 #include <rtdefer/config.hpp>

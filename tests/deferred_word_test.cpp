@@ -1,8 +1,9 @@
 // Unit tests for rtdefer/deferred_word.hpp: the callback table, ct_set_work inside and outside an
 // isolated section (coalescing, exactly once at the exit), the interrupt fallback (work runs in the
 // target's handler), a thread's requests to itself, the enter refusal while an interrupt is in
-// flight, an interrupt arriving during a run (no nesting, left to the drain), zero interrupts inside a
-// section, the RAII section, and thread exit (pending work runs, later requests fail).
+// flight (the work still runs there), an interrupt arriving during a run (no nesting, left to the
+// drain), zero interrupts inside a section, the RAII section, and thread exit (pending work runs,
+// later requests fail).
 #include <rtdefer/deferred_word.hpp>
 
 #include "test_util.hpp"
@@ -256,20 +257,28 @@ TEST_CASE("work requested from inside a callback runs after it, never nested") {
     CHECK(self.ct.word.load() == detail::ct_disabled);
 }
 
-TEST_CASE("enter is refused while an interrupt is in flight; the signal never lands inside a section") {
+TEST_CASE("enter is refused while an interrupt is in flight, yet runs the work; the signal never lands inside a section") {
     setup();
     reset_counters();
     std::atomic<thread_ctx*> target{nullptr};
     std::atomic<int> phase{0};
     status first = status::ok, second = status::busy;
-    std::uint64_t irq_inside = 0, refused = 0;
+    std::uint64_t irq_inside = 0, refused = 0, irq_at_unmask = 0;
+    int a_at_refusal = -1, b_at_refusal = -1;
+    std::uint32_t word_at_refusal = 0, word_after_signal = 0;
     std::thread t([&] {
         thread_ctx& self = attach_this_thread();
-        mask_interrupt(true); // the signal stays pending: "in flight"
+        mask_interrupt(true); // the signal stays pending: "in flight" (a thread that blocks it)
         target.store(&self, std::memory_order_release);
         wait_until([&] { return phase.load(std::memory_order_acquire) == 1; });
-        first = ct_isolation_enter(self); // INFLIGHT is set: must refuse
+        first = ct_isolation_enter(self); // INFLIGHT is set: must refuse, but runs A and B here
+        a_at_refusal = runs_a.load();
+        b_at_refusal = runs_b.load();
+        word_at_refusal = self.ct.word.load();
+        const std::uint64_t irq0 = interrupts_received(self);
         mask_interrupt(false);            // the pending signal is delivered here
+        irq_at_unmask = interrupts_received(self) - irq0;
+        word_after_signal = self.ct.word.load();
         second = ct_isolation_enter(self);
         const std::uint64_t before = interrupts_received(self);
         if (second == status::ok) {
@@ -288,10 +297,18 @@ TEST_CASE("enter is refused while an interrupt is in flight; the signal never la
     CHECK(first == status::busy);
     CHECK(second == status::ok);
     CHECK(irq_inside == 0);
+    // Both requests ran once, at the refused enter (thread context), not held back by the blocked
+    // signal; INFLIGHT stayed set until the one coalesced signal was handled, which found nothing left.
+    CHECK(a_at_refusal == 1);
+    CHECK(b_at_refusal == 1);
+    CHECK(word_at_refusal == (detail::ct_disabled | detail::ct_inflight));
+    CHECK(irq_at_unmask == 1); // one signal for both requests
+    CHECK(word_after_signal == detail::ct_disabled);
     CHECK(runs_a.load() == 1);
     CHECK(runs_b.load() == 1);
-    CHECK(a_in_interrupt.load() == 1);
-    CHECK(b_in_interrupt.load() == 1); // both ran in the one handler
+    CHECK(a_in_interrupt.load() == 0);
+    CHECK(b_in_interrupt.load() == 0);
+    CHECK(max_depth.load() == 1);
     CHECK(refused >= 1);
 }
 

@@ -47,8 +47,8 @@
 //   enter:  DISABLED -> 0 only (a CAS from exactly DISABLED). With INFLIGHT set it refuses (busy):
 //           that signal would otherwise land inside the section. (The kernel accepts that race —
 //           "that stays racy by nature" in the v2 review; our contract is zero interrupts while
-//           isolated, so the section waits for the signal instead.) Leftover I without INFLIGHT
-//           (a failed tgkill) is drained and run first.
+//           isolated, so the section waits for the signal instead.) I is drained and run first,
+//           with or without INFLIGHT: requests never wait on a signal that is blocked or late.
 //   exit:   exchange(DISABLED), seq_cst: reads S and shuts the door in one fully ordered RMW, then
 //           runs S. While isolated the word holds nothing but S (no sender sets I without DISABLED),
 //           so this equals the kernel's fetch_or(DISABLED) followed by its clear at the next
@@ -66,9 +66,9 @@
 //   - Coalescing: a request whose bit is already pending is covered by the one take that follows
 //     its CAS in the word's modification order, which runs after it (and sees its data, (D1)).
 //   - Never lost: S is taken at the next exit (or at thread exit); I with INFLIGHT has a signal
-//     coming whose handler takes it or leaves it to a drain that loops until I is empty; I without
-//     INFLIGHT exists only inside a run (drained before it returns) or after a failed tgkill
-//     (drained at the next enter or by the next interrupt).
+//     coming whose handler takes it or leaves it to a drain that loops until I is empty (and every
+//     enter drains I too); I without INFLIGHT exists only inside a run (drained before it returns)
+//     or after a failed tgkill (drained at the next enter or by the next interrupt).
 //   - Zero interrupts while isolated: INFLIGHT is set by the one sender that moves it from clear
 //     to set (the "raise only on empty -> non-empty" rule: coalesced senders do not signal) and is
 //     cleared only by the handler; enter needs it clear. So a signal sent by deferred_word is
@@ -404,12 +404,16 @@ inline status ct_queue(thread_ctx& target, std::uint32_t work, ct_path& path) no
 }
 
 /// Effects: enters an isolated section on the calling thread (`self` must be its ctx): the word goes
-/// DISABLED -> 0 and requests are deferred from now on. If a deferred_word interrupt is still on its
-/// way to this thread, the section is not entered (the signal would land inside it); work left
-/// without a signal (failed tgkill) is run first.
+/// DISABLED -> 0 and requests are deferred from now on. IPI work already in the word runs here first
+/// (whether or not its signal is still coming). If a deferred_word interrupt is still on its way to
+/// this thread, the section is not entered (the signal would land inside it).
 /// Returns: ok (isolated); busy (not entered: an interrupt is in flight; the thread is still
 /// interruptible; try again later, e.g. at the next loop iteration); exited (called after exit hooks).
-/// Progress: lock-free; bounded unless work is run. Real-time safety: no allocation, no lock, no syscall.
+/// Progress: lock-free; bounded unless work is run. busy lasts until the signal is handled: while the
+/// thread blocks the interrupt signal, or while a sender sits preempted between its CAS and its
+/// tgkill (e.g. a lower-priority sender on this thread's CPU), every enter is refused; requests still
+/// run at each refused enter, so nothing waits on the signal.
+/// Real-time safety: no allocation, no lock, no syscall.
 [[nodiscard]] inline status ct_isolation_enter(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
     RTDEFER_ASSERT(self.is_current(), "ct_isolation_enter() on another thread's ctx");
     // relaxed: `running` is this thread's own flag.
@@ -421,17 +425,20 @@ inline status ct_queue(thread_ctx& target, std::uint32_t work, ct_path& path) no
         RTDEFER_ASSERT((cur & detail::ct_disabled) != 0, "ct_isolation_enter() inside an isolated section");
         if (RTDEFER_UNLIKELY(cur & detail::ct_exited))
             return status::exited;
-        if (cur & detail::ct_inflight) {
-            // relaxed: statistic (owner thread only).
-            self.ct.enter_refused.fetch_add(1, std::memory_order_relaxed);
-            return status::busy;
-        }
-        if (RTDEFER_UNLIKELY(cur & detail::ct_ipi_mask)) {
+        if (RTDEFER_UNLIKELY(cur & (detail::ct_inflight | detail::ct_ipi_mask))) {
+            // IPI work runs here, at a safe point, even while its signal is still coming: a signal
+            // blocked in this thread, or a sender preempted between its CAS and its tgkill, must not
+            // hold the requests back. The handler, when it comes, takes only what is left (disjoint).
             if (const std::uint32_t work = detail::ct_take_ipi(self)) {
                 self.ct.ipi_runs.fetch_add(static_cast<unsigned>(std::popcount(work)), std::memory_order_relaxed);
                 detail::ct_run_local(self, work);
             }
             cur = word.load(std::memory_order_relaxed);
+            if (cur & detail::ct_inflight) {
+                // relaxed: statistic (owner thread only).
+                self.ct.enter_refused.fetch_add(1, std::memory_order_relaxed);
+                return status::busy;
+            }
             continue;
         }
         // (D4) relaxed: only atomicity matters; a sender's CAS that sees 0 defers, one that saw

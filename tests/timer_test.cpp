@@ -361,6 +361,75 @@ TEST_CASE("timer: other clocks work (system_clock deadlines)") {
     CHECK(svc.cancel_sync(t, self) == status::idle);
 }
 
+TEST_CASE("timer: deadlines at the ends of time_point: no overflow, no endless pass") {
+    thread_ctx& self = attach_this_thread();
+    timer_service<> svc(manual());
+    std::atomic<int> runs{0};
+    const auto t0 = clk::now();
+    const auto p = 10ms;
+    timer past, never, huge, last;
+    // Periodic, first deadline time_point::min(): `now - next` overflowed the clock's rep.
+    REQUIRE(svc.arm(past, clk::time_point::min(), count_cb, &runs, p) == status::ok);
+    // One-shot at max(): never due before max() itself.
+    REQUIRE(svc.arm(never, clk::time_point::max(), count_cb, &runs) == status::ok);
+    // A period so long that the next expiry does not fit: the timer stops after one run.
+    REQUIRE(svc.arm(huge, t0, count_cb, &runs, clk::duration::max()) == status::ok);
+    CHECK(svc.run_expired(t0, self) == 2);
+    CHECK(runs.load() == 2);
+    REQUIRE(svc.pending(past));
+    CHECK(past.expires() > t0); // the first multiple of p after t0 (expires() is stable: no expirer runs)
+    CHECK(past.expires() <= t0 + p);
+    CHECK(past.overruns() > 1'000'000);
+    CHECK_FALSE(svc.pending(huge));
+    CHECK(svc.pending(never));
+    CHECK(svc.run_expired(t0 + p, self) == 1); // past, once more
+    // Periodic, due at max(): a pass at max() runs it once and returns (its next expiry does not fit).
+    REQUIRE(svc.arm(last, clk::time_point::max(), count_cb, &runs, p) == status::ok);
+    CHECK(svc.cancel_sync(past, self) == status::removed);
+    CHECK(svc.run_expired(clk::time_point::max(), self) == 2); // never and last
+    CHECK_FALSE(svc.pending(last));
+    CHECK(svc.size() == 0);
+}
+
+namespace {
+// A wall-like clock that tests can step: CLOCK_MONOTONIC plus an adjustable offset.
+struct stepped_clock {
+    using rep = std::int64_t;
+    using period = std::nano;
+    using duration = std::chrono::nanoseconds;
+    using time_point = std::chrono::time_point<stepped_clock>;
+    [[maybe_unused]] static constexpr bool is_steady = false;
+    inline static std::atomic<std::int64_t> offset_ns{0};
+    static time_point now() noexcept {
+        return time_point(clk::now().time_since_epoch() + duration(offset_ns.load(std::memory_order_relaxed)));
+    }
+};
+} // namespace
+
+TEST_CASE("timer: a Clock other than steady_clock: a far deadline does not fire, a clock step forward is seen") {
+    thread_ctx& self = attach_this_thread();
+    timer_service_options o = threaded_other();
+    o.clock_recheck = 20ms;
+    timer_service<pi_block, stepped_clock> svc(o);
+    std::atomic<int> runs{0}, far_runs{0};
+    auto cb = [](basic_timer<stepped_clock>&, void* a) noexcept {
+        static_cast<std::atomic<int>*>(a)->fetch_add(1, std::memory_order_relaxed);
+    };
+    basic_timer<stepped_clock> min_t, far_t, stepped_t;
+    REQUIRE(svc.arm(far_t, stepped_clock::time_point::max() - 1ns, cb, &far_runs) == status::ok);
+    REQUIRE(svc.arm(min_t, stepped_clock::time_point::min(), cb, &runs) == status::ok); // due at once
+    REQUIRE(eventually([&] { return runs.load() == 1; }, 60s));
+    REQUIRE(svc.arm(stepped_t, stepped_clock::now() + 1h, cb, &runs) == status::ok);
+    std::this_thread::sleep_for(50ms); // let the expiry thread go to sleep for "an hour"
+    stepped_clock::offset_ns.fetch_add(std::chrono::nanoseconds(2h).count(), std::memory_order_relaxed);
+    // Sleeping on CLOCK_MONOTONIC until the converted deadline would take an hour here.
+    CHECK(eventually([&] { return runs.load() == 2; }, 60s));
+    stepped_clock::offset_ns.store(0, std::memory_order_relaxed);
+    CHECK(far_runs.load() == 0);
+    CHECK(svc.cancel_sync(far_t, self) == status::removed);
+    CHECK(svc.cancel_sync(stepped_t, self) == status::idle);
+}
+
 namespace {
 struct blocking_cb_state {
     std::atomic<bool> started{false};

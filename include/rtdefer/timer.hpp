@@ -5,7 +5,9 @@
 //   timer_service<WaitPolicy = pi_block, Clock = steady_clock>
 //     an expiry thread (rt_thread, SCHED_FIFO by default) sleeps until the earliest deadline
 //     (park_until on its own ctx; arm() of a new earliest deadline unparks it), or the owner drives
-//     it by hand with run_expired(now, self) (tests, or an existing real-time loop).
+//     it by hand with run_expired(now, self) (tests, or an existing real-time loop). With a Clock
+//     other than steady_clock it sleeps on CLOCK_MONOTONIC for at most clock_recheck at a time, so
+//     a step of that clock delays expiries by at most that much.
 //   basic_timer<Clock> (timer): caller-owned and intrusive; arm/cancel never allocate.
 //
 // Timer states. All fields are guarded by the service's queue lock `q_` (a PI mutex, held only for
@@ -47,15 +49,25 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 namespace rtdefer {
 
 template <class WaitPolicy, class Clock>
 class timer_service;
+
+namespace detail {
+/// tp + d for d >= 0, saturated at TP::max() (a deadline that far away never comes).
+template <class TP, class D>
+constexpr TP deadline_add_sat(TP tp, D d) noexcept RTDEFER_NONBLOCKING {
+    return tp > TP::max() - d ? TP::max() : tp + d;
+}
+} // namespace detail
 
 /// A caller-owned timer (the kernel's struct timer_list / hrtimer). Non-copyable, non-movable: the
 /// service's heap points at it. Destroying it while it is pending or running aborts with a message.
@@ -116,6 +128,10 @@ struct timer_service_options {
     std::size_t capacity = 1024;
     /// false: no thread; the owner calls run_expired(now, self).
     bool start_thread = true;
+    /// Only for a Clock other than steady_clock: the expiry thread sleeps on CLOCK_MONOTONIC, so it
+    /// wakes at least this often to re-read Clock::now(). A step of that clock (settimeofday, NTP)
+    /// then delays an expiry by at most this much. Must be positive.
+    std::chrono::nanoseconds clock_recheck = std::chrono::milliseconds(100);
 };
 
 /// A timer service. `WaitPolicy` is how cancel_sync waits for a running callback (pi_block; the spin
@@ -133,8 +149,9 @@ public:
     /// opts.thread.require_rt; see sched_status()). Throws: std::bad_alloc, std::system_error.
     /// Progress: blocking. Real-time safety: setup path (allocates, creates a thread).
     explicit timer_service(timer_service_options opts = {}, WaitPolicy policy = WaitPolicy{})
-        : policy_(policy), heap_(opts.capacity, nullptr) {
+        : policy_(policy), heap_(opts.capacity, nullptr), recheck_(opts.clock_recheck) {
         RTDEFER_ASSERT(q_.init_error() == 0, "timer_service: pthread_mutex_init failed");
+        RTDEFER_ASSERT(recheck_ > std::chrono::nanoseconds::zero(), "timer_service: clock_recheck must be positive");
         if (opts.start_thread) {
             thread_ = rt_thread(opts.thread, [this](thread_ctx& self) { expiry_thread(self); });
             expirer_ = &thread_.ctx();
@@ -162,6 +179,8 @@ public:
 
     /// Effects: arms `t` to run `fn(t, arg)` at `when` (then every `period` if non-zero); an armed
     /// timer is moved (mod_timer). Wakes the expiry thread if this is the new earliest deadline.
+    /// Any `when` is valid: one in the past (even time_point::min()) is due at once; max() is due
+    /// only to a run_expired(max()).
     /// Returns: ok (it was not pending), removed (it was pending: that expiry was replaced),
     /// not_accepting (a cancel_sync of `t` is in progress), no_space (capacity reached),
     /// invalid_argument (null fn, negative period).
@@ -280,7 +299,8 @@ public:
     /// Effects: runs, on the calling thread as the expirer, every timer whose deadline is <= now,
     /// in deadline order (FIFO among equal deadlines), holding self's expiry lock for the pass and
     /// dropping it between callbacks while a canceller waits. Periodic timers are re-armed at the
-    /// next multiple of their period after `now` (overruns() counts the skipped ones).
+    /// next multiple of their period after `now` (overruns() counts the skipped ones); one whose
+    /// next expiry does not fit in time_point stops (becomes idle) instead of overflowing.
     /// Returns: the number of callbacks run. Precondition: `self` is the caller's ctx; one caller at
     /// a time per service. Progress: blocking (PI mutexes), bounded by the expired callbacks.
     /// Real-time safety: no allocation; PI mutexes; runs user callbacks.
@@ -397,30 +417,68 @@ private:
                 break;
             // An arm() of an earlier deadline after this read unparks us: its token makes the park
             // return at once (no lost wake-up).
-            (void)park_until(self, next ? to_steady(*next) : std::chrono::steady_clock::time_point::max());
+            (void)park_until(self, sleep_deadline(next));
         }
     }
 
-    static std::chrono::steady_clock::time_point to_steady(time_point tp) noexcept {
-        if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
-            return tp;
+    // The CLOCK_MONOTONIC time to sleep until for the earliest deadline `next`. Overflow-free for
+    // any deadline (time_point::min() and max() included).
+    std::chrono::steady_clock::time_point sleep_deadline(const std::optional<time_point>& next) const noexcept {
+        using steady = std::chrono::steady_clock;
+        if constexpr (std::is_same_v<Clock, steady>) {
+            return next ? *next : steady::time_point::max();
         } else {
-            if (tp == time_point::max())
-                return std::chrono::steady_clock::time_point::max();
-            const auto delta = std::chrono::duration_cast<std::chrono::steady_clock::duration>(tp - Clock::now());
-            return std::chrono::steady_clock::now() + delta;
+            if (!next)
+                return steady::time_point::max(); // an arm() of a first deadline unparks us
+            const steady::time_point snow = steady::now();
+            const time_point cnow = Clock::now();
+            if (*next <= cnow)
+                return snow;
+            // Another clock can be stepped: sleep at most recheck_, then re-read it.
+            const duration cap = std::chrono::ceil<duration>(recheck_);
+            if (*next >= detail::deadline_add_sat(cnow, cap))
+                return snow + std::chrono::ceil<steady::duration>(recheck_);
+            return snow + std::chrono::ceil<steady::duration>(*next - cnow); // < cap: no overflow
         }
+    }
+
+    // bump_cpu_timer(): the next expiry is the first multiple of the period after `now`.
+    // Returns false (the timer stops: idle) when that instant does not fit in time_point.
+    static bool next_periodic(timer_type& t, time_point now, time_point& next,
+                              std::uint64_t& skipped) noexcept RTDEFER_NONBLOCKING {
+        const duration p = t.period_;
+        if (now > time_point::max() - p)
+            return false; // no representable instant after now + ... (also: now == max)
+        next = detail::deadline_add_sat(t.expires_, p);
+        skipped = 0;
+        if (next > now)
+            return true;
+        using rep = typename duration::rep;
+        if constexpr (std::is_integral_v<rep> && std::is_signed_v<rep>) {
+            // In unsigned arithmetic: `now - next` overflows rep when next is far in the past
+            // (a deadline of time_point::min()). now >= next, so the difference is exact.
+            using U = std::make_unsigned_t<rep>;
+            const U gap = static_cast<U>(static_cast<U>(now.time_since_epoch().count()) -
+                                         static_cast<U>(next.time_since_epoch().count()));
+            const U behind = gap / static_cast<U>(p.count()) + 1;
+            // next + behind * p is in (now, now + p], which fits (checked above).
+            const U at = static_cast<U>(static_cast<U>(next.time_since_epoch().count()) +
+                                        behind * static_cast<U>(p.count()));
+            next = time_point(duration(static_cast<rep>(at)));
+            skipped = static_cast<std::uint64_t>(behind);
+        } else {
+            const auto behind = std::floor((now - next) / p) + 1;
+            skipped = static_cast<std::uint64_t>(behind);
+            next += std::chrono::duration_cast<duration>(behind * p);
+        }
+        return true;
     }
 
     void rearm_periodic(timer_type& t, time_point now) noexcept RTDEFER_NONBLOCKING {
-        // bump_cpu_timer(): the next expiry is the first multiple of the period after `now`.
-        time_point next = t.expires_ + t.period_;
+        time_point next;
         std::uint64_t skipped = 0;
-        if (next <= now) {
-            const auto behind = (now - next) / t.period_ + 1;
-            skipped = static_cast<std::uint64_t>(behind);
-            next += behind * t.period_;
-        }
+        if (!next_periodic(t, now, next, skipped))
+            return;
         if (size_ == heap_.size()) {
             // relaxed: a statistic.
             dropped_rearms_.fetch_add(1, std::memory_order_relaxed);
@@ -495,6 +553,7 @@ private:
     std::atomic<std::uint64_t> dropped_rearms_{0};
     std::atomic<bool> stop_{false};
     std::atomic<bool> in_pass_{false};    // misuse check: one run_expired at a time
+    std::chrono::nanoseconds recheck_;    // clock_recheck (Clock other than steady_clock)
     thread_ctx* expirer_ = nullptr;       // the expiry thread's ctx (alive while thread_ lives)
     rt_thread thread_;
 };

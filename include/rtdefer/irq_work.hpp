@@ -575,9 +575,8 @@ inline void irq_work_interrupt(thread_ctx* self) noexcept RTDEFER_NONBLOCKING {
 /// items now); the worker's interrupt hook does the same thing on its own.
 /// Returns: the number of callbacks run. Progress: runs callbacks. Real-time safety: no allocation,
 /// no lock in the library; async-signal-safe if the callbacks are.
-inline std::size_t irq_work_run(irq_work_domain& d, thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
+inline std::size_t irq_work_run(irq_work_domain& d) noexcept RTDEFER_NONBLOCKING {
     detail::irq_work_cpu& pc = detail::irq_work_access::local_slot(d, detail::current_cpu());
-    (void)self; // hard context is the caller's; kept for the hot-path signature convention
     const std::size_t n = detail::irq_work_run_hard_list(pc);
     if (!pc.lazy.empty())
         (void)unpark(*pc.worker);

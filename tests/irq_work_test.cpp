@@ -659,8 +659,7 @@ TEST_CASE("irq_work: an RT thread frees memory via a lazy item; RealtimeSanitize
     std::size_t queued = 0;
     pid_t rt_tid = 0;
     {
-        // The thread waits for `go` so it outlives rt_thread's constructor (which takes a thread_ref
-        // after the thread started: a thread that finished before that would free its ctx first).
+        // The loop starts once the creator has the thread's scheduling report (`go`).
         std::atomic<std::uint32_t> go{0};
         rt_thread t(to, [&](thread_ctx& self) {
             while (go.load(std::memory_order_acquire) == 0)

@@ -744,14 +744,8 @@ inline void irq_work_domain::worker_main(thread_ctx& self, detail::irq_work_cpu&
     // release: publishes pc.worker/worker_tid (and the registry entry) to the constructor.
     pc.started.store(registered ? 1 : 2, std::memory_order_release);
     pc.started.notify_all();
-    if (!registered) {
-        // Stay until stop_workers(): returning at once would let the thread exit (and drop its ctx)
-        // before rt_thread's constructor has taken its reference.
-        // (D2) acquire: pairs with release (D1).
-        while (!stop_.load(std::memory_order_acquire))
-            (void)park(self);
-        return;
-    }
+    if (!registered)
+        return; // the constructor sees `started == 2` and throws
 
     clock::time_point next_tick = tick_on_ ? clock::now() + tick_ : clock::time_point::max();
     std::uint32_t idle_ticks = 0;

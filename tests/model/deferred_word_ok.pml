@@ -8,11 +8,14 @@
  *   sender(b)  ct_set_work_or_ipi(target, b): the "bet" load, then a CAS loop on the whole word;
  *              defers into S while !DIS, else puts b into I and, if it moved INF from clear to set,
  *              sends the signal (tgkill), which may fail once (then it withdraws INF).
- *   target     ROUNDS times: ct_isolation_enter (busy while INF; drains leftover I; CAS DIS -> 0),
+ *   target     ROUNDS times: ct_isolation_enter (drains I, then busy if INF; else CAS DIS -> 0),
  *              then, if entered, ct_isolation_exit (exchange(DIS), run S). A last round waits until
  *              all senders are done and every signal was handled, then checks that nothing is left.
  *   handler    the interrupt hook, run on the target's thread: while it runs the target does not
- *              move (every target step is guarded by !in_handler); senders do.
+ *              move (every target step is guarded by !in_handler); senders do. At its end
+ *              (sigreturn) a signal that is still pending is delivered before the target moves.
+ *   foreign    with FOREIGN > 0 only (deferred_word_foreign_flawed.pml): another user of the same
+ *              signal; its interrupts run the hook too.
  *   run_local  the owner's run: running=1, run, drain I until empty, running=0, drain once more.
  *
  * Checked (assertions, ghost counters):
@@ -20,9 +23,17 @@
  *     accepted request not yet taken (req[b] > 0); coalesced requests are all covered by that take;
  *   - no request lost: at the end req[] == 0 and W == DIS (and no invalid end state: nothing stuck);
  *   - no interrupt inside an isolated section: the handler never starts while `isolated`;
- *   - callbacks never nest: the handler runs work only when the owner is not inside run_local;
+ *   - callbacks never nest: the handler runs work only when the owner is not inside run_local
+ *     (asserted);
  *   - a run never returns leaving IPI work behind without a signal coming for it.
  */
+
+#ifndef FOREIGN
+#define FOREIGN 0       /* foreign interrupts (other users of the signal); see *_foreign_flawed.pml */
+#endif
+#ifndef CHECK_QUIET
+#define CHECK_QUIET 1   /* assert that no deferred_word signal starts inside a section */
+#endif
 
 #define DIS   32
 #define INF   16
@@ -38,6 +49,7 @@ bool in_handler = 0;
 bool isolated = 0;
 bool final = 0;
 byte sig = 0;           /* our signals sent and not yet handled (real-time signals queue) */
+byte fsig = 0;          /* foreign interrupt signals (same signo) sent and not yet handled */
 byte nfail = 0;
 byte senders_done = 0;
 byte req[2];            /* accepted requests per bit, not yet taken by an RMW */
@@ -118,7 +130,10 @@ proctype sender(byte b) {
 active proctype handler() {
   byte cur, got;
   do
-  :: atomic { sig > 0 -> sig--; in_handler = 1; assert(!isolated) };
+  :: atomic { sig > 0 -> sig--; in_handler = 1; assert(!CHECK_QUIET || !isolated) };
+     goto hook
+  :: atomic { fsig > 0 -> fsig--; in_handler = 1 };  /* a foreign interrupt runs every hook too */
+hook:
      /* cheap check, then acknowledge-only or take: running cannot change while the handler runs
         (the owner is interrupted), so the check and the RMW may be one step here. */
      atomic {
@@ -130,14 +145,38 @@ active proctype handler() {
        fi
      };
      if
-     :: got != 0 -> run_local(true, got)
+     :: got != 0 -> assert(!running); run_local(true, got)    /* callbacks never nest */
      :: else -> skip
      fi;
-     got = 0;
-     in_handler = 0
-  :: atomic { final && sig == 0 } -> break
+     /* sigreturn unblocks the signal: one queued meanwhile (or still pending) is delivered before
+        the interrupted code resumes, so the target cannot move in between. */
+     atomic {
+       got = 0;
+       if
+       :: sig > 0 -> sig--; assert(!CHECK_QUIET || !isolated); cur = 1
+       :: fsig > 0 -> fsig--; cur = 1
+       :: else -> in_handler = 0; cur = 0
+       fi
+     };
+     if
+     :: cur -> cur = 0; goto hook
+     :: else -> skip
+     fi
+  :: atomic { final && sig == 0 && fsig == 0 } -> break
   od
 }
+
+#if FOREIGN
+/* Another user of the interrupt signal (task_work notify::signal, hard irq_work) interrupting the
+   target FOREIGN times at any moment; the handler cannot tell its signal from ours. */
+active proctype foreign() {
+  byte n = 0;
+  do
+  :: atomic { !final && n < FOREIGN -> n++; fsig++ }
+  :: n == FOREIGN || final -> break
+  od
+}
+#endif
 
 active proctype target() {
   byte cur, got;
@@ -146,18 +185,22 @@ active proctype target() {
   do
   :: r <= ROUNDS ->
      if
-     :: r == ROUNDS -> atomic { !in_handler && senders_done == NS && sig == 0 -> skip }
+     :: r == ROUNDS -> atomic { !in_handler && senders_done == NS && sig == 0 && fsig == 0 -> skip }
      :: else -> skip
      fi;
      /* ct_isolation_enter */
      do
      :: atomic { !in_handler -> cur = W };
         if
-        :: (cur & INF) != 0 -> break                              /* busy */
-        :: (cur & INF) == 0 && (cur & IMASK) != 0 ->              /* leftover I: run it first */
+        :: (cur & (INF | IMASK)) != 0 ->       /* run I first, signal coming or not; busy if INF */
            drain(!in_handler, got);
            if
            :: got != 0 -> run_local(!in_handler, got)
+           :: else -> skip
+           fi;
+           atomic { !in_handler -> cur = W };
+           if
+           :: (cur & INF) != 0 -> break                           /* busy */
            :: else -> skip
            fi
         :: (cur & (INF | IMASK)) == 0 ->

@@ -291,6 +291,50 @@ TEST_CASE("timer: a callback may re-arm its own timer (the explicit arm replaces
     CHECK_FALSE(svc.pending(t));
 }
 
+namespace {
+struct again_state {
+    timer_service<>* svc = nullptr;
+    std::atomic<int> runs{0};
+};
+void again_cb(timer& t, void* arg) noexcept {
+    auto* s = static_cast<again_state*>(arg);
+    s->runs.fetch_add(1, std::memory_order_relaxed);
+    (void)s->svc->arm(t, clk::time_point::min(), again_cb, s); // due again at once, forever
+}
+} // namespace
+
+TEST_CASE("timer: a callback re-arming itself in the past runs once per pass; the pass ends, the service stops") {
+    thread_ctx& self = attach_this_thread();
+    {
+        timer_service<> svc(manual());
+        again_state st;
+        st.svc = &svc;
+        timer t, other;
+        std::atomic<int> other_runs{0};
+        const auto t0 = clk::now();
+        REQUIRE(svc.arm(t, t0 - 1s, again_cb, &st) == status::ok);
+        REQUIRE(svc.arm(other, t0, count_cb, &other_runs) == status::ok);
+        CHECK(svc.run_expired(t0, self) == 1); // t; its re-arm (due, on top) ends the pass
+        CHECK(svc.run_expired(t0, self) == 1); // t again (other is still behind it)
+        CHECK(other_runs.load() == 0);
+        CHECK(svc.cancel_sync(t, self) == status::removed);
+        CHECK(svc.run_expired(t0, self) == 1); // other
+        CHECK(other_runs.load() == 1);
+        CHECK(st.runs.load() == 2);
+    }
+    // With the expiry thread: it runs the timer pass after pass; the destructor must still return
+    // (an endless pass would never look at the stop flag: this test would hang).
+    again_state st;
+    timer t;
+    {
+        timer_service<> svc(threaded_other());
+        st.svc = &svc;
+        REQUIRE(svc.arm(t, clk::now(), again_cb, &st) == status::ok);
+        REQUIRE(eventually([&] { return st.runs.load() > 100; }, 60s));
+    }
+    CHECK_FALSE(t.running()); // the destructor unlinked it: idle, destructible
+}
+
 TEST_CASE("timer: 10^5 armed timers, random deadlines, a third cancelled: order and count hold") {
     thread_ctx& self = attach_this_thread();
     constexpr std::size_t n = 100'000;

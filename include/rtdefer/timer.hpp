@@ -301,6 +301,9 @@ public:
     /// dropping it between callbacks while a canceller waits. Periodic timers are re-armed at the
     /// next multiple of their period after `now` (overruns() counts the skipped ones); one whose
     /// next expiry does not fit in time_point stops (becomes idle) instead of overflowing.
+    /// A pass is bounded: it stops at the first due timer that was armed (or moved) after it began,
+    /// even if older due timers are queued behind it; the next pass runs them (the expiry thread
+    /// starts it at once). So a callback re-arming itself in the past cannot make it endless.
     /// Returns: the number of callbacks run. Precondition: `self` is the caller's ctx; one caller at
     /// a time per service. Progress: blocking (PI mutexes), bounded by the expired callbacks.
     /// Real-time safety: no allocation; PI mutexes; runs user callbacks.
@@ -374,10 +377,19 @@ private:
     // One expiry pass: pop and run every timer due at `now` under self's expiry lock.
     std::size_t expire_due(time_point now, thread_ctx& self) noexcept RTDEFER_BLOCKING {
         std::size_t ran = 0;
+        bool first = true;
+        std::uint64_t pass_order = 0; // arms from here on (order_ >= this) wait for the next pass
         expiry_pass pass(self);
         for (;;) {
             lock_q();
-            if (size_ == 0 || heap_[0]->expires_ > now) {
+            if (first) {
+                pass_order = next_order_;
+                first = false;
+            }
+            // A timer (re-)armed during this pass waits for the next one even if it is due: a
+            // callback that re-arms itself at a deadline <= now would otherwise keep the pass (and
+            // the expiry lock) forever, and the expiry thread would never see stop_.
+            if (size_ == 0 || heap_[0]->expires_ > now || heap_[0]->order_ >= pass_order) {
                 unlock_q();
                 break;
             }

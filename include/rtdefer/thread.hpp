@@ -263,9 +263,14 @@ inline void detach_this_thread() noexcept {
 inline bool unpark(thread_ctx& target) noexcept RTDEFER_NONBLOCKING {
     auto& word = target.park.word;
     // Cheap test first: a token already waiting makes this wake redundant, and a plain load keeps
-    // the line shared instead of bouncing it. relaxed: a stale `notified` only means the owner
-    // consumed the token after; it re-checks its work before parking again, which is ordered by
-    // the producer's release on the work itself (the owner reads work with acquire after (P1)).
+    // the line shared instead of bouncing it. This is a store→load (Dekker) pair against the owner:
+    //   waker: publish work; (F1) fence; load word == NOTIFIED → skip
+    //   owner: consume token (RMW on word); (F2) fence; load work
+    // (F1) seq_cst fence: pairs with (F2) in park_until(). Without the pair, both loads could read
+    // the old values (ARM, the C++ model): the waker skips, the owner misses the work and sleeps.
+    // With it, if our load saw the token before the owner consumed it, the owner sees our work.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    // relaxed: ordered by (F1); a stale NOTIFIED is covered by the argument above.
     if (word.load(std::memory_order_relaxed) == detail::park_notified)
         return false;
     // (P2) release: everything the waker wrote (the work) happens-before the owner's acquire (P1)/(P3)
@@ -285,10 +290,16 @@ inline bool unpark(thread_ctx& target) noexcept RTDEFER_NONBLOCKING {
 inline status park_until(thread_ctx& self, std::chrono::steady_clock::time_point deadline) noexcept RTDEFER_BLOCKING {
     RTDEFER_ASSERT(self.is_current(), "park_until() called on another thread's ctx");
     auto& word = self.park.word;
+    // Every path that consumes a token returns through here: (F2) orders the consumption before the
+    // caller's next look at its work. seq_cst fence: pairs with (F1) in unpark().
+    const auto consumed = [] {
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        return status::ok;
+    };
     // (P1) acquire: NOTIFIED→EMPTY consumes a token and pairs with release (P2) in unpark().
     // EMPTY→PARKED commits to sleeping: an unpark after this sees PARKED and calls futex_wake.
     if (word.fetch_sub(1, std::memory_order_acquire) == detail::park_notified)
-        return status::ok;
+        return consumed();
     const bool timed = deadline != std::chrono::steady_clock::time_point::max();
     const timespec abs = detail::to_timespec(deadline);
     for (;;) {
@@ -297,17 +308,17 @@ inline status park_until(thread_ctx& self, std::chrono::steady_clock::time_point
         std::uint32_t expected = detail::park_notified;
         if (word.compare_exchange_strong(expected, detail::park_empty, std::memory_order_acquire,
                                          std::memory_order_relaxed))
-            return status::ok;
+            return consumed();
         if (rc == -ETIMEDOUT || rc == -EINTR) {
             // Leave the parked state; a token that raced in is still consumed (acquire, as (P3)).
             if (word.exchange(detail::park_empty, std::memory_order_acquire) == detail::park_notified)
-                return status::ok;
+                return consumed();
             return rc == -ETIMEDOUT ? status::timed_out : status::interrupted;
         }
         // 0 (woken for someone else / spurious) or -EAGAIN (word changed): re-check and wait again.
         if (timed && std::chrono::steady_clock::now() >= deadline) {
             if (word.exchange(detail::park_empty, std::memory_order_acquire) == detail::park_notified)
-                return status::ok;
+                return consumed();
             return status::timed_out;
         }
     }

@@ -292,7 +292,10 @@ private:
 // ---------------------------------------------------------------------------------------------
 
 /// Block on the expirer's PI mutex (default; the kernel's mutex_lock(&tsk->...expiry mutex)).
-/// Progress: blocking; bounded by the callback's remaining run time at the waiter's priority.
+/// Progress: blocking until the expirer drops its lock: at its next sync_wait_running() after it
+/// saw the waiter count (the count is a hint: a waiter counted just after the expirer looked also
+/// waits for its next callback), or at the end of the pass. Meanwhile the expirer runs at the
+/// waiter's priority if that is higher.
 /// Real-time safety: PI mutex, no allocation, no userspace spinning. CPU while waiting: ~0 when the
 /// expirer shares the waiter's CPU; across CPUs the kernel's rt_mutex spins adaptively while the
 /// expirer is running (rtmutex_spin_on_owner, Linux >= 5.15), never longer than it runs.
@@ -392,8 +395,9 @@ status wait_for_expirer(const basic_expiry_item<Atom>& item, thread_ctx& expirer
 /// Returns: idle (none was running), waited (one was; it has returned and its writes are visible),
 /// would_deadlock (the caller is the expirer running it: waiting would never end), timed_out (a
 /// spin variant's give_up flag was set: it may still be running), system_error (the mutex failed).
-/// Progress: blocking. pi_block: bounded by the callback's remaining time, run at the caller's
-/// priority if that is higher (priority inheritance); spin variants: unbounded, see above.
+/// Progress: blocking. pi_block: the callback's remaining time (plus, at most, the expirer's next
+/// callback; see pi_block), run at the caller's priority if that is higher (priority
+/// inheritance); spin variants: unbounded, see above.
 /// Real-time safety: no allocation; a PI mutex (pi_block); takes and drops a thread_ref (the drop
 /// frees the expirer's ctx only if that thread has exited meanwhile).
 template <class Policy = pi_block, template <class> class Atom = std::atomic>

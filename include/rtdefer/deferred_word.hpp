@@ -71,12 +71,18 @@
 //     or after a failed tgkill (drained at the next enter or by the next interrupt).
 //   - Zero interrupts while isolated: INFLIGHT is set by the one sender that moves it from clear
 //     to set (the "raise only on empty -> non-empty" rule: coalesced senders do not signal) and is
-//     cleared only by the handler; enter needs it clear. So a signal sent by deferred_word is
-//     handled before the next section begins. This covers deferred_word's own interrupts: other
-//     users of the interrupt signal (task_work notify::signal, hard irq_work) do not consult the
-//     word, and the handler cannot tell whose signal it runs for.
+//     cleared only by the handler (or withdrawn by its sender after a failed tgkill); enter needs
+//     it clear. So a signal sent by deferred_word is handled before the next section begins.
+//     LIMIT: this holds only while deferred_word is the only user of the interrupt signal on that
+//     thread. The handler cannot tell whose signal it runs for: a foreign interrupt (task_work
+//     notify::signal, hard irq_work) that reaches the hook while a sender sits between its CAS and
+//     its tgkill clears INFLIGHT early, the thread may enter a section, and that sender's signal
+//     lands inside it (its hook finds nothing to do; exactly-once is unaffected). The same early
+//     clear lets a failed tgkill's withdrawal clear a later sender's INFLIGHT.
+//     tests/model/deferred_word_foreign_flawed.pml shows the trace. Closing it needs a signal the
+//     hook can recognise as deferred_word's (a tag in si_value, siginfo passed to hooks: core work).
 // tests/model/deferred_word_ok.pml checks all of this with spin (no request lost, none run twice,
-// no run without a request, no interrupt inside a section).
+// no run without a request, no nesting, no deferred_word interrupt inside a section).
 //
 // Concurrency table:
 //   ct_set_work / ct_set_work_or_ipi    any thread, concurrently with everything (async-signal-safe)
@@ -89,14 +95,19 @@
 //                                  sender wrote before requesting
 //   (D2) sender CAS failure/loads, relaxed: the value only seeds the next CAS; decisions are made by
 //                                  a CAS on the whole word
-//   (D3) exit exchange, seq_cst    fully ordered, as the kernel's atomic_add_return/fetch_or at
-//                                  kernel entry (the review asked for it): acquire pairs with (D1);
-//                                  and nothing after the exit (callbacks included) may be performed
-//                                  before the word shows DISABLED
+//   (D3) exit exchange, seq_cst    the fully ordered flush the issue and the kernel's review ask
+//                                  for. The protocol relies only on its acquire half (pairs with
+//                                  (D1)): every hand-off is a release CAS read by an acquiring RMW on
+//                                  the one word. Its store->load half orders the DISABLED store only
+//                                  before later seq_cst operations; plain or relaxed accesses after
+//                                  the exit are ordered by the acquire alone (arm64 may perform a
+//                                  later plain load before the store is visible). On x86 the
+//                                  exchange costs the same either way (xchg is a full barrier)
 //   (D4) enter CAS, relaxed        only atomicity matters: the section's start publishes nothing
 //   (D5) handler fetch_and, acquire pairs with (D1)
 //   (D6) drain fetch_and, acquire  pairs with (D1)
-//   (D7) exit-hook exchange, acq_rel  acquire pairs with (D1); release publishes EXITED's cause
+//   (D7) exit-hook exchange, acquire  pairs with (D1); nothing to publish (a sender that reads
+//                                  EXITED just fails)
 //   (D8) table store release / load acquire: a bound callback is seen fully by a runner
 #pragma once
 
@@ -216,8 +227,8 @@ inline void ct_interrupt_hook(thread_ctx* self) noexcept RTDEFER_NONBLOCKING {
 /// Thread exit hook: closes the word for good and runs whatever was pending (deferred work of a
 /// thread that exits inside a section, IPI work whose signal will never be handled).
 inline void ct_thread_exit(thread_ctx& self) noexcept {
-    // (D7) acq_rel: acquire pairs with (D1); later requests see EXITED and fail.
-    const std::uint32_t old = self.ct.word.exchange(ct_disabled | ct_exited, std::memory_order_acq_rel);
+    // (D7) acquire: pairs with (D1); later requests see EXITED and fail (they read nothing else).
+    const std::uint32_t old = self.ct.word.exchange(ct_disabled | ct_exited, std::memory_order_acquire);
     const std::uint32_t work = (old & ct_disabled) ? 0 : (old & ct_work_mask);
     const std::uint32_t ipi = (old & ct_ipi_mask) >> ct_ipi_shift;
     if ((work | ipi) != 0)
@@ -304,8 +315,10 @@ inline status ct_queue(thread_ctx& target, std::uint32_t work, ct_path& path) no
     // CAS would have seen EXITED) and ran our bits.
     if (s == status::ok || s == status::exited)
         return status::ok;
-    // No signal is coming: withdraw INFLIGHT so the thread may isolate again; the bits stay in I and
-    // run at its next enter (drained there) or with the next interrupt. relaxed: nothing published.
+    // No signal is coming: withdraw INFLIGHT so the thread may isolate again; the bits (ours and any
+    // rider's) stay in I and run at its next enter (drained there), the next interrupt or its exit.
+    // Only a foreign interrupt can have cleared and re-set INFLIGHT meanwhile (see LIMIT above).
+    // relaxed: nothing published.
     target.ct.word.fetch_and(~ct_inflight, std::memory_order_relaxed);
     return s;
 }
@@ -385,7 +398,8 @@ inline status ct_queue(thread_ctx& target, std::uint32_t work, ct_path& path) no
 /// it is not isolated, the work runs at once (or, from inside a callback, right after it).
 /// Returns: ok (deferred, delivered by interrupt, or run); exited; invalid_argument; not_installed
 /// (ct_work_setup() has not run); system_error (tgkill failed: the work stays pending and runs at
-/// the target's next enter or interrupt).
+/// the target's next enter or interrupt, or at its exit). A request that rode on another sender's
+/// signal has returned ok; if that tgkill fails, its work waits the same way (never lost, later).
 /// Progress: lock-free CAS loop, plus at most one syscall (tgkill). Real-time safety: no allocation,
 /// no lock; the only syscall is the interrupt; async-signal-safe.
 [[nodiscard]] inline status ct_set_work_or_ipi(thread_ctx& target, unsigned work) noexcept RTDEFER_NONBLOCKING {
@@ -461,7 +475,7 @@ inline void ct_isolation_exit(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
     // relaxed: DISABLED is written only by this thread.
     RTDEFER_ASSERT((word.load(std::memory_order_relaxed) & detail::ct_disabled) == 0,
                    "ct_isolation_exit() outside an isolated section");
-    // (D3) seq_cst: the fully ordered flush (see the table at the top).
+    // (D3) seq_cst: the fully ordered flush; acquire pairs with (D1) (see the table at the top).
     const std::uint32_t work = word.exchange(detail::ct_disabled, std::memory_order_seq_cst);
     if (work != 0) {
         self.ct.deferred_runs.fetch_add(static_cast<unsigned>(std::popcount(work)), std::memory_order_relaxed);

@@ -194,7 +194,7 @@ TEST_CASE("expiry_sync_wait_running: a higher-priority waiter is released betwee
                               pass.mark(first);
                               marked.store(true, std::memory_order_release);
                               // Callback 1 lasts until the waiter has blocked on our lock.
-                              (void)eventually([&] { return e.expiry.waiters.load(std::memory_order_relaxed) > 0; });
+                              (void)eventually([&] { return e.expiry.waiters.load(std::memory_order_relaxed) > 0; }, 60s);
                               pass.clear(first);
                               dropped = pass.sync_wait_running();
                               pass.mark(second);

@@ -1,5 +1,6 @@
 // Stress test for rtdefer/deferred_word.hpp: a target thread enters and leaves isolated sections at
 // random while senders issue requests with ct_set_work_or_ipi, each carrying a sequence number.
+// A second case races requests against the target's thread exit (see below).
 //
 // Oracle, per request:
 //   - owned bits: every sender owns 4 work bits and has at most one request outstanding per bit
@@ -274,4 +275,154 @@ TEST_CASE("deferred_word stress: random isolation, 2 senders, every request exac
     for (unsigned b = 0; b <= shared_bit; ++b)
         CHECK(ct_unregister_work(b) == status::ok);
     S = nullptr;
+}
+
+// Requests racing the target's thread exit: short-lived targets enter and leave sections, then exit
+// (inside a section or not) while two senders keep requesting. Every ok request must run exactly
+// once (at an exit, by interrupt or drain, or in the exit hook), every exited one never; a sender
+// has one request outstanding at a time, so runs are not coalesced and each can be counted. The
+// payload is plain data published only by the word ((D1) -> the runner's acquire, (D7) in the exit
+// hook), so TSan checks the exit path's orders too.
+namespace {
+
+constexpr unsigned exit_bit0 = 9; // bits 9 and 10: one per sender
+
+struct exit_slot {
+    bool requested = false;          // plain: sender -> callback through the word
+    std::uint64_t seq = 0;           // plain: as above
+    std::atomic<std::uint64_t> consumed{0}; // callback -> sender (release/acquire)
+};
+
+struct exit_state {
+    std::array<exit_slot, 2> slots;
+    std::atomic<std::uint64_t> runs_without_request{0};
+    std::atomic<std::uint64_t> bad_seq{0};
+    std::atomic<std::uint64_t> runs_in_exit_hook{0};
+};
+
+exit_state* E = nullptr;
+
+void exit_cb(thread_ctx& self, unsigned work) noexcept RTDEFER_NONBLOCKING {
+    exit_slot& sl = E->slots[static_cast<unsigned>(__builtin_ctz(work)) - exit_bit0];
+    if (!sl.requested) {
+        E->runs_without_request.fetch_add(1, std::memory_order_relaxed);
+        return;
+    }
+    sl.requested = false;
+    if (self.exiting())
+        E->runs_in_exit_hook.fetch_add(1, std::memory_order_relaxed);
+    // relaxed: only this callback writes `consumed` (runs of one bit never overlap).
+    if (sl.consumed.load(std::memory_order_relaxed) + 1 != sl.seq)
+        E->bad_seq.fetch_add(1, std::memory_order_relaxed);
+    // release: the slot's plain fields are done; pairs with the sender's acquire.
+    sl.consumed.store(sl.seq, std::memory_order_release);
+}
+
+} // namespace
+
+TEST_CASE("deferred_word stress: requests racing thread exit run exactly once or return exited") {
+    REQUIRE(ct_work_setup() == status::ok);
+    for (unsigned b = exit_bit0; b < exit_bit0 + 2; ++b)
+        REQUIRE(ct_register_work(b, &exit_cb) == status::ok);
+    auto state = std::make_unique<exit_state>();
+    E = state.get();
+
+    const std::size_t n_targets = rtdefer_test::scaled(400, 40);
+    std::array<std::uint64_t, 2> sent_ok{}, sent_exited{};
+    std::uint64_t bad_status = 0, stuck = 0, exits_inside = 0;
+    xorshift rng{0x51ed2701a3c4b5d7ull};
+
+    for (std::size_t n = 0; n < n_targets; ++n) {
+        std::atomic<thread_ctx*> published{nullptr};
+        std::atomic<bool> go{false};
+        thread_ref ref;
+        const std::uint64_t rounds = rng.next() % 256;
+        const bool exit_inside = (rng.next() & 1) != 0;
+        exits_inside += exit_inside;
+        std::thread target([&, rounds, exit_inside] {
+            thread_ctx& self = attach_this_thread();
+            ref = thread_ref(self);
+            published.store(&self, std::memory_order_release);
+            while (!go.load(std::memory_order_acquire))
+                std::this_thread::yield(); // requests arriving now go by interrupt
+            xorshift r{0x9e3779b97f4a7c15ull ^ rounds};
+            for (std::uint64_t i = 0; i < rounds; ++i) {
+                if (ct_isolation_enter(self) == status::ok) {
+                    spin(r.next() >> 50);
+                    ct_isolation_exit(self);
+                } else {
+                    sched_yield();
+                }
+                spin(r.next() >> 55);
+            }
+            if (exit_inside)
+                (void)ct_isolation_enter(self); // the thread exits inside its section (if entered)
+        });
+        while (published.load(std::memory_order_acquire) == nullptr)
+            std::this_thread::yield();
+        thread_ctx& tgt = *published.load(std::memory_order_acquire);
+
+        std::array<std::thread, 2> senders;
+        std::array<std::uint64_t, 2> ok_here{}, exited_here{}, bad_here{}, stuck_here{};
+        for (unsigned s = 0; s < 2; ++s) {
+            senders[s] = std::thread([&, s] {
+                exit_slot& sl = E->slots[s];
+                for (;;) {
+                    // acquire: pairs with the callback's release; the slot is ours again.
+                    const std::uint64_t done = sl.consumed.load(std::memory_order_acquire);
+                    sl.requested = true;
+                    sl.seq = done + 1;
+                    const status st = ct_set_work_or_ipi(tgt, 1u << (exit_bit0 + s));
+                    if (st == status::exited) {
+                        sl.requested = false; // never published: the CAS failed
+                        ++exited_here[s];
+                        return;
+                    }
+                    if (st != status::ok) {
+                        ++bad_here[s];
+                        return;
+                    }
+                    ++ok_here[s];
+                    // Hang guard, not a latency check: a lost request is never consumed.
+                    const auto t0 = std::chrono::steady_clock::now();
+                    while (sl.consumed.load(std::memory_order_acquire) != done + 1) {
+                        std::this_thread::yield();
+                        if (std::chrono::steady_clock::now() - t0 > std::chrono::seconds(60)) {
+                            ++stuck_here[s];
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        go.store(true, std::memory_order_release);
+        for (auto& t : senders)
+            t.join();
+        target.join();
+        for (unsigned s = 0; s < 2; ++s) {
+            sent_ok[s] += ok_here[s];
+            sent_exited[s] += exited_here[s];
+            bad_status += bad_here[s];
+            stuck += stuck_here[s];
+        }
+        CHECK(ref->ct.word.load(std::memory_order_relaxed) == (detail::ct_disabled | detail::ct_exited));
+    }
+
+    std::printf("deferred_word exit stress: %zu targets (%llu exiting inside a section); ok requests %llu + %llu, "
+                "exited %llu + %llu; consumed %llu + %llu (%llu by the exit hook); runs without request %llu\n",
+                n_targets, (unsigned long long)exits_inside, (unsigned long long)sent_ok[0],
+                (unsigned long long)sent_ok[1], (unsigned long long)sent_exited[0], (unsigned long long)sent_exited[1],
+                (unsigned long long)E->slots[0].consumed.load(), (unsigned long long)E->slots[1].consumed.load(),
+                (unsigned long long)E->runs_in_exit_hook.load(), (unsigned long long)E->runs_without_request.load());
+    CHECK(stuck == 0);
+    CHECK(bad_status == 0);
+    for (unsigned s = 0; s < 2; ++s) {
+        CHECK(E->slots[s].consumed.load() == sent_ok[s]); // every ok request ran, once
+        CHECK(sent_exited[s] == n_targets);               // each target's end was seen exactly once
+    }
+    CHECK(E->runs_without_request.load() == 0);
+    CHECK(E->bad_seq.load() == 0);
+    for (unsigned b = exit_bit0; b < exit_bit0 + 2; ++b)
+        CHECK(ct_unregister_work(b) == status::ok);
+    E = nullptr;
 }

@@ -229,6 +229,29 @@ TEST_CASE("irq_work: hard items run in interrupt (signal) context on the worker"
     CHECK(in_irq.load() == 0);
 }
 
+TEST_CASE("irq_work: hard items run even if the domain's creator blocks the interrupt signal") {
+    // Programs often block signals in main() and sigwait() elsewhere; threads inherit that mask. The
+    // workers must unblock the interrupt signal themselves, or every IPI stays pending forever.
+    const int signo = interrupt_signal() != 0 ? interrupt_signal() : default_interrupt_signal();
+    std::atomic<int> in_irq{-1};
+    status st = status::system_error;
+    std::thread creator([&] {
+        sigset_t s;
+        sigemptyset(&s);
+        sigaddset(&s, signo);
+        REQUIRE(pthread_sigmask(SIG_BLOCK, &s, nullptr) == 0);
+        irq_work_domain d(no_tick());
+        irq_work_fn h{[&] { in_irq.store(in_interrupt() ? 1 : 0, std::memory_order_relaxed); },
+                      irq_work_kind::hard};
+        REQUIRE(irq_work_queue_on(d, h, d.cpus().front()));
+        // Not a timing claim: without the fix the item never runs (the deadline only avoids a hang).
+        st = irq_work_sync_until(h, std::chrono::steady_clock::now() + 30s);
+    });
+    creator.join();
+    CHECK(st == status::ok);
+    CHECK(in_irq.load() == 1);
+}
+
 TEST_CASE("irq_work: LAZY items wait for the tick; normal items do not") {
     SUBCASE("long tick: a LAZY item waits while normal items behind it run") {
         irq_work_domain_options o;

@@ -72,7 +72,9 @@
 #include <utility>
 #include <vector>
 
+#include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <unistd.h>
 
 // Hard callbacks are called through the item's plain function pointer from the (nonblocking)
@@ -738,6 +740,13 @@ inline irq_work_domain::irq_work_domain(irq_work_domain_options opts)
 
 inline void irq_work_domain::worker_main(thread_ctx& self, detail::irq_work_cpu& pc) noexcept {
     using clock = std::chrono::steady_clock;
+    // Threads inherit their creator's signal mask, and programs often block signals in main() to
+    // sigwait() elsewhere: with the interrupt signal blocked here every IPI would stay pending and
+    // hard items would never run (send_ipi still succeeds, so nothing would notice).
+    sigset_t irq;
+    sigemptyset(&irq);
+    sigaddset(&irq, interrupt_signal());
+    ::pthread_sigmask(SIG_UNBLOCK, &irq, nullptr);
     pc.worker = &self;
     pc.worker_tid = self.tid;
     const bool registered = detail::irq_work_register_worker(self, pc);

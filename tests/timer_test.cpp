@@ -10,7 +10,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdint>
+#include <cstdio>
 #include <ctime>
 #include <memory>
 #include <random>
@@ -19,6 +21,8 @@
 #include <vector>
 
 #include <sched.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 using namespace rtdefer;
 using namespace std::chrono_literals;
@@ -101,6 +105,22 @@ struct observed : P {
     }
 };
 
+/// Runs `fn` in a forked child with its output silenced; returns its exit code, or 128 + signal.
+template <class F>
+int in_child(F&& fn) {
+    std::fflush(nullptr);
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        std::signal(SIGABRT, SIG_DFL);
+        (void)std::freopen("/dev/null", "w", stderr);
+        (void)std::freopen("/dev/null", "w", stdout);
+        ::_exit(fn());
+    }
+    int st = 0;
+    ::waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
 } // namespace
 
 TEST_SUITE("unit") {
@@ -165,6 +185,41 @@ TEST_CASE("timer: argument and capacity errors") {
     CHECK(svc.arm(c, t0, count_cb, &runs) == status::ok);
     CHECK(svc.cancel(b));
     CHECK(svc.cancel(c));
+}
+
+TEST_CASE("timer: a timer pending on one service used with another: an assertion, not heap corruption") {
+    // The assertion aborts; under RealtimeSanitizer its report path may be stopped by RTSan first
+    // (exit code 43).
+    auto aborted = [](int rc) { return rc == 128 + SIGABRT || (RTDEFER_HAS_RTSAN && rc == 43); };
+    for (int op = 0; op < 3; ++op) {
+        CHECK(aborted(in_child([op] {
+            thread_ctx& self = attach_this_thread();
+            timer_service<> a(manual()), b(manual());
+            std::atomic<int> runs{0};
+            timer t, other;
+            (void)b.arm(other, clk::now() + 1h, count_cb, &runs);
+            (void)a.arm(t, clk::now() + 1h, count_cb, &runs);
+            if (op == 0)
+                (void)b.arm(t, clk::now(), count_cb, &runs);
+            else if (op == 1)
+                (void)b.cancel(t);
+            else
+                (void)b.cancel_sync(t, self);
+            ::_exit(0); // not aborted: skip the destructors (they would assert on the pending timers)
+            return 0;
+        })));
+    }
+    // After cancel_sync on its service, it may move to another.
+    thread_ctx& self = attach_this_thread();
+    timer_service<> a(manual()), b(manual());
+    std::atomic<int> runs{0};
+    timer t;
+    const auto t0 = clk::now();
+    REQUIRE(a.arm(t, t0 + 1h, count_cb, &runs) == status::ok);
+    CHECK(a.cancel_sync(t, self) == status::removed);
+    REQUIRE(b.arm(t, t0, count_cb, &runs) == status::ok);
+    CHECK(b.run_expired(t0, self) == 1);
+    CHECK(runs.load() == 1);
 }
 
 TEST_CASE("timer: cancel returns whether it was pending") {

@@ -36,6 +36,8 @@
 //   run_expired: one caller at a time per service (the expiry thread when it was started).
 //   two expirers whose callbacks cancel_sync each other's running timers deadlock (ABBA on their
 //     expiry locks), as timer_delete_sync() from two timer callbacks would in the kernel.
+//   a timer belongs to the service that armed it until cancel_sync there returned; using it with
+//     another service meanwhile is misuse (asserted while it is pending).
 //   freeing a timer: after cancel_sync returned anything but would_deadlock/timed_out/system_error,
 //     or when it was never armed. Never from its own callback (the expirer clears `handling` after
 //     the callback returns).
@@ -116,6 +118,7 @@ private:
     std::uint32_t seq_ = 0;          // bumped by every arm/cancel: a periodic re-arm needs it unchanged
     std::uint32_t cancelling_ = 0;   // cancel_sync calls in progress: arm() refused meanwhile
     std::uint64_t overruns_ = 0;
+    const void* service_ = nullptr;  // the service whose heap holds it (valid while heap_index_ < npos)
     expiry_item item_;               // handling: the expirer running the callback
 };
 using timer = basic_timer<>;
@@ -193,6 +196,7 @@ public:
         status result;
         bool wake;
         lock_q();
+        assert_not_foreign(t);
         if (t.cancelling_ != 0) {
             unlock_q();
             return status::not_accepting;
@@ -228,6 +232,7 @@ public:
     /// Progress: blocking on the queue's PI mutex for O(log n). Real-time safety: no allocation.
     [[nodiscard]] bool cancel(timer_type& t) noexcept RTDEFER_BLOCKING {
         lock_q();
+        assert_not_foreign(t);
         ++t.seq_;
         const bool was_queued = t.heap_index_ != timer_type::npos;
         if (was_queued)
@@ -258,6 +263,7 @@ public:
         bool dequeued = false;
         bool waited = false;
         lock_q();
+        assert_not_foreign(t);
         ++t.cancelling_;
         for (;;) {
             ++t.seq_;
@@ -373,6 +379,13 @@ private:
         const int rc = q_.unlock();
         if (RTDEFER_UNLIKELY(rc != 0))
             detail::expiry_lock_failed(rc);
+    }
+
+    // A timer pending on another service carries that heap's index: using it here would corrupt
+    // both heaps. (Racy read in exactly that misuse; fine otherwise: q_ of its service is ours.)
+    void assert_not_foreign(const timer_type& t) const noexcept RTDEFER_NONBLOCKING {
+        RTDEFER_ASSERT(t.heap_index_ == timer_type::npos || t.service_ == this,
+                       "timer is pending on another timer_service: cancel_sync it there first");
     }
 
     // One expiry pass: pop and run every timer due at `now` under self's expiry lock.
@@ -510,6 +523,7 @@ private:
     void place(std::size_t i, timer_type* t) noexcept RTDEFER_NONBLOCKING {
         heap_[i] = t;
         t->heap_index_ = i;
+        t->service_ = this;
     }
     void sift_up(std::size_t i) noexcept RTDEFER_NONBLOCKING {
         timer_type* t = heap_[i];

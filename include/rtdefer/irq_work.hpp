@@ -610,7 +610,9 @@ inline std::size_t irq_work_run(irq_work_domain& d) noexcept RTDEFER_NONBLOCKING
 /// worker thread, it first runs that worker's own lists (so waiting for an item queued behind us on
 /// our own CPU cannot deadlock) and re-checks every millisecond while it waits.
 /// Returns: ok (the caller may free the item); would_deadlock if called from the item's own callback
-/// (or from a hard callback that interrupted it), where waiting could never end; timed_out.
+/// (or from a hard callback that interrupted it), where waiting could never end, or from hard
+/// (interrupt) context while the item is busy: a signal handler must not wait (the kernel's
+/// irq_work_sync asserts interrupts are enabled); timed_out.
 /// Progress: blocking. Real-time safety: blocking (a futex wait); not for hard context.
 [[nodiscard]] inline status irq_work_sync_until(irq_work& w, std::chrono::steady_clock::time_point deadline) noexcept
     RTDEFER_BLOCKING {
@@ -622,6 +624,11 @@ inline std::size_t irq_work_run(irq_work_domain& d) noexcept RTDEFER_NONBLOCKING
     for (const detail::irq_work_run_frame* f = detail::irq_work_running_top(); f != nullptr; f = f->outer)
         if (f->item == &w)
             return status::would_deadlock;
+    // Hard context (a hard callback, or irq_work_run() in a signal handler) must not wait: the
+    // thread it interrupted may be the one that has to run the item (a worker runs its own lazy
+    // list), and helping here would run lazy callbacks, which may lock and free, in signal context.
+    if (in_interrupt())
+        return status::would_deadlock;
     thread_ctx* self = current_thread_ctx();
 
     detail::irq_work_cpu* own = detail::irq_work_worker_of(self); // non-null on a worker thread
@@ -635,8 +642,6 @@ inline std::size_t irq_work_run(irq_work_domain& d) noexcept RTDEFER_NONBLOCKING
             // Help: the awaited item may be queued on our own lists, which only we run.
             (void)detail::irq_work_run_lazy_list(*own, own->lazy);
             (void)detail::irq_work_run_lazy_list(*own, own->tick);
-            if (in_interrupt())
-                (void)detail::irq_work_run_hard_list(*own);
         }
         // (S4) seq_cst: the futex snapshot precedes the flag check.
         const std::uint32_t seq = b.seq.load(std::memory_order_seq_cst);
@@ -662,7 +667,7 @@ inline std::size_t irq_work_run(irq_work_domain& d) noexcept RTDEFER_NONBLOCKING
 }
 
 /// Effects: irq_work_sync_until() without a deadline (irq_work_sync).
-/// Returns: ok, or would_deadlock when called from the item's own callback.
+/// Returns: ok, or would_deadlock when called from the item's own callback or from hard context.
 /// Progress: blocking. Real-time safety: blocking; not for hard context.
 [[nodiscard]] inline status irq_work_sync(irq_work& w) noexcept RTDEFER_BLOCKING {
     return irq_work_sync_until(w, std::chrono::steady_clock::time_point::max());

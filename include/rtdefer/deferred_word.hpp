@@ -483,7 +483,9 @@ inline void ct_isolation_exit(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
     }
 }
 
+/// Effects: none (one relaxed load).
 /// Returns: whether `ctx` is inside an isolated section (a racy snapshot unless asked by the owner).
+/// Progress: wait-free. Real-time safety: no allocation, no lock, no syscall; async-signal-safe.
 [[nodiscard]] inline bool ct_isolated(const thread_ctx& ctx) noexcept RTDEFER_NONBLOCKING {
     // relaxed: a snapshot; decisions are made by the CAS in ct_set_work().
     return (ctx.ct.word.load(std::memory_order_relaxed) & detail::ct_disabled) == 0;
@@ -491,14 +493,16 @@ inline void ct_isolation_exit(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
 
 /// RAII isolated section: tries to enter on construction, exits (running deferred work) on
 /// destruction or exit(). Check entered(): a section refused with busy is not isolated.
+/// Every member: owner thread only; Progress and Real-time safety as ct_isolation_enter/_exit
+/// (the accessors are wait-free loads of a plain member).
 class isolated_section {
 public:
-    /// Effects: ct_isolation_enter(self). Real-time safety: as ct_isolation_enter.
+    /// Effects: ct_isolation_enter(self) (may run IPI work). Returns: see result().
     explicit isolated_section(thread_ctx& self) noexcept RTDEFER_NONBLOCKING
         : self_(&self), result_(ct_isolation_enter(self)) {}
     isolated_section(const isolated_section&) = delete;
     isolated_section& operator=(const isolated_section&) = delete;
-    /// Effects: exit() if still entered.
+    /// Effects: exit() if still entered (runs the deferred work).
     ~isolated_section() noexcept RTDEFER_NONBLOCKING { exit(); }
 
     /// Effects: leaves the section now (ct_isolation_exit) if it was entered and not yet left.

@@ -402,28 +402,18 @@ inline void irq_work_enqueue(const irq_work_domain& d, irq_work_cpu& pc, irq_wor
     }
 }
 
-/// The runs in progress on this thread, innermost first: a frame lives on the runner's stack for the
-/// duration of one callback. irq_work_sync() walks it to see that it is called from inside a run of
-/// the item it would wait for (directly, or from a hard callback that interrupted that run).
-/// Constant-initialised and trivially destructible, like detail::tls_ctx: a plain TLS load in the
-/// executable, no allocation, safe in the signal handler (which pushes and pops its own frames).
-struct irq_work_run_frame {
-    const irq_work* item;
-    const irq_work_run_frame* outer;
-};
-inline thread_local const irq_work_run_frame* irq_work_running = nullptr;
+/// Runs outside any worker: irq_work_run() and the domain destructor's drain. Those callers have
+/// no per-CPU stack of their own, so their frames go on a per-thread one. Constant-initialised and
+/// trivially destructible, like detail::tls_ctx: a plain TLS access in an executable, no allocation.
+/// The worker's loops and its interrupt hook never touch it (they push on irq_work_cpu::running).
+inline thread_local irq_work_run_stack irq_work_thread_runs;
 
 // -Wfunction-effects rejects every thread_local access in nonblocking code, because a dynamically
 // initialised one may allocate on first use; this one is constant-initialised (as tls_ctx, which
-// thread.hpp trusts the same way), so its accesses are trusted here, once.
-inline const irq_work_run_frame* irq_work_running_top() noexcept RTDEFER_NONBLOCKING {
+// thread.hpp trusts the same way), so its access is trusted here, once.
+inline irq_work_run_stack& irq_work_thread_stack() noexcept RTDEFER_NONBLOCKING {
     RTDEFER_IRQ_WORK_TRUST_BEGIN
-    return irq_work_running;
-    RTDEFER_IRQ_WORK_TRUST_END
-}
-inline void irq_work_running_set(const irq_work_run_frame* f) noexcept RTDEFER_NONBLOCKING {
-    RTDEFER_IRQ_WORK_TRUST_BEGIN
-    irq_work_running = f;
+    return irq_work_thread_runs;
     RTDEFER_IRQ_WORK_TRUST_END
 }
 
@@ -461,25 +451,27 @@ inline void irq_work_single_end(irq_work& w) noexcept RTDEFER_NONBLOCKING {
         irq_work_wake_syncers(addr);
 }
 
-/// Runs one hard item (in interrupt context or irq_work_run()).
-inline void irq_work_single_hard(irq_work& w) noexcept RTDEFER_NONBLOCKING {
+/// Runs one hard item (in interrupt context or irq_work_run()), its frame pushed on `runs`.
+inline void irq_work_single_hard(irq_work& w, irq_work_run_stack& runs) noexcept RTDEFER_NONBLOCKING {
     irq_work_single_begin(w);
-    const irq_work_run_frame frame{&w, irq_work_running_top()};
-    irq_work_running_set(&frame); // the call below is opaque: the store is done before func runs
+    // relaxed: see irq_work_run_stack (one thread; the call below is opaque, so the push is done).
+    const irq_work_run_frame frame{&w, runs.top.load(std::memory_order_relaxed)};
+    runs.top.store(&frame, std::memory_order_relaxed);
     RTDEFER_IRQ_WORK_TRUST_BEGIN
     w.func(w);
     RTDEFER_IRQ_WORK_TRUST_END
-    irq_work_running_set(frame.outer);
+    runs.top.store(frame.outer, std::memory_order_relaxed); // relaxed: as above
     irq_work_single_end(w);
 }
 
 /// Runs one lazy item in the worker. Deliberately not nonblocking: lazy callbacks may lock and free.
-inline void irq_work_single_lazy(irq_work& w) noexcept {
+inline void irq_work_single_lazy(irq_work& w, irq_work_run_stack& runs) noexcept {
     irq_work_single_begin(w);
-    const irq_work_run_frame frame{&w, irq_work_running_top()};
-    irq_work_running_set(&frame);
+    // relaxed: as in irq_work_single_hard.
+    const irq_work_run_frame frame{&w, runs.top.load(std::memory_order_relaxed)};
+    runs.top.store(&frame, std::memory_order_relaxed);
     w.func(w);
-    irq_work_running_set(frame.outer);
+    runs.top.store(frame.outer, std::memory_order_relaxed);
     irq_work_single_end(w);
 }
 
@@ -487,15 +479,16 @@ inline irq_work& irq_work_of(llist_node* n) noexcept RTDEFER_NONBLOCKING {
     return *llist_entry<irq_work, &irq_work::node>(n);
 }
 
-/// irq_work_run_list for the raised list. Returns: callbacks run. Async-signal-safe.
-inline std::size_t irq_work_run_hard_list(irq_work_cpu& pc) noexcept RTDEFER_NONBLOCKING {
+/// irq_work_run_list for the raised list; frames go on `runs` (the calling thread's stack).
+/// Returns: callbacks run. Async-signal-safe.
+inline std::size_t irq_work_run_hard_list(irq_work_cpu& pc, irq_work_run_stack& runs) noexcept RTDEFER_NONBLOCKING {
     // del_all (acquire, pairs with the adds' release (2)); FIFO order per CPU (the kernel runs the
     // chain newest-first; oldest-first costs one pass and is what users expect).
     llist_node* n = llist_reverse_order(pc.raised.del_all());
     std::size_t count = 0;
     while (n != nullptr) {
         llist_node* next = n->next; // read before the callback: it may re-queue the item
-        irq_work_single_hard(irq_work_of(n));
+        irq_work_single_hard(irq_work_of(n), runs);
         n = next;
         ++count;
     }
@@ -504,13 +497,14 @@ inline std::size_t irq_work_run_hard_list(irq_work_cpu& pc) noexcept RTDEFER_NON
     return count;
 }
 
-/// irq_work_run_list for the lazy and tick lists, in the worker. Returns: callbacks run.
-inline std::size_t irq_work_run_lazy_list(irq_work_cpu& pc, llist_head& list) noexcept {
+/// irq_work_run_list for the lazy and tick lists, in the worker (or the destructor's drain); frames
+/// go on `runs`. Returns: callbacks run.
+inline std::size_t irq_work_run_lazy_list(irq_work_cpu& pc, llist_head& list, irq_work_run_stack& runs) noexcept {
     llist_node* n = llist_reverse_order(list.del_all());
     std::size_t count = 0;
     while (n != nullptr) {
         llist_node* next = n->next;
-        irq_work_single_lazy(irq_work_of(n));
+        irq_work_single_lazy(irq_work_of(n), runs);
         n = next;
         ++count;
     }
@@ -523,7 +517,7 @@ inline std::size_t irq_work_run_lazy_list(irq_work_cpu& pc, llist_head& list) no
 /// Every interrupt signal calls every hook, so the miss case (not a worker) is one short scan.
 inline void irq_work_interrupt(thread_ctx* self) noexcept RTDEFER_NONBLOCKING {
     if (irq_work_cpu* pc = irq_work_worker_of(self))
-        (void)irq_work_run_hard_list(*pc);
+        (void)irq_work_run_hard_list(*pc, pc->running); // we are pc's worker thread
 }
 
 } // namespace detail
@@ -579,7 +573,8 @@ inline void irq_work_interrupt(thread_ctx* self) noexcept RTDEFER_NONBLOCKING {
 /// no lock in the library; async-signal-safe if the callbacks are.
 inline std::size_t irq_work_run(irq_work_domain& d) noexcept RTDEFER_NONBLOCKING {
     detail::irq_work_cpu& pc = detail::irq_work_access::local_slot(d, detail::current_cpu());
-    const std::size_t n = detail::irq_work_run_hard_list(pc);
+    // Not necessarily pc's worker: frames go on this thread's own stack (one TLS access per call).
+    const std::size_t n = detail::irq_work_run_hard_list(pc, detail::irq_work_thread_stack());
     if (!pc.lazy.empty())
         (void)unpark(*pc.worker);
     return n;
@@ -621,17 +616,24 @@ inline std::size_t irq_work_run(irq_work_domain& d) noexcept RTDEFER_NONBLOCKING
         return status::ok;
     // Called from inside a run of `w` on this thread (its callback, or a hard callback that
     // interrupted it)? That run cannot finish while we wait: refuse instead of hanging.
-    for (const detail::irq_work_run_frame* f = detail::irq_work_running_top(); f != nullptr; f = f->outer)
-        if (f->item == &w)
-            return status::would_deadlock;
+    // A worker's runs are on its per-CPU stack; irq_work_run()'s and teardown's on the thread's.
+    thread_ctx* self = current_thread_ctx();
+    detail::irq_work_cpu* own = detail::irq_work_worker_of(self); // non-null on a worker thread
+    for (const detail::irq_work_run_stack* runs : {own != nullptr ? &own->running : nullptr,
+                                                   &detail::irq_work_thread_stack()}) {
+        if (runs == nullptr)
+            continue;
+        // relaxed: our own thread's stack (see irq_work_run_stack).
+        for (const detail::irq_work_run_frame* f = runs->top.load(std::memory_order_relaxed); f != nullptr;
+             f = f->outer)
+            if (f->item == &w)
+                return status::would_deadlock;
+    }
     // Hard context (a hard callback, or irq_work_run() in a signal handler) must not wait: the
     // thread it interrupted may be the one that has to run the item (a worker runs its own lazy
     // list), and helping here would run lazy callbacks, which may lock and free, in signal context.
     if (in_interrupt())
         return status::would_deadlock;
-    thread_ctx* self = current_thread_ctx();
-
-    detail::irq_work_cpu* own = detail::irq_work_worker_of(self); // non-null on a worker thread
     const auto addr = reinterpret_cast<std::uintptr_t>(&w);
     detail::irq_work_wait_bucket& b = detail::irq_work_bucket_of(addr);
     // (S3) seq_cst: registration before the flag check (S5); see irq_work_wake_syncers.
@@ -640,8 +642,8 @@ inline std::size_t irq_work_run(irq_work_domain& d) noexcept RTDEFER_NONBLOCKING
     for (;;) {
         if (own != nullptr) {
             // Help: the awaited item may be queued on our own lists, which only we run.
-            (void)detail::irq_work_run_lazy_list(*own, own->lazy);
-            (void)detail::irq_work_run_lazy_list(*own, own->tick);
+            (void)detail::irq_work_run_lazy_list(*own, own->lazy, own->running);
+            (void)detail::irq_work_run_lazy_list(*own, own->tick, own->running);
         }
         // (S4) seq_cst: the futex snapshot precedes the flag check.
         const std::uint32_t seq = b.seq.load(std::memory_order_seq_cst);
@@ -765,7 +767,7 @@ inline void irq_work_domain::worker_main(thread_ctx& self, detail::irq_work_cpu&
     std::uint32_t idle_ticks = 0;
     bool tick_stopped = false; // mirrors pc.tick_stopped (only this thread writes it)
     for (;;) {
-        (void)detail::irq_work_run_lazy_list(pc, pc.lazy);
+        (void)detail::irq_work_run_lazy_list(pc, pc.lazy, pc.running);
         if (tick_on_) {
             const clock::time_point now = clock::now();
             if (tick_stopped) {
@@ -780,7 +782,7 @@ inline void irq_work_domain::worker_main(thread_ctx& self, detail::irq_work_cpu&
                     next_tick = now + tick_;
                 }
             } else if (now >= next_tick) {
-                if (detail::irq_work_run_lazy_list(pc, pc.tick) != 0) {
+                if (detail::irq_work_run_lazy_list(pc, pc.tick, pc.running) != 0) {
                     pc.ticks.fetch_add(1, std::memory_order_relaxed); // relaxed: statistics
                     idle_ticks = 0;
                 } else {
@@ -805,7 +807,7 @@ inline void irq_work_domain::worker_main(thread_ctx& self, detail::irq_work_cpu&
         // Safety net for a refused IPI (irq_work_raise_hard unparks us instead): interrupt ourselves,
         // so hard items still run in interrupt context. The signal is delivered before tgkill returns.
         if (RTDEFER_UNLIKELY(!pc.raised.empty()) && send_ipi(self) != status::ok)
-            (void)detail::irq_work_run_hard_list(pc);
+            (void)detail::irq_work_run_hard_list(pc, pc.running);
         // (D2) acquire: pairs with release (D1) in stop_workers().
         if (stop_.load(std::memory_order_acquire))
             break;
@@ -818,9 +820,9 @@ inline void irq_work_domain::worker_main(thread_ctx& self, detail::irq_work_cpu&
     // Teardown: run what is queued here, hard items in interrupt context like always.
     while (!pc.raised.empty() || !pc.lazy.empty() || !pc.tick.empty()) {
         if (!pc.raised.empty() && send_ipi(self) != status::ok)
-            (void)detail::irq_work_run_hard_list(pc);
-        (void)detail::irq_work_run_lazy_list(pc, pc.lazy);
-        (void)detail::irq_work_run_lazy_list(pc, pc.tick);
+            (void)detail::irq_work_run_hard_list(pc, pc.running);
+        (void)detail::irq_work_run_lazy_list(pc, pc.lazy, pc.running);
+        (void)detail::irq_work_run_lazy_list(pc, pc.tick, pc.running);
     }
     detail::irq_work_unregister_worker(self);
 }
@@ -838,13 +840,14 @@ inline irq_work_domain::~irq_work_domain() {
     stop_workers();
     // A callback drained on one worker may have queued to a CPU whose worker had already left: run
     // those here (hard items included: they are async-signal-safe, so thread context is fine too).
+    detail::irq_work_run_stack& runs = detail::irq_work_thread_stack(); // not a worker: our own
     for (bool more = true; more;) {
         more = false;
         for (std::size_t i = 0; i < n_; ++i) {
             detail::irq_work_cpu& pc = pcpu_[i];
-            more |= detail::irq_work_run_hard_list(pc) != 0;
-            more |= detail::irq_work_run_lazy_list(pc, pc.lazy) != 0;
-            more |= detail::irq_work_run_lazy_list(pc, pc.tick) != 0;
+            more |= detail::irq_work_run_hard_list(pc, runs) != 0;
+            more |= detail::irq_work_run_lazy_list(pc, pc.lazy, runs) != 0;
+            more |= detail::irq_work_run_lazy_list(pc, pc.tick, runs) != 0;
         }
     }
 }

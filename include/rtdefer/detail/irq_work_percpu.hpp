@@ -27,8 +27,25 @@
 namespace rtdefer {
 
 struct thread_ctx;
+struct irq_work;
 
 namespace detail {
+
+/// One run in progress: lives on the runner's stack for the duration of one callback.
+struct irq_work_run_frame {
+    const irq_work* item;
+    const irq_work_run_frame* outer;
+};
+
+/// The runs in progress on one thread, innermost first: irq_work_sync() walks it to see that it is
+/// called from inside a run of the item it would wait for (directly, or from a hard callback that
+/// interrupted that run). Written only by its thread and that thread's signal handler, which pushes
+/// and pops its own frames (LIFO) and so leaves `top` as it found it.
+struct irq_work_run_stack {
+    // relaxed everywhere: one thread and its own signal handler; the callback between push and pop
+    // is an opaque call, so the push is done before it runs.
+    std::atomic<const irq_work_run_frame*> top{nullptr};
+};
 
 /// One CPU of an irq_work_domain: the kernel's per-CPU raised_list / lazy_list, plus a tick list that
 /// the kernel does not have (see irq_work.hpp: a non-LAZY item queued behind a LAZY one must still
@@ -44,6 +61,10 @@ struct irq_work_cpu {
     thread_ctx* worker = nullptr;
     pid_t worker_tid = 0;
     int cpu = -1;
+
+    /// The worker thread's runs in progress: every run on the worker (its lists, the interrupt
+    /// hook's hard list, irq_work_sync's helping) pushes here, so the hot loops need no TLS.
+    irq_work_run_stack running;
 
     /// Startup handshake: 0 starting, 1 running, 2 failed (no registry slot). Futex-style wait.
     std::atomic<std::uint32_t> started{0};

@@ -162,6 +162,10 @@ TEST_CASE("irq_work stress: every successful claim runs exactly once; syncs and 
                 if ((i & 1023) == 0)
                     std::this_thread::yield();
             }
+            // Stay alive until some signal-context producer has run: at low stress scales on a loaded
+            // machine all producers could otherwise finish before the signaller's first tgkill.
+            while (st.handler_calls.load(std::memory_order_relaxed) == 0)
+                std::this_thread::yield();
             producer_claims.fetch_add(mine, std::memory_order_relaxed);
         });
     }

@@ -16,6 +16,8 @@
  *              (sigreturn) a signal that is still pending is delivered before the target moves.
  *   foreign    with FOREIGN > 0 only (deferred_word_foreign_flawed.pml): another user of the same
  *              signal; its interrupts run the hook too.
+ *   exit       with THREAD_EXIT only (deferred_word_exit_ok.pml): the target's exit hook races the
+ *              senders, inside or outside its last section.
  *   run_local  the owner's run: running=1, run, drain I until empty, running=0, drain once more.
  *
  * Checked (assertions, ghost counters):
@@ -31,10 +33,14 @@
 #ifndef FOREIGN
 #define FOREIGN 0       /* foreign interrupts (other users of the signal); see *_foreign_flawed.pml */
 #endif
+#ifndef THREAD_EXIT
+#define THREAD_EXIT 0   /* the target exits (exit hook) racing the senders; see *_exit_ok.pml */
+#endif
 #ifndef CHECK_QUIET
 #define CHECK_QUIET 1   /* assert that no deferred_word signal starts inside a section */
 #endif
 
+#define EXD   64        /* EXITED (bit 30) */
 #define DIS   32
 #define INF   16
 #define IMASK 12
@@ -101,14 +107,16 @@ proctype sender(byte b) {
   :: atomic {                                 /* (D1) CAS on the whole word */
        if
        :: (expected & DIS) == 0 -> desired = expected | b
-       :: else -> desired = expected | (b * 4) | INF
+       :: (expected & EXD) != 0 -> done = 1                     /* returns exited: no request */
+       :: (expected & (DIS | EXD)) == DIS -> desired = expected | (b * 4) | INF
        fi;
        if
-       :: W == expected ->
+       :: done -> skip
+       :: !done && W == expected ->
           W = desired; done = 1; desired = 0;
           sendsig = ((expected & DIS) != 0 && (expected & INF) == 0);
           req[b - 1]++
-       :: else -> expected = W
+       :: !done && W != expected -> expected = W
        fi
      };
      if
@@ -185,7 +193,9 @@ active proctype target() {
   do
   :: r <= ROUNDS ->
      if
-     :: r == ROUNDS -> atomic { !in_handler && senders_done == NS && sig == 0 && fsig == 0 -> skip }
+     :: r == ROUNDS && THREAD_EXIT -> goto texit
+     :: r == ROUNDS && !THREAD_EXIT ->
+        atomic { !in_handler && senders_done == NS && sig == 0 && fsig == 0 -> skip }
      :: else -> skip
      fi;
      /* ct_isolation_enter */
@@ -217,6 +227,7 @@ active proctype target() {
         fi
      od;
      if
+     :: entered && THREAD_EXIT && r == ROUNDS - 1 -> goto texit  /* thread exit inside the section */
      :: entered ->
         /* ct_isolation_exit: (D3) exchange(DIS) */
         atomic { !in_handler -> got = W & SMASK; assert((W & ~SMASK) == 0); W = DIS; isolated = 0; take(got) };
@@ -234,7 +245,26 @@ active proctype target() {
     assert(W == DIS);
     assert(req[0] == 0 && req[1] == 0);
     final = 1
-  }
+  };
+  goto tend;
+texit:
+  /* ct_thread_exit: (D7) exchange(DIS|EXITED), run what it took (S if isolated, and I). Senders
+     race it; a signal still coming finds nothing (or the thread gone). */
+  atomic { !in_handler ->
+    got = ((W & DIS) -> 0 : (W & SMASK)) | ((W & IMASK) / 4);
+    W = DIS | EXD; isolated = 0; take(got) };
+  if
+  :: got != 0 -> run_local(!in_handler, got)
+  :: else -> skip
+  fi;
+  atomic {
+    !in_handler && senders_done == NS && sig == 0 && fsig == 0 ->
+    assert(W == (DIS | EXD));
+    assert(req[0] == 0 && req[1] == 0);
+    final = 1
+  };
+tend:
+  skip
 }
 
 init {

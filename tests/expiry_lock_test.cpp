@@ -1,5 +1,6 @@
 // Unit tests for rtdefer/expiry_lock.hpp: the PI expiry lock, `handling`, wait_running with each wait
 // policy, would_deadlock, the drop-and-retake between callbacks, and expirer exit vs waiters.
+#include <rtdefer/detail/syscall.hpp>
 #include <rtdefer/expiry_lock.hpp>
 
 #include "test_util.hpp"
@@ -28,6 +29,31 @@ bool eventually(Pred pred, std::chrono::milliseconds limit = 10s) {
     }
     return true;
 }
+
+// An Atom whose acquire load can be told to stop right after loading, until released: a reader
+// preempted inside wait_running's grace-period section (between reading handling and taking its
+// thread_ref), on demand.
+template <class T>
+struct pausing_atomic : std::atomic<T> {
+    using std::atomic<T>::atomic;
+    mutable std::atomic<bool> armed{false}, paused{false}, resume{false};
+    // Nonblocking unless armed (wait_for_expirer's nonblocking poll calls it, never armed): the
+    // deliberate pause is exempted from -Wfunction-effects and RealtimeSanitizer.
+    T load(std::memory_order o) const noexcept RTDEFER_NONBLOCKING {
+        const T v = std::atomic<T>::load(o);
+        if (o == std::memory_order_acquire && armed.exchange(false)) {
+            RTDEFER_EFFECTS_TRUST_BEGIN
+            [[maybe_unused]] detail::rtsan_trust trust;
+            pause();
+            RTDEFER_EFFECTS_TRUST_END
+        }
+        return v;
+    }
+    void pause() const noexcept {
+        paused.store(true);
+        (void)eventually([&] { return resume.load(); }, 60s);
+    }
+};
 
 // Wraps a wait policy and counts entries into its wait(): wait() is called only after the caller
 // saw the callback running, so an expirer that holds its callback until then makes `waited` certain
@@ -250,6 +276,59 @@ TEST_CASE("wait_running: expirers that exit while waiters read handling (ctx lif
     CHECK(bad.load(std::memory_order_relaxed) == 0);
     CHECK(waits.load(std::memory_order_relaxed) > 0);
     CHECK(wait_running(item, self) == status::idle);
+}
+
+TEST_CASE("expiry exit: both grace slots are drained even when another exiter flips the epoch in between") {
+    // Deterministic replay of two expirers exiting at once: the exit of E waits on the slot of a
+    // blocker reader B; another exiter's flip (done here by hand) lands between E's two flips, so
+    // the second flip returns the parity of the first. E must still wait for reader R, which sits
+    // in the other slot holding handling == E without a reference yet; before the fix E drained
+    // slot B twice, finished exiting while R was mid-section, and R's thread_ref would then be
+    // taken on a freed ctx (here a reference held by the test keeps it allocated).
+    auto& g = detail::grace();
+    basic_expiry_item<pausing_atomic> item, blocker_item;
+    std::atomic<thread_ctx*> e_ctx{nullptr};
+    std::atomic<bool> clear_now{false};
+    const std::uint32_t e0 = g.epoch.load();
+
+    std::thread expirer([&] {
+        thread_ctx& e = attach_this_thread();
+        {
+            expiry_pass pass(e);
+            pass.mark(item);
+            e_ctx.store(&e, std::memory_order_release);
+            (void)eventually([&] { return clear_now.load(); }, 60s);
+            pass.clear(item);
+        }
+        // thread exit: expiry_lock_exit runs here
+    });
+    REQUIRE(eventually([&] { return e_ctx.load(std::memory_order_acquire) != nullptr; }));
+    thread_ref keep(*e_ctx.load(std::memory_order_acquire)); // E is mid-pass: alive
+
+    // B: a reader in slot(e0), stopped inside its section.
+    blocker_item.handling.armed.store(true);
+    status b_result = status::ok;
+    std::thread blocker([&] { b_result = wait_running(blocker_item, attach_this_thread()); });
+    REQUIRE(eventually([&] { return blocker_item.handling.paused.load(); }));
+    g.epoch.fetch_add(1); // R reads e0 + 1: the other slot
+    item.handling.armed.store(true);
+    status r_result = status::ok;
+    std::thread reader([&] { r_result = wait_running(item, attach_this_thread()); });
+    REQUIRE(eventually([&] { return item.handling.paused.load(); })); // holds handling == E, no ref yet
+    g.epoch.fetch_add(1); // E's first flip will return e0 + 2: slot(e0), B's
+    clear_now.store(true);
+    REQUIRE(eventually([&] { return g.epoch.load() == e0 + 3; })); // E flipped, and waits on B
+    g.epoch.fetch_add(1); // the other exiter's flip: E's second flip returns e0 + 4, B's parity again
+    blocker_item.handling.resume.store(true);
+    blocker.join();
+    // E must not finish exiting while R is inside its section.
+    CHECK_FALSE(eventually([&] { return keep->exited(); }, 500ms));
+    item.handling.resume.store(true);
+    reader.join();
+    expirer.join();
+    CHECK(keep->exited());
+    CHECK(b_result == status::idle);
+    CHECK(r_result == status::waited); // it saw E handling the item and took its reference safely
 }
 
 } // TEST_SUITE

@@ -180,11 +180,16 @@ inline void expiry_lock_exit(thread_ctx& self) noexcept {
     auto& g = grace();
     // (G3) seq_cst fence: pairs with (G1). Our clears (2) of every handling are sequenced before it.
     full_fence();
-    for (int round = 0; round < 2; ++round) {
-        // relaxed: the flip only steers new readers; correctness comes from waiting on both slots.
-        const std::uint32_t old = g.epoch.fetch_add(1, std::memory_order_relaxed);
+    // relaxed: the flips only steer new readers away from the slot we drain; correctness comes from
+    // seeing each of the two slots empty once after (G3). Drain slot(first), then slot(first + 1):
+    // explicitly both parities, because another exiting expirer may flip the epoch between our two
+    // flips (the value our second flip returns can have the parity of the first).
+    const std::uint32_t first = g.epoch.fetch_add(1, std::memory_order_relaxed);
+    for (std::uint32_t k = 0; k < 2; ++k) {
+        if (k == 1)
+            (void)g.epoch.fetch_add(1, std::memory_order_relaxed); // relaxed: as above
         // (G4) acquire: pairs with (G2): a drained slot means those readers' refs are taken.
-        while (g.slot(old).load(std::memory_order_acquire) != 0)
+        while (g.slot(first + k).load(std::memory_order_acquire) != 0)
             sleep_for_ns(20'000);
     }
 }

@@ -110,6 +110,7 @@ struct basic_expiry_item {
     Atom<thread_ctx*> handling{nullptr};
 
     /// Returns: whether a callback for this item is running right now (a racy peek).
+    /// Progress: wait-free. Real-time safety: one relaxed load; async-signal-safe.
     [[nodiscard]] bool running() const noexcept RTDEFER_NONBLOCKING {
         // relaxed: a snapshot for diagnostics; decisions use wait_running() or the owner's lock.
         return handling.load(std::memory_order_relaxed) != nullptr;
@@ -222,7 +223,8 @@ inline void expiry_lock_acquire(thread_ctx& self) noexcept RTDEFER_BLOCKING {
 }
 
 /// Effects: releases the calling thread's expiry lock (end of the pass). Every item it marked must
-/// be cleared first. Progress: bounded (a contended PI unlock is one futex syscall).
+/// be cleared first. Returns: nothing. Progress: bounded (a contended PI unlock is one futex
+/// syscall). Real-time safety: PI mutex unlock; no allocation.
 inline void expiry_lock_release(thread_ctx& self) noexcept RTDEFER_BLOCKING {
     RTDEFER_ASSERT(self.expiry.held, "expiry lock released but not held");
     self.expiry.held = false;
@@ -276,14 +278,18 @@ class expiry_pass {
 public:
     /// Effects: expiry_lock_acquire(self). Progress: blocking (PI mutex).
     explicit expiry_pass(thread_ctx& self) noexcept RTDEFER_BLOCKING : self_(self) { expiry_lock_acquire(self_); }
+    /// Effects: expiry_lock_release(self): every marked item must have been cleared.
     ~expiry_pass() { expiry_lock_release(self_); }
     expiry_pass(const expiry_pass&) = delete;
     expiry_pass& operator=(const expiry_pass&) = delete;
 
+    /// Effects, returns, progress, real-time safety: as expiry_mark_handling(item, self()).
     template <template <class> class Atom>
     void mark(basic_expiry_item<Atom>& item) noexcept RTDEFER_NONBLOCKING { expiry_mark_handling(item, self_); }
+    /// As expiry_clear_handling(item): the expirer's last access to `item`.
     template <template <class> class Atom>
     void clear(basic_expiry_item<Atom>& item) noexcept RTDEFER_NONBLOCKING { expiry_clear_handling(item); }
+    /// As expiry_sync_wait_running(self()): between callbacks, with no item marked.
     bool sync_wait_running() noexcept RTDEFER_BLOCKING { return expiry_sync_wait_running(self_); }
     thread_ctx& self() const noexcept { return self_; }
 

@@ -97,11 +97,13 @@ public:
     [[nodiscard]] bool running() const noexcept RTDEFER_NONBLOCKING { return item_.running(); }
     /// Returns: the deadline of the current/last expiry. Stable inside the callback (or when idle)
     /// unless another thread re-arms the timer meanwhile (then read it under your own lock).
+    /// Progress: wait-free. Real-time safety: a plain load.
     [[nodiscard]] time_point expires() const noexcept RTDEFER_NONBLOCKING { return expires_; }
     /// Returns: inside a periodic callback, how many periods were skipped because the expirer was
-    /// late (the kernel's it_overrun). Stable inside the callback.
+    /// late (the kernel's it_overrun). Stable inside the callback. Progress: wait-free (a plain load).
     [[nodiscard]] std::uint64_t overruns() const noexcept RTDEFER_NONBLOCKING { return overruns_; }
-    /// Returns: the expiry item (its `handling` names the expirer while the callback runs).
+    /// Returns: the expiry item (its `handling` names the expirer while the callback runs), for
+    /// wait_running(t.expiry(), self). Progress: wait-free. Real-time safety: no access at all.
     [[nodiscard]] const expiry_item& expiry() const noexcept RTDEFER_NONBLOCKING { return item_; }
 
 private:
@@ -161,9 +163,11 @@ public:
         }
     }
 
-    /// Effects: stops and joins the expiry thread, then unlinks every still-armed timer (they become
-    /// idle; their callbacks never run). No callback may be running on another thread (a manual
-    /// run_expired must have returned). Real-time safety: teardown path.
+    /// Effects: stops and joins the expiry thread (a pass in progress finishes first; its callbacks
+    /// may still arm timers), then unlinks every still-armed timer (they become idle and may be
+    /// freed; their callbacks never run). No other thread may be using the service (a manual
+    /// run_expired must have returned, no arm/cancel/cancel_sync in flight).
+    /// Progress: blocking (join). Real-time safety: teardown path.
     ~timer_service() {
         // (S1) release: pairs with acquire (S2) in the expiry thread's loop.
         stop_.store(true, std::memory_order_release);
@@ -351,6 +355,7 @@ public:
         unlock_q();
         return n;
     }
+    /// Returns: the maximum number of armed timers (timer_service_options::capacity). Wait-free.
     [[nodiscard]] std::size_t capacity() const noexcept { return heap_.size(); }
     /// Returns: the number of periodic re-arms dropped because the heap was full (0 normally).
     /// Progress: wait-free. Real-time safety: one relaxed load.
@@ -367,6 +372,7 @@ public:
     }
     /// Returns: whether the queue lock and expiry locks use priority inheritance here. Wait-free.
     [[nodiscard]] bool priority_inheritance() const noexcept { return q_.priority_inheritance(); }
+    /// Returns: the wait policy cancel_sync uses. Wait-free.
     [[nodiscard]] const WaitPolicy& policy() const noexcept { return policy_; }
 
 private:

@@ -417,7 +417,7 @@ template <class Policy = pi_block, template <class> class Atom = std::atomic>
     thread_ref expirer = detail::handling_ref(item);
     if (!expirer)
         return status::idle;
-    if (&*expirer == &self) // (not .get(): a non-const thread_ref resolves to its private get())
+    if (expirer.get() == &self)
         return status::would_deadlock;
     return detail::wait_for_expirer(item, *expirer, policy);
 }

@@ -115,6 +115,8 @@ struct irq_work;
 
 /// Callback type. Hard callbacks must be async-signal-safe and nonblocking; others may lock and free
 /// (but not free their own item). An exception escaping a callback terminates (noexcept).
+/// A hard item interrupts whatever its worker runs, and the interrupt signal has no SA_RESTART: a
+/// blocking syscall in a normal/LAZY callback may return EINTR (retry it) or sleep shorter.
 using irq_work_func = void (*)(irq_work&) noexcept;
 
 /// A work item: caller-owned, intrusive, reusable. Standard-layout so the lists can use llist_entry.

@@ -203,6 +203,33 @@ TEST_CASE("irq_work: local queue lands on the caller's CPU") {
     }
 }
 
+TEST_CASE("irq_work: a local queue from a CPU the domain does not serve runs on a served worker") {
+    // Affinity or cpusets may change after construction, or a CPU come online: sched_getcpu() then
+    // names a CPU without a worker (possibly beyond the domain's CPU map).
+    std::vector<int> all;
+    {
+        irq_work_domain probe(no_tick());
+        all = probe.cpus();
+    }
+    if (all.size() < 2) {
+        rtdefer_test::skip_test("needs two CPUs");
+        return;
+    }
+    irq_work_domain_options o = no_tick();
+    o.cpus = {all.front()};
+    irq_work_domain d(o);
+    REQUIRE_FALSE(d.serves(all.back()));
+    pin_to pin(all.back());
+    for (irq_work_kind kind : {irq_work_kind::normal, irq_work_kind::lazy, irq_work_kind::hard}) {
+        CAPTURE(static_cast<int>(kind));
+        std::atomic<thread_ctx*> ran_by{nullptr};
+        irq_work_fn w{[&] { ran_by.store(current_thread_ctx(), std::memory_order_relaxed); }, kind};
+        REQUIRE(irq_work_queue(d, w));
+        REQUIRE(irq_work_sync(w) == status::ok);
+        CHECK(ran_by.load() == &d.worker(all.front()));
+    }
+}
+
 TEST_CASE("irq_work: hard items run in interrupt (signal) context on the worker") {
     irq_work_domain d(no_tick());
     const int cpu = d.cpus().back();

@@ -141,7 +141,8 @@ static_assert(std::is_standard_layout_v<irq_work>, "llist_entry needs a standard
 [[nodiscard]] constexpr irq_work irq_work_init_hard(irq_work_func f) noexcept { return irq_work{f, irq_work_kind::hard}; }
 
 /// Effects: (re)initialises a free item with a new callback and kind (init_irq_work).
-/// Precondition: the item is not busy (asserted). Setup path.
+/// Precondition: the item is not busy (asserted). Progress: wait-free.
+/// Real-time safety: two stores, no allocation; not for an item another thread may queue meanwhile.
 inline void init_irq_work(irq_work& w, irq_work_func f, irq_work_kind kind = irq_work_kind::normal) noexcept {
     // acquire: pairs with the runner's release (4): its accesses are done before we overwrite func.
     RTDEFER_ASSERT((w.flags.load(std::memory_order_acquire) & irq_work_flags::busy) == 0,
@@ -154,6 +155,8 @@ inline void init_irq_work(irq_work& w, irq_work_func f, irq_work_kind kind = irq
 /// An item that stores its callable inline (no allocation): `irq_work_fn w{[&]{ ... }};` or with a
 /// kind: `irq_work_fn w{f, irq_work_kind::lazy};`. The callable is invoked as f(item) if it accepts
 /// the item, else as f(). Not copyable or movable (it may be on a list).
+/// Effects (constructor): moves `f` into the item. Progress: as F's move. Real-time safety: no
+/// allocation by the library (F's move may allocate, e.g. std::function's).
 template <class F> class irq_work_fn : public irq_work {
 public:
     explicit irq_work_fn(F f, irq_work_kind kind = irq_work_kind::normal) noexcept(
@@ -274,9 +277,11 @@ public:
     irq_work_domain(const irq_work_domain&) = delete;
     irq_work_domain& operator=(const irq_work_domain&) = delete;
 
+    // The accessors below are wait-free, allocate nothing and make no syscall.
     /// Returns: the CPUs this domain serves, in ascending order.
     [[nodiscard]] const std::vector<int>& cpus() const noexcept { return cpus_; }
-    /// Returns: whether `cpu` has a worker in this domain.
+    /// Returns: whether `cpu` has a worker in this domain (check before irq_work_queue_on() when the
+    /// CPU comes from outside, e.g. another thread's sched_getcpu(): an unserved CPU is asserted).
     [[nodiscard]] bool serves(int cpu) const noexcept RTDEFER_NONBLOCKING { return slot_of(cpu) != nullptr; }
     /// Returns: the worker of `cpu` (precondition: serves(cpu)).
     [[nodiscard]] thread_ctx& worker(int cpu) const noexcept;
@@ -551,7 +556,9 @@ inline void irq_work_interrupt(thread_ctx* self) noexcept RTDEFER_NONBLOCKING {
 
 /// Effects: as irq_work_queue_on() for the calling thread's CPU (sched_getcpu through rseq/vDSO, no
 /// syscall). Without preempt_disable() in userspace, a thread migrating right after the CPU lookup
-/// queues to the CPU it just left; the item then runs there, as with irq_work_queue_on().
+/// queues to the CPU it just left; the item then runs there, as with irq_work_queue_on(). A CPU the
+/// domain does not serve (affinity or cpuset changed since construction, a CPU brought online later)
+/// falls back to a served one: a local queue always lands on a list that some worker runs.
 /// Returns, Progress, Real-time safety: as irq_work_queue_on().
 [[nodiscard]] inline bool irq_work_queue(irq_work_domain& d, irq_work& w) noexcept RTDEFER_NONBLOCKING {
     RTDEFER_ASSERT(w.func != nullptr, "irq_work_queue: item without a callback");

@@ -87,6 +87,8 @@
 // Concurrency table:
 //   ct_set_work / ct_set_work_or_ipi    any thread, concurrently with everything (async-signal-safe)
 //   ct_isolation_enter / _exit          the owner thread only (asserted), never from a callback
+//                                       (asserted) nor from a signal handler (it could interrupt the
+//                                       thread's own enter/exit, the only writer of DISABLED)
 //   interrupt hook                      the owner thread, in signal context
 //   ct_register_work / ct_work_setup    setup: before requests for that bit are made
 //

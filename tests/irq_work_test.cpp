@@ -440,28 +440,9 @@ TEST_CASE("irq_work: overlapping runs (re-queued to another CPU) keep the item b
     CHECK_FALSE(irq_work_is_busy(w));
 }
 
-TEST_CASE("irq_work_sync: from a hard callback that interrupted the item's own run: would_deadlock") {
+TEST_CASE("irq_work_sync: from hard context: would_deadlock, never a wait, never lazy callbacks in the handler") {
     if (RTDEFER_HAS_RTSAN) {
         // irq_work_sync is blocking: RealtimeSanitizer rightly reports it in hard context.
-        rtdefer_test::skip_test("calls a blocking function from hard context on purpose (RTSan build)");
-        return;
-    }
-    irq_work_domain d(no_tick());
-    const int cpu = d.cpus().front();
-    gate g;
-    REQUIRE(irq_work_queue_on(d, g.item, cpu));
-    g.wait_entered(); // the worker is inside g.item's callback
-    status st = status::ok;
-    irq_work_fn h{[&] { st = irq_work_sync(g.item); }, irq_work_kind::hard};
-    REQUIRE(irq_work_queue_on(d, h, cpu)); // interrupts that callback on the same thread
-    REQUIRE(irq_work_sync(h) == status::ok);
-    CHECK(st == status::would_deadlock);
-    g.release();
-    REQUIRE(irq_work_sync(g.item) == status::ok);
-}
-
-TEST_CASE("irq_work_sync: from hard context never waits and never runs lazy callbacks in a signal handler") {
-    if (RTDEFER_HAS_RTSAN) {
         rtdefer_test::skip_test("calls a blocking function from hard context on purpose (RTSan build)");
         return;
     }
@@ -473,15 +454,21 @@ TEST_CASE("irq_work_sync: from hard context never waits and never runs lazy call
     std::atomic<int> lazy_in_irq{-1};
     irq_work_fn l{[&] { lazy_in_irq.store(in_interrupt() ? 1 : 0, std::memory_order_relaxed); }};
     REQUIRE(irq_work_queue_on(d, l, cpu)); // pending behind the gate, on the worker's own list
-    status st = status::ok;
-    irq_work_fn h{[&] { st = irq_work_sync(l); }, irq_work_kind::hard};
-    REQUIRE(irq_work_queue_on(d, h, cpu)); // interrupts the gate's callback on the same worker
+    status st_running = status::ok, st_queued = status::ok;
+    irq_work_fn h{[&] {
+                      st_running = irq_work_sync(g.item); // the run this handler interrupted
+                      st_queued = irq_work_sync(l);       // queued on the interrupted worker's list
+                  },
+                  irq_work_kind::hard};
+    REQUIRE(irq_work_queue_on(d, h, cpu)); // interrupts that callback on the same thread
     REQUIRE(irq_work_sync(h) == status::ok);
+    CHECK(st_running == status::would_deadlock);
     // Waiting in the handler would block the only thread that runs `l`; helping would run `l` (which
     // may lock and free) in signal context.
-    CHECK(st == status::would_deadlock);
+    CHECK(st_queued == status::would_deadlock);
     CHECK(irq_work_is_pending(l));
     g.release();
+    REQUIRE(irq_work_sync(g.item) == status::ok);
     REQUIRE(irq_work_sync(l) == status::ok);
     CHECK(lazy_in_irq.load() == 0);
 }

@@ -340,3 +340,20 @@ TEST_CASE("RTDEFER_ASSERT reports misuse with its own message and aborts, also u
     CHECK(WTERMSIG(st) == SIGABRT);
     CHECK(err.find("park_until() called on another thread's ctx") != std::string::npos);
 }
+
+TEST_CASE("is_current: true only on the ctx's own live thread") {
+    thread_ctx& mine = attach_this_thread();
+    CHECK(mine.is_current());
+    thread_ref other_ref;
+    bool other_saw_itself = false, other_saw_mine = true;
+    std::thread t([&] {
+        thread_ctx& other = attach_this_thread();
+        other_ref = thread_ref(other);
+        other_saw_itself = other.is_current();
+        other_saw_mine = mine.is_current();
+    });
+    t.join();
+    CHECK(other_saw_itself);
+    CHECK_FALSE(other_saw_mine);
+    CHECK_FALSE(other_ref->is_current()); // exited: never current, even if its handle is reused
+}

@@ -91,6 +91,14 @@ inline thread_ctx* tls_ctx_load() noexcept RTDEFER_NONBLOCKING {
 
 void release_ctx(thread_ctx* ctx) noexcept;
 
+/// Returns: whether `h` is the calling thread. pthread_self()/pthread_equal are register reads and
+/// a compare in glibc; not annotated, hence trusted here.
+inline bool same_thread(pthread_t h) noexcept RTDEFER_NONBLOCKING {
+    RTDEFER_EFFECTS_TRUST_BEGIN
+    return ::pthread_equal(::pthread_self(), h) != 0;
+    RTDEFER_EFFECTS_TRUST_END
+}
+
 } // namespace detail
 
 /// Per-thread control block (task_struct). Created by attach_this_thread(), freed when the last
@@ -121,8 +129,12 @@ struct thread_ctx {
         return life_.load(std::memory_order_acquire) != detail::life::alive;
     }
 
-    /// Returns: whether the calling thread is this ctx's thread (a TLS load).
-    [[nodiscard]] bool is_current() const noexcept RTDEFER_NONBLOCKING { return detail::tls_ctx_load() == this; }
+    /// Returns: whether the calling thread is this ctx's thread. No TLS access (hot paths assert it):
+    /// pthread_self() reads the thread pointer register. A pthread handle may be reused after its
+    /// thread ends, so an exited ctx never matches.
+    [[nodiscard]] bool is_current() const noexcept RTDEFER_NONBLOCKING {
+        return detail::same_thread(handle) && !exited();
+    }
 
     /// Returns: the current reference count (diagnostics and tests).
     [[nodiscard]] std::uint32_t ref_count() const noexcept RTDEFER_NONBLOCKING {

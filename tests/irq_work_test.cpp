@@ -12,7 +12,9 @@
 #include <chrono>
 #include <csignal>
 #include <cstdint>
+#include <cstdio>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -227,6 +229,35 @@ TEST_CASE("irq_work: a local queue from a CPU the domain does not serve runs on 
         REQUIRE(irq_work_queue(d, w));
         REQUIRE(irq_work_sync(w) == status::ok);
         CHECK(ran_by.load() == &d.worker(all.front()));
+    }
+}
+
+TEST_CASE("irq_work_queue_on: a CPU the domain does not serve is a clear assertion, not a hang or a stray write") {
+    irq_work_domain d(no_tick());
+    for (int bad : {-1, CPU_SETSIZE, d.cpus().back() + 1000}) {
+        CAPTURE(bad);
+        irq_work_fn w{[] {}};
+        int pipefd[2];
+        REQUIRE(pipe(pipefd) == 0);
+        std::fflush(nullptr);
+        const pid_t child = fork();
+        REQUIRE(child >= 0);
+        if (child == 0) {
+            dup2(pipefd[1], STDERR_FILENO);
+            (void)irq_work_queue_on(d, w, bad); // must abort before touching the item or a list
+            _exit(0);
+        }
+        close(pipefd[1]);
+        char buf[512] = {};
+        std::size_t got = 0;
+        for (ssize_t r; got < sizeof(buf) - 1 && (r = read(pipefd[0], buf + got, sizeof(buf) - 1 - got)) > 0;)
+            got += static_cast<std::size_t>(r);
+        close(pipefd[0]);
+        int st = 0;
+        REQUIRE(waitpid(child, &st, 0) == child);
+        CHECK((WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT));
+        CHECK(std::string(buf).find("no worker on that CPU") != std::string::npos);
+        CHECK_FALSE(irq_work_is_busy(w)); // the parent's item was never claimed
     }
 }
 

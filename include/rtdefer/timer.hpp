@@ -469,7 +469,7 @@ private:
             // Another clock can be stepped: sleep at most recheck_, then re-read it.
             const duration cap = std::chrono::ceil<duration>(recheck_);
             if (*next >= detail::deadline_add_sat(cnow, cap))
-                return snow + std::chrono::ceil<steady::duration>(recheck_);
+                return detail::deadline_add_sat(snow, std::chrono::ceil<steady::duration>(recheck_));
             return snow + std::chrono::ceil<steady::duration>(*next - cnow); // < cap: no overflow
         }
     }

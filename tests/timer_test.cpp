@@ -286,6 +286,36 @@ TEST_CASE("timer: cancel_sync from its own callback returns would_deadlock and d
     CHECK(svc.cancel_sync(t, self) == status::idle);
 }
 
+namespace {
+struct rearm_then_cancel_ctx {
+    timer_service<>* svc = nullptr;
+    status rearm = status::ok, cancel_sync_result = status::ok;
+    bool pending_after = true;
+};
+void rearm_then_cancel_cb(timer& t, void* arg) noexcept {
+    auto* c = static_cast<rearm_then_cancel_ctx*>(arg);
+    c->rearm = c->svc->arm(t, t.expires(), rearm_then_cancel_cb, c); // running + pending, due
+    c->cancel_sync_result = c->svc->cancel_sync(t, *current_thread_ctx());
+    c->pending_after = c->svc->pending(t);
+}
+} // namespace
+
+TEST_CASE("timer: cancel_sync from its own callback after re-arming it: would_deadlock, and the re-arm is dequeued") {
+    thread_ctx& self = attach_this_thread();
+    timer_service<> svc(manual());
+    rearm_then_cancel_ctx c;
+    c.svc = &svc;
+    timer t;
+    const auto t0 = clk::now();
+    REQUIRE(svc.arm(t, t0, rearm_then_cancel_cb, &c) == status::ok);
+    CHECK(svc.run_expired(t0, self) == 1);
+    CHECK(c.rearm == status::ok);
+    CHECK(c.cancel_sync_result == status::would_deadlock);
+    CHECK_FALSE(c.pending_after); // disarmed although the callback is still running
+    CHECK(svc.run_expired(t0 + 1s, self) == 0);
+    CHECK(svc.cancel_sync(t, self) == status::idle);
+}
+
 TEST_CASE("timer: periodic timers re-arm at the next period after now and count overruns") {
     thread_ctx& self = attach_this_thread();
     timer_service<> svc(manual());

@@ -38,17 +38,29 @@ ensure_debian_packages() {
     rm -f "$log"
 }
 
-# meson_setup DIR ARGS...: configure DIR. An existing tree configured with the same arguments (and
-# compiler) is reconfigured, which picks up new source files; otherwise it is wiped first, because
-# meson 1.0 ignores a changed cpp_args on --reconfigure.
+# meson_setup DIR ARGS...: configure DIR (absolute) for the source tree in the current directory.
+# An existing tree configured with the same arguments (and compiler) is reconfigured, which picks
+# up new source files; otherwise it is wiped first, because meson 1.0 ignores a changed cpp_args
+# on --reconfigure. meson runs from a private scratch directory: its cmake module runs
+# `cmake --system-information` in the working directory, and two configures sharing one (another
+# build of the same tree, say) break each other with "CMAKE_CXX_COMPILER not set".
 meson_setup() {
     local dir=$1
     shift
-    local stamp="CXX=${CXX:-} $*"
+    local src=$PWD stamp="CXX=${CXX:-} $*" scratch rc
+    scratch=$(mktemp -d)
     if [[ -f $dir/meson-private/coredata.dat && -f $dir/.rtdefer-setup && $(<"$dir/.rtdefer-setup") == "$stamp" ]]; then
-        meson setup --reconfigure "$dir" "$@" && return 0
+        (cd "$scratch" && meson setup --reconfigure "$dir" "$src" "$@")
+        rc=$?
+        if ((rc == 0)); then
+            rm -rf "$scratch"
+            return 0
+        fi
     fi
     rm -rf "$dir"
-    meson setup "$dir" "$@" || return 1
+    (cd "$scratch" && meson setup "$dir" "$src" "$@")
+    rc=$?
+    rm -rf "$scratch"
+    ((rc == 0)) || return 1
     printf '%s' "$stamp" >"$dir/.rtdefer-setup"
 }

@@ -73,6 +73,21 @@ namespace detail {
     std::abort();
 }
 
+/// A full (seq_cst) fence, for store→load (Dekker) pairs; each call site names its partner.
+/// GCC refuses std::atomic_thread_fence under -fsanitize=thread (-Wtsan: TSan does not model
+/// fences); the builtin is the same instruction, and the synchronisation TSan must see goes through
+/// the acquire/release operations around it.
+inline void full_fence() noexcept RTDEFER_NONBLOCKING {
+#if defined(__SANITIZE_THREAD__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wtsan"
+#endif
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+#if defined(__SANITIZE_THREAD__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+}
+
 } // namespace detail
 } // namespace rtdefer
 

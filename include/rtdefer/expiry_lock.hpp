@@ -74,20 +74,6 @@ inline void cpu_relax() noexcept RTDEFER_NONBLOCKING {
 #endif
 }
 
-/// A full (seq_cst) fence. GCC refuses std::atomic_thread_fence under -fsanitize=thread (-Wtsan:
-/// TSan does not model fences). Here the fence only orders atomics against atomics (the grace-period
-/// handshake below); what it protects is published through acquire/release pairs TSan does see.
-inline void full_fence() noexcept RTDEFER_NONBLOCKING {
-#if defined(__SANITIZE_THREAD__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wtsan"
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-#pragma GCC diagnostic pop
-#else
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-#endif
-}
-
 /// Sleeps for `ns` nanoseconds (relative, CLOCK_MONOTONIC). Blocking.
 inline void sleep_for_ns(std::int64_t ns) noexcept RTDEFER_BLOCKING {
     timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};

@@ -281,7 +281,7 @@ inline bool unpark(thread_ctx& target) noexcept RTDEFER_NONBLOCKING {
     // (F1) seq_cst fence: pairs with (F2) in park_until(). Without the pair, both loads could read
     // the old values (ARM, the C++ model): the waker skips, the owner misses the work and sleeps.
     // With it, if our load saw the token before the owner consumed it, the owner sees our work.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    detail::full_fence();
     // relaxed: ordered by (F1); a stale NOTIFIED is covered by the argument above.
     if (word.load(std::memory_order_relaxed) == detail::park_notified)
         return false;
@@ -305,7 +305,7 @@ inline status park_until(thread_ctx& self, std::chrono::steady_clock::time_point
     // Every path that consumes a token returns through here: (F2) orders the consumption before the
     // caller's next look at its work. seq_cst fence: pairs with (F1) in unpark().
     const auto consumed = [] {
-        std::atomic_thread_fence(std::memory_order_seq_cst);
+        detail::full_fence();
         return status::ok;
     };
     // (P1) acquire: NOTIFIED→EMPTY consumes a token and pairs with release (P2) in unpark().

@@ -617,8 +617,36 @@ TEST_CASE("notify: none leaves the park word alone, resume sets the token, and w
     (void)c;
 }
 
+TEST_CASE("a resume add to a list made non-empty by a notify::none add still wakes the parked owner") {
+    // The plain "wake only on empty->non-empty" rule would lose this wake-up: the none add made the
+    // list non-empty without waking anyone.
+    rec_item a(1), b(2);
+    std::atomic<bool> go{false};
+    std::atomic<int> result{-1};
+    std::atomic<std::size_t> ran_after{0};
+    owner_thread owner([&](thread_ctx& self) {
+        spin_until(go);
+        // Only the resume add should end this wait (the deadline is a fallback for a broken build).
+        result.store(static_cast<int>(wait_for_work(self, std::chrono::steady_clock::now() + 30s)));
+        ran_after.store(static_cast<std::size_t>(a.runs.load() + b.runs.load()));
+    });
+    thread_ctx& o = *owner;
+    go.store(true, std::memory_order_release);
+    REQUIRE(wait_for([&] { return o.park.word.load() == detail::park_parked; }));
+    const std::uint64_t wakes_before = o.park.futex_wakes.load();
+    REQUIRE(task_work_add(o, a, notify::none) == status::ok);
+    CHECK(o.park.word.load() == detail::park_parked); // none: still asleep
+    REQUIRE(task_work_add(o, b, notify::resume) == status::ok);
+    CHECK(o.park.futex_wakes.load() == wakes_before + 1); // the resume add woke it
+    owner.join();
+    CHECK(result.load() == static_cast<int>(status::ok));
+    CHECK(ran_after.load() == 2);
+}
+
 TEST_CASE("wait_for_work returns timed_out at its deadline when nothing is queued") {
     thread_ctx& self = attach_this_thread();
+    (void)task_work_run(self);
+    (void)park_until(self, std::chrono::steady_clock::now()); // drop a token left by earlier cases
     CHECK(wait_for_work(self, std::chrono::steady_clock::now() + 1ms) == status::timed_out);
     rec_item a(1);
     REQUIRE(task_work_add(self, a, notify::none) == status::ok);

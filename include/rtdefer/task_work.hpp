@@ -12,6 +12,7 @@
 //   work_exited                         detail::task_work_exited() sentinel, installed at exit
 //   TASK_WORK_DEQUEUED                  detail::task_work_dequeued(): item->next when not queued
 //   TWA_NONE / TWA_RESUME / TWA_SIGNAL  notify::none / resume (unpark) / signal (unpark + IPI)
+//   TIF_NOTIFY_RESUME                   task_work.resume_pending (one unpark until the owner runs)
 //   TIF_NOTIFY_SIGNAL                   task_work.signal_pending (one IPI until the owner runs)
 //   task->pi_lock in cancel/run         cancel_lock (PI mutex, cancellers only) + cancel_seq
 //                                       handshake: the owner never takes the lock in task_work_run
@@ -218,7 +219,8 @@ inline void init_task_work(callback_head& cb, task_work_func_t fn) noexcept RTDE
 /// Progress: lock-free: one CAS on the item (its own line, uncontended unless the same item is
 /// added concurrently) and one CAS on the list head, which fails only when another add/run/cancel
 /// succeeded. Real-time safety: no allocation, no lock; a syscall only for a parked owner
-/// (resume: futex wake) or an interrupt (signal: tgkill, once per run pass); async-signal-safe.
+/// (resume: futex wake, at most once per run pass) or an interrupt (signal: tgkill, once per run
+/// pass); async-signal-safe.
 /// The caller must hold a reference to `target` (the ctx must outlive the call).
 [[nodiscard]] inline status task_work_add(thread_ctx& target, callback_head& w, notify n = notify::resume) noexcept RTDEFER_NONBLOCKING {
     auto& s = target.task_work;
@@ -248,15 +250,17 @@ inline void init_task_work(callback_head& cb, task_work_func_t fn) noexcept RTDE
         // relaxed: w is claimed and unpublished; only (A2) publishes it.
         w.next.store(head, std::memory_order_relaxed);
     }
-    if (n == notify::signal) {
-        // (A3) acq_rel: pairs with the owner's (R1). The first add after a run pass sees false and
-        // raises the interrupt; later ones ride on it. If we see true, the owner's (R1) has not
-        // consumed it yet and, when it does, it acquires our (A2) and finds w.
-        if (!s.signal_pending.exchange(true, std::memory_order_acq_rel))
+    if (n != notify::none) {
+        // (A3) acq_rel: pairs with the owner's (R1). The first add after a run pass started sees
+        // false and wakes the owner; later ones ride on that wake. If we see true, the owner's (R1)
+        // has not consumed the flag yet; when it does, it acquires our (A2) and then detaches w.
+        // Unlike "wake only on empty→non-empty", a resume add after a notify::none add still wakes.
+        if (!s.resume_pending.exchange(true, std::memory_order_acq_rel))
+            (void)unpark(target);
+        // (A3) likewise for the interrupt: one IPI per run pass.
+        if (n == notify::signal && !s.signal_pending.exchange(true, std::memory_order_acq_rel))
             (void)send_ipi(target); // exited: the exit hook drains w; not_installed: checked above
     }
-    if (n != notify::none)
-        (void)unpark(target);
     return status::ok;
 }
 
@@ -272,15 +276,23 @@ inline std::size_t task_work_run(thread_ctx& self) noexcept RTDEFER_NONBLOCKING 
     auto& s = self.task_work;
     // relaxed: an emptiness hint. An add we miss comes with its own notification (token or signal),
     // so the owner is back at a safe point; the items themselves are taken by the exchange (R2).
+    // A set notify flag takes the slow path even on an empty list: it must be consumed, or later
+    // adds would ride on a wake that was already used.
     if (s.works.load(std::memory_order_relaxed) == nullptr &&
         s.deferred.load(std::memory_order_relaxed) == nullptr &&
-        !s.signal_pending.load(std::memory_order_relaxed))
+        !s.resume_pending.load(std::memory_order_relaxed) && !s.signal_pending.load(std::memory_order_relaxed))
         return 0;
     RTDEFER_ASSERT(self.is_current(), "task_work_run() called on another thread's ctx");
     RTDEFER_ASSERT(!s.running, "task_work_run() called from a task_work callback");
     s.running = true;
-    // (R1) acq_rel: consume the notify::signal flag before detaching, so an add that comes after
-    // our exchange (R2) sees false and signals again. Pairs with (A3).
+    // (R1) acq_rel: consume the notify flags before detaching, so an add that comes after our
+    // exchange (R2) sees false and notifies again. Pairs with (A3). relaxed pre-loads (and the
+    // relaxed hints above): a flag we miss was set by an add whose wake is not lost: either its
+    // unpark left a new token (or IPI), which brings the owner back here, or it found a token not
+    // yet consumed, and the consumption (park's fence (F2), paired with unpark's (F1)) orders the
+    // owner's next pass after the flag and the item.
+    if (s.resume_pending.load(std::memory_order_relaxed))
+        (void)s.resume_pending.exchange(false, std::memory_order_acq_rel);
     if (s.signal_pending.load(std::memory_order_relaxed))
         (void)s.signal_pending.exchange(false, std::memory_order_acq_rel);
     std::size_t n = 0;
@@ -407,8 +419,9 @@ inline bool task_work_cancel(thread_ctx& target, callback_head& w) noexcept RTDE
 /// back, blocks on the PI cancel lock (boosting it) instead of parking. No lost wake-ups: an add
 /// after the last run either leaves the park token (park returns at once) or sees the owner parked
 /// and wakes it.
-/// Returns: ok once at least one callback ran; timed_out at `deadline` without work; interrupted
-/// if a signal interrupted the park and no work was pending.
+/// Returns: ok if work ran or the owner was unparked (also by a wake whose work had already run:
+/// callers loop, re-checking their own conditions); timed_out at `deadline` without work;
+/// interrupted if a signal interrupted the park and no work was pending.
 /// Precondition: `self` is the caller's own ctx. Progress: blocking (until work or the deadline).
 /// Real-time safety: blocks by design (futex park, PI lock); no allocation.
 [[nodiscard]] inline status wait_for_work(thread_ctx& self,
@@ -432,9 +445,9 @@ inline bool task_work_cancel(thread_ctx& target, callback_head& w) noexcept RTDE
         const status st = park_until(self, deadline);
         if (task_work_run(self) != 0)
             return status::ok;
-        if (st != status::ok)
-            return st; // timed_out or interrupted, with nothing to run
-        // ok without work: a stale token, or the item was cancelled. Park again until the deadline.
+        // ok without work: an unpark() (the caller may have other conditions to check), a token
+        // left by an add whose item already ran, or a cancelled item: the caller's loop decides.
+        return st;
     }
 }
 

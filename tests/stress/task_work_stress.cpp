@@ -12,6 +12,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <random>
 #include <thread>
@@ -278,4 +280,80 @@ TEST_CASE("stress: one item re-added by many producers while the owner runs: ok 
     CHECK(shared.runs.load() == ok.load());
     CHECK_FALSE(task_work_queued(shared));
     MESSAGE(ok.load() << " ok adds, " << queued.load() << " already_queued, " << shared.runs.load() << " runs");
+}
+
+TEST_CASE("stress: no lost wake-ups: producers wait for each resume add to run while the owner parks with no deadline") {
+    // The owner sleeps in wait_for_work without a deadline, so a lost wake-up hangs the round; each
+    // producer waits (with a 30 s bound, reported as a failure) for its item to run before adding
+    // it again, sometimes after a notify::none add of a second item, so adds race with the owner's
+    // run passes, its clearing of the notify flag, and its parking.
+    std::atomic<bool> stop{false};
+    std::atomic<thread_ctx*> owner_ctx{nullptr};
+    thread_ref owner_ref;
+    std::thread owner([&] {
+        thread_ctx& self = attach_this_thread();
+        owner_ref = thread_ref(self);
+        owner_ctx.store(&self, std::memory_order_release);
+        while (!stop.load(std::memory_order_acquire))
+            (void)wait_for_work(self, std::chrono::steady_clock::time_point::max());
+    });
+    while (owner_ctx.load(std::memory_order_acquire) == nullptr)
+        std::this_thread::yield();
+    thread_ctx& target = *owner_ctx.load(std::memory_order_acquire);
+    struct counted : callback_head {
+        std::atomic<std::uint64_t> runs{0};
+    };
+    const std::uint64_t rounds = rtdefer_test::scaled(20000, 500);
+    std::atomic<std::uint64_t> hangs{0}, bad{0};
+    std::vector<std::thread> producers;
+    for (int p = 0; p < 2; ++p)
+        producers.emplace_back([&, p] {
+            counted main_item, side_item;
+            auto cb = [](callback_head* h) noexcept { static_cast<counted*>(h)->runs.fetch_add(1, std::memory_order_release); };
+            init_task_work(main_item, cb);
+            init_task_work(side_item, cb);
+            std::minstd_rand rng(static_cast<unsigned>(p) + 1);
+            std::uint64_t side_ok = 0;
+            for (std::uint64_t r = 1; r <= rounds; ++r) {
+                if (rng() % 4 == 0 && task_work_add(target, side_item, notify::none) == status::ok)
+                    ++side_ok;
+                if (task_work_add(target, main_item, notify::resume) != status::ok) {
+                    bad.fetch_add(1, std::memory_order_relaxed);
+                    break;
+                }
+                const auto deadline = std::chrono::steady_clock::now() + 30s;
+                unsigned spins = 0;
+                while (main_item.runs.load(std::memory_order_acquire) < r) {
+                    if (++spins % 64 == 0) {
+                        std::this_thread::yield();
+                        if (std::chrono::steady_clock::now() > deadline)
+                            break;
+                    }
+                }
+                if (main_item.runs.load(std::memory_order_acquire) < r) {
+                    hangs.fetch_add(1, std::memory_order_relaxed); // a lost wake-up
+                    break;
+                }
+            }
+            // side_item rode along with the main items: it has run by the time the last main did
+            // (FIFO). After a lost wake-up, wake the owner by hand so no item outlives this frame.
+            const auto deadline = std::chrono::steady_clock::now() + 30s;
+            while (task_work_queued(side_item) || task_work_queued(main_item)) {
+                (void)unpark(target);
+                std::this_thread::sleep_for(1ms);
+                if (std::chrono::steady_clock::now() > deadline) {
+                    std::fprintf(stderr, "task_work_stress: items still queued after 30 s; aborting\n");
+                    std::abort();
+                }
+            }
+            if (side_item.runs.load() != side_ok)
+                bad.fetch_add(1, std::memory_order_relaxed);
+        });
+    for (auto& t : producers)
+        t.join();
+    stop.store(true, std::memory_order_release);
+    (void)unpark(target);
+    owner.join();
+    CHECK(hangs.load() == 0);
+    CHECK(bad.load() == 0);
 }

@@ -21,7 +21,7 @@ namespace detail {
 ///
 /// Layout: everything the owner touches on each task_work_run pass shares one cache line with
 /// the list head. Producers own that line only for their CAS; the owner's exchange brings it in
-/// and the loads that follow (cancel_seq, deferred, signal_pending) then hit. The PI lock, used
+/// and the loads that follow (cancel_seq, deferred, the notify flags) then hit. The PI lock, used
 /// only by cancellers and the exit path, sits on its own line.
 struct task_work_state {
     /// LIFO stack of queued items (newest first), nullptr when empty, or the exited sentinel.
@@ -35,6 +35,9 @@ struct task_work_state {
     std::atomic<std::uint32_t> deferred_seq{0};
     /// Owner-only: task_work_run is on the stack (nested runs would break FIFO order).
     bool running = false;
+    /// notify::resume/signal: the owner was unparked and has not started a run pass since
+    /// (TIF_NOTIFY_RESUME): later adds ride on that wake instead of unparking again.
+    std::atomic<bool> resume_pending{false};
     /// notify::signal already sent and not yet consumed by a run pass (TIF_NOTIFY_SIGNAL).
     std::atomic<bool> signal_pending{false};
 

@@ -192,6 +192,33 @@ void check_round(const round_result& r, std::size_t total) {
     CHECK(r.fifo == 0);
 }
 
+/// An owner thread running `loop(self, stop)` until stop(); holds a reference to its ctx so adds
+/// and unparks stay safe after it exits.
+struct owner_loop {
+    std::atomic<bool> stop_flag{false};
+    std::atomic<thread_ctx*> ctx{nullptr};
+    thread_ref ref;
+    std::thread t;
+    template <class Loop> explicit owner_loop(Loop loop) {
+        t = std::thread([this, loop] {
+            thread_ctx& self = attach_this_thread();
+            ref = thread_ref(self);
+            ctx.store(&self, std::memory_order_release); // publishes ref
+            loop(self, stop_flag);
+        });
+        while (ctx.load(std::memory_order_acquire) == nullptr)
+            std::this_thread::yield();
+    }
+    thread_ctx& target() const { return *ctx.load(std::memory_order_acquire); }
+    void stop() {
+        stop_flag.store(true, std::memory_order_release);
+        (void)unpark(target());
+        if (t.joinable())
+            t.join();
+    }
+    ~owner_loop() { stop(); }
+};
+
 } // namespace
 
 TEST_CASE("stress: 2+ producers x 1e5 items to an owner that exits at a random point: 0 lost, 0 duplicated, 0 leaked") {
@@ -239,21 +266,13 @@ TEST_CASE("stress: one item re-added by many producers while the owner runs: ok 
     init_task_work(shared, [](callback_head* h) noexcept {
         static_cast<counted*>(h)->runs.fetch_add(1, std::memory_order_relaxed);
     });
-    std::atomic<bool> stop{false};
-    std::atomic<thread_ctx*> owner_ctx{nullptr};
-    thread_ref owner_ref;
-    std::thread owner([&] {
-        thread_ctx& self = attach_this_thread();
-        owner_ref = thread_ref(self);
-        owner_ctx.store(&self, std::memory_order_release);
-        // A busy owner: the item is dequeued as often as possible, which is when racing adds of
-        // it can both see it idle (the window the claim must close).
+    // A busy owner: the item is dequeued as often as possible, which is when racing adds of it
+    // can both see it idle (the window the claim must close).
+    owner_loop owner([](thread_ctx& self, const std::atomic<bool>& stop) {
         while (!stop.load(std::memory_order_acquire))
             (void)task_work_run(self);
     });
-    while (owner_ctx.load(std::memory_order_acquire) == nullptr)
-        std::this_thread::yield();
-    thread_ctx& target = *owner_ctx.load(std::memory_order_acquire);
+    thread_ctx& target = owner.target();
     // Producers keep racing until the item has been queued `target_ok` times in all.
     const std::uint64_t target_ok = rtdefer_test::scaled(50000, 2000);
     std::atomic<std::uint64_t> ok{0}, queued{0};
@@ -274,8 +293,7 @@ TEST_CASE("stress: one item re-added by many producers while the owner runs: ok 
         });
     for (auto& t : producers)
         t.join();
-    stop.store(true, std::memory_order_release);
-    owner.join();
+    owner.stop();
     CHECK(ok.load() >= target_ok);
     CHECK(shared.runs.load() == ok.load());
     CHECK_FALSE(task_work_queued(shared));
@@ -287,19 +305,11 @@ TEST_CASE("stress: no lost wake-ups: producers wait for each resume add to run w
     // producer waits (with a 30 s bound, reported as a failure) for its item to run before adding
     // it again, sometimes after a notify::none add of a second item, so adds race with the owner's
     // run passes, its clearing of the notify flag, and its parking.
-    std::atomic<bool> stop{false};
-    std::atomic<thread_ctx*> owner_ctx{nullptr};
-    thread_ref owner_ref;
-    std::thread owner([&] {
-        thread_ctx& self = attach_this_thread();
-        owner_ref = thread_ref(self);
-        owner_ctx.store(&self, std::memory_order_release);
+    owner_loop owner([](thread_ctx& self, const std::atomic<bool>& stop) {
         while (!stop.load(std::memory_order_acquire))
             (void)wait_for_work(self, std::chrono::steady_clock::time_point::max());
     });
-    while (owner_ctx.load(std::memory_order_acquire) == nullptr)
-        std::this_thread::yield();
-    thread_ctx& target = *owner_ctx.load(std::memory_order_acquire);
+    thread_ctx& target = owner.target();
     struct counted : callback_head {
         std::atomic<std::uint64_t> runs{0};
     };
@@ -351,9 +361,7 @@ TEST_CASE("stress: no lost wake-ups: producers wait for each resume add to run w
         });
     for (auto& t : producers)
         t.join();
-    stop.store(true, std::memory_order_release);
-    (void)unpark(target);
-    owner.join();
+    owner.stop();
     CHECK(hangs.load() == 0);
     CHECK(bad.load() == 0);
 }

@@ -59,6 +59,9 @@
 // only the work it might be looking at. A waiting owner (wait_for_work, thread exit) takes the PI
 // lock to boost such a canceller; task_work_run never does. Items in `deferred` have left the shared
 // list: like the kernel's detached chain they are committed to run and cancel no longer finds them.
+// The same rule rules out ABA on the canceller's head CAS: an item it may be looking at cannot run,
+// so it cannot be dequeued and re-added in between. tests/model/task_work_ok.pml checks run vs
+// cancel vs exit with spin; task_work_flawed.pml (no handshake) is refuted (use after free).
 //
 // Ordering: the stack is LIFO; each chain is reversed before it runs, so items run in the order
 // their adds linearised (hence FIFO per producer, and across producers in CAS order). A deferred

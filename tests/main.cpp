@@ -3,11 +3,19 @@
 // A listener records the running test case's name (for the SKIP lines of test_util.hpp) and, at
 // the end of the run, lists the test cases that skipped. If every test case that ran skipped, the
 // executable exits 77, which meson reports as SKIP rather than as a silent pass.
+//
+// Death tests fork, make the child trip an RTDEFER_ASSERT, and check that it died by SIGABRT. The
+// child inherits doctest's crash handler, which would catch the signal, report a "crash" from the
+// child and allocate inside the handler (ThreadSanitizer reports that and, with halt_on_error,
+// exits 66 instead). So forked children get the default disposition of those signals back.
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
 #include "test_util.hpp"
 
+#include <pthread.h>
+
+#include <csignal>
 #include <cstdio>
 #include <mutex>
 #include <string>
@@ -55,6 +63,15 @@ struct skip_listener : doctest::IReporter {
     void test_case_skipped(const doctest::TestCaseData&) override {}
 };
 
+// pthread_atfork child handler: only sigaction calls, which are async-signal-safe.
+void restore_fatal_signals_in_child() {
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    for (int sig : {SIGABRT, SIGSEGV, SIGFPE, SIGILL, SIGBUS, SIGTERM, SIGINT})
+        sigaction(sig, &dfl, nullptr);
+}
+
 } // namespace
 
 REGISTER_LISTENER("rtdefer_skip_listener", 1, skip_listener);
@@ -74,6 +91,7 @@ void note_skip(const std::string& line) {
 } // namespace rtdefer_test
 
 int main(int argc, char** argv) {
+    pthread_atfork(nullptr, nullptr, &restore_fatal_signals_in_child);
     doctest::Context context;
     context.applyCommandLine(argc, argv);
     const int result = context.run();

@@ -125,23 +125,6 @@ void mask_interrupt(bool block) {
     CHECK(pthread_sigmask(block ? SIG_BLOCK : SIG_UNBLOCK, &set, nullptr) == 0);
 }
 
-/// In a child that is meant to abort: no doctest crash report, no message on the test's output.
-void quiet_abort() {
-    std::signal(SIGABRT, SIG_DFL);
-    (void)std::freopen("/dev/null", "w", stderr);
-    (void)std::freopen("/dev/null", "w", stdout);
-}
-
-/// Runs `fn` in a forked child; returns its exit code, or 128 + signal if it died of one.
-template <class F> int in_child(F&& fn) {
-    std::fflush(nullptr);
-    const pid_t pid = ::fork();
-    if (pid == 0)
-        ::_exit(fn());
-    int st = 0;
-    ::waitpid(pid, &st, 0);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
 
 } // namespace
 
@@ -403,28 +386,28 @@ TEST_CASE("ct_set_work_or_ipi before ct_work_setup would report not_installed (c
 
 TEST_CASE("misuse is an assertion, not a hang: exit outside a section, enter inside one") {
     setup();
-    // The assertion aborts; under RealtimeSanitizer its report path (fprintf, abort inside a
-    // nonblocking function) may be stopped by RTSan first, which exits with its own code (43).
-    auto aborted = [](int rc) { return rc == 128 + SIGABRT || (RTDEFER_HAS_RTSAN && rc == 43); };
-    CHECK(aborted(in_child([] {
-        quiet_abort();
-        thread_ctx& self = attach_this_thread();
-        ct_isolation_exit(self); // not isolated
-        return 0;
-    })));
-    CHECK(aborted(in_child([] {
-        quiet_abort();
-        thread_ctx& self = attach_this_thread();
-        (void)ct_isolation_enter(self);
-        (void)ct_isolation_enter(self); // already isolated
-        return 0;
-    })));
+    using rtdefer_test::aborted;
+    CHECK(aborted(rtdefer_test::in_child(
+        [] {
+            thread_ctx& self = attach_this_thread();
+            ct_isolation_exit(self); // not isolated
+            return 0;
+        },
+        /*quiet=*/true)));
+    CHECK(aborted(rtdefer_test::in_child(
+        [] {
+            thread_ctx& self = attach_this_thread();
+            (void)ct_isolation_enter(self);
+            (void)ct_isolation_enter(self); // already isolated
+            return 0;
+        },
+        /*quiet=*/true)));
 }
 
 TEST_CASE("a failed tgkill withdraws INFLIGHT; the work runs at the target's next enter") {
     setup();
     // RLIMIT_SIGPENDING 0 makes queueing a real-time signal fail with EAGAIN (in a child only).
-    const int rc = in_child([] {
+    const int rc = rtdefer_test::in_child([] {
         reset_counters();
         rlimit zero{0, 0};
         if (setrlimit(RLIMIT_SIGPENDING, &zero) != 0)

@@ -35,16 +35,6 @@ template <int N> void filler(thread_ctx*) noexcept RTDEFER_NONBLOCKING {
     filler_sink.store(N, std::memory_order_relaxed);
 }
 
-template <class F> int in_child(F&& fn) {
-    std::fflush(nullptr);
-    const pid_t pid = ::fork();
-    if (pid == 0)
-        ::_exit(fn());
-    int st = 0;
-    ::waitpid(pid, &st, 0);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 void foreign_handler(int) {}
 
 } // namespace
@@ -59,7 +49,7 @@ TEST_CASE("interrupt_install: ok, idempotent, busy for a second signal, invalid 
 }
 
 TEST_CASE("interrupt_install refuses a signal with a foreign handler; send_ipi before install says not_installed") {
-    const int rc = in_child([] {
+    const int rc = rtdefer_test::in_child([] {
         // A fresh process as far as rtdefer is concerned (the parent may have installed already).
         detail::interrupts().signo.store(0, std::memory_order_release);
         ::signal(default_interrupt_signal(), SIG_DFL);
@@ -83,7 +73,7 @@ TEST_CASE("interrupt_install refuses a signal with a foreign handler; send_ipi b
 }
 
 TEST_CASE("hook registration is idempotent and bounded") {
-    const int rc = in_child([] {
+    const int rc = rtdefer_test::in_child([] {
         if (interrupt_register_hook(nullptr) != status::invalid_argument)
             return 10;
         // The child inherited this process's hooks; fill the table with distinct functions.

@@ -15,6 +15,8 @@
 #include <doctest/doctest.h>
 
 #include <pthread.h>
+#include <sys/wait.h>
+#include <csignal>
 #include <sched.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -152,6 +154,36 @@ inline bool require_rt() {
     if (p.permitted) return true;
     skip_test(std::string("SCHED_FIFO refused (") + detail::errno_name(p.error) + "): " + p.why);
     return false;
+}
+
+/// Runs `fn` in a forked child, so a test may change process-wide state (signal dispositions,
+/// rlimits, uid) or die on purpose. `quiet` silences the child's stdout and stderr (for children
+/// meant to abort). Returns: the child's exit code, or 128 + the signal that killed it.
+/// tests/main.cpp resets the fatal signals to SIG_DFL in every child (pthread_atfork).
+template <class F> int in_child(F&& fn, bool quiet = false) {
+    std::fflush(nullptr);
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        if (quiet) {
+            (void)std::freopen("/dev/null", "w", stderr);
+            (void)std::freopen("/dev/null", "w", stdout);
+        }
+        ::_exit(fn());
+    }
+    int st = 0;
+    ::waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/// Returns: whether an in_child() result is an abort (RTDEFER_ASSERT). Under RealtimeSanitizer a
+/// violation the sanitizer sees first exits with its own code, 43.
+inline bool aborted(int rc) {
+#if defined(__has_feature)
+#if __has_feature(realtime_sanitizer)
+    if (rc == 43) return true;
+#endif
+#endif
+    return rc == 128 + SIGABRT;
 }
 
 } // namespace rtdefer_test

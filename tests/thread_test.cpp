@@ -42,17 +42,6 @@ void late_hook(thread_ctx& ctx) noexcept {
 const bool late_registered = detail::register_exit_hook(&late_hook, 90);
 const bool early_registered = detail::register_exit_hook(&early_hook, -90);
 
-/// Runs `fn` in a forked child (fresh process state) and returns its exit code, or -1 on a crash.
-template <class F> int in_child(F&& fn) {
-    std::fflush(nullptr);
-    const pid_t pid = ::fork();
-    if (pid == 0)
-        ::_exit(fn());
-    int st = 0;
-    ::waitpid(pid, &st, 0);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 } // namespace
 
 TEST_CASE("attach_this_thread is idempotent and current_thread_ctx finds it") {
@@ -182,7 +171,7 @@ TEST_CASE("rt_thread rejects a bad CPU or priority with a clear error") {
 TEST_CASE("when SCHED_FIFO is refused (EPERM), rt_thread falls back and reports, or throws if RT is required") {
     // In a child: RLIMIT_RTPRIO 0, and as root also drop to an unprivileged uid (losing
     // CAP_SYS_NICE), which is exactly the non-root container case.
-    const int rc = in_child([] {
+    const int rc = rtdefer_test::in_child([] {
         rlimit rl{0, 0};
         if (::setrlimit(RLIMIT_RTPRIO, &rl) != 0)
             return 10;
@@ -211,7 +200,7 @@ TEST_CASE("when SCHED_FIFO is refused (EPERM), rt_thread falls back and reports,
 }
 
 TEST_CASE("rt_thread lock_memory reports the mlockall result") {
-    const int rc = in_child([] {
+    const int rc = rtdefer_test::in_child([] {
         rt_thread t({"mlock", sched_policy::other, 0, -1, true}, [] {});
         t.join();
         // As root (or with enough RLIMIT_MEMLOCK) it succeeds; otherwise the errno is reported.
@@ -302,7 +291,7 @@ TEST_CASE("RealtimeSanitizer build: an allocation inside RTDEFER_NONBLOCKING is 
         return;
     }
     // In a child: RealtimeSanitizer aborts the process on the violation.
-    const int rc = in_child([] {
+    const int rc = rtdefer_test::in_child([] {
         ::close(2); // keep the expected report out of the test log
         return allocate_in_nonblocking(3) == 3 ? 0 : 1;
     });

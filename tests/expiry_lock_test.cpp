@@ -3,6 +3,7 @@
 #include <rtdefer/detail/syscall.hpp>
 #include <rtdefer/expiry_lock.hpp>
 
+#include "observed_policy.hpp"
 #include "test_util.hpp"
 
 #include <doctest/doctest.h>
@@ -55,18 +56,7 @@ struct pausing_atomic : std::atomic<T> {
     }
 };
 
-// Wraps a wait policy and counts entries into its wait(): wait() is called only after the caller
-// saw the callback running, so an expirer that holds its callback until then makes `waited` certain
-// (no timing assumption).
-template <class P>
-struct observed : P {
-    std::atomic<int>* entered = nullptr;
-    template <class Running>
-    status wait(thread_ctx& e, Running&& still_running) const noexcept {
-        entered->fetch_add(1, std::memory_order_release);
-        return P::wait(e, std::forward<Running>(still_running));
-    }
-};
+using rtdefer_test::observed;
 
 } // namespace
 

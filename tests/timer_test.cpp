@@ -3,6 +3,7 @@
 // cancel_sync: ASan/TSan), and priority inversion for real under SCHED_FIFO.
 #include <rtdefer/timer.hpp>
 
+#include "observed_policy.hpp"
 #include "test_util.hpp"
 
 #include <doctest/doctest.h>
@@ -91,19 +92,7 @@ void burn_cpu(std::chrono::nanoseconds d) noexcept {
     }
 }
 
-// Wraps a wait policy and counts entries into its wait(): cancel_sync calls it only after it saw
-// the callback running (under the queue lock), so a callback that lasts until then makes `waited`
-// certain, with no timing assumption.
-template <class P>
-struct observed : P {
-    static constexpr const char* name = P::name;
-    std::atomic<int>* entered = nullptr;
-    template <class Running>
-    status wait(thread_ctx& e, Running&& still_running) const noexcept {
-        entered->fetch_add(1, std::memory_order_release);
-        return P::wait(e, std::forward<Running>(still_running));
-    }
-};
+using rtdefer_test::observed;
 
 } // namespace
 

@@ -1,0 +1,80 @@
+// rtdefer/detail/cancel_hold.hpp: hold pthread cancellation off while a run loop has work in hand.
+//
+// Hosts cancel their threads (jack2's jack_deactivate() cancels its real-time thread with
+// PTHREAD_CANCEL_ASYNCHRONOUS). Cancellation acted on inside a run loop would lose the chain the loop
+// has detached (nothing else knows of it) and would unwind through frames that may not be unwound.
+// So every run loop that detaches work (task_work_run, irq_work_run, the deferred word's flush)
+// holds cancellation off from the detach until the last callback of the chain has returned:
+//
+//   loop:    hold.engage()  (state → DISABLE)  detach chain  run every item  ~cancel_hold (restore)
+//   cancel:  a request that arrives meanwhile stays pending; it is acted on by the restore, i.e.
+//            between passes, with nothing in hand. The thread then exits, and its exit hooks run
+//            whatever was queued after the pass (task_work_exit), so every accepted item runs once.
+//
+// Why the restore may unwind. With the old state ENABLE and type ASYNCHRONOUS, glibc acts on a pending
+// request inside pthread_setcancelstate() itself, and the forced unwind leaves through our frame. A
+// frame is unwound safely only if it has no exception table, or its table covers the call: glibc
+// declares pthread_setcancelstate as possibly throwing, so a call from a noexcept function would
+// carry a must-not-throw region and std::terminate would run. We call it through a nothrow
+// declaration of the same symbol instead, so our run loops (whose calls are all nothrow) need no
+// exception table at all and the unwinder passes through them, as it passes through C frames. The
+// caller's own frames must be unwindable, as for any asynchronous cancellation (POSIX allows it only
+// in async-cancel-safe code; a C++ frame with cleanups is not, with or without rtdefer).
+//
+// Cost: glibc >= 2.34 implements pthread_setcancelstate as a compare-and-swap on the thread's own
+// cancelhandling word: no syscall (verified with strace: 0 syscalls over 6·10^4 calls), no lock,
+// async-signal-safe in practice (it touches only the calling thread's descriptor).
+#pragma once
+
+#include <rtdefer/config.hpp>
+
+#include <pthread.h>
+
+// The same symbol as pthread_setcancelstate, declared nothrow (see above). GCC and Clang bind it
+// with an assembler label; the function is not called through a pointer of another type.
+extern "C" int rtdefer_pthread_setcancelstate(int state, int* oldstate) noexcept __asm__("pthread_setcancelstate");
+
+namespace rtdefer::detail {
+
+/// Effects: sets the calling thread's cancelability state; `old` (if non-null) gets the previous one.
+/// A pending asynchronous cancellation may be acted on here when the new state is ENABLE.
+/// Progress: wait-free (one CAS on the thread's own descriptor; no syscall). Real-time safety: yes.
+inline int set_cancel_state(int state, int* old) noexcept RTDEFER_NONBLOCKING {
+    RTDEFER_EFFECTS_TRUST_BEGIN
+    return rtdefer_pthread_setcancelstate(state, old);
+    RTDEFER_EFFECTS_TRUST_END
+}
+
+/// Holds cancellation off from engage() until destruction (see the top of this file). Engaging is
+/// lazy so that a pass that finds nothing to run costs nothing. Owner thread only; not copyable.
+class cancel_hold {
+public:
+    cancel_hold() noexcept = default;
+    cancel_hold(const cancel_hold&) = delete;
+    cancel_hold& operator=(const cancel_hold&) = delete;
+
+    /// Effects: disables cancellation (once; later calls are no-ops), remembering the old state.
+    /// Progress: wait-free. Real-time safety: no allocation, no lock, no syscall.
+    void engage() noexcept RTDEFER_NONBLOCKING {
+        if (!engaged_) {
+            (void)set_cancel_state(PTHREAD_CANCEL_DISABLE, &old_);
+            engaged_ = true;
+        }
+    }
+
+    /// Returns: whether engage() ran (diagnostics). Wait-free.
+    [[nodiscard]] bool engaged() const noexcept RTDEFER_NONBLOCKING { return engaged_; }
+
+    /// Effects: restores the state saved by engage(). A cancellation requested meanwhile is acted
+    /// on here (asynchronous type) or at the caller's next cancellation point (deferred type).
+    ~cancel_hold() noexcept RTDEFER_NONBLOCKING {
+        if (engaged_)
+            (void)set_cancel_state(old_, nullptr);
+    }
+
+private:
+    int old_ = PTHREAD_CANCEL_ENABLE;
+    bool engaged_ = false;
+};
+
+} // namespace rtdefer::detail

@@ -30,6 +30,15 @@ vcpkg_install_meson()
 
 # Architecture independent: the CMake package is installed to datadir (share/cmake/rtdefer).
 vcpkg_cmake_config_fixup(CONFIG_PATH share/cmake/rtdefer)
+# meson installs the .pc files to share/pkgconfig (header-only), but they carry `Libs: -pthread`,
+# and vcpkg allows share/pkgconfig only for modules without Libs: they go to lib/pkgconfig.
+file(GLOB pc_files "${CURRENT_PACKAGES_DIR}/share/pkgconfig/*.pc")
+file(MAKE_DIRECTORY "${CURRENT_PACKAGES_DIR}/lib/pkgconfig")
+foreach(pc IN LISTS pc_files)
+    cmake_path(GET pc FILENAME name)
+    file(RENAME "${pc}" "${CURRENT_PACKAGES_DIR}/lib/pkgconfig/${name}")
+endforeach()
+file(REMOVE_RECURSE "${CURRENT_PACKAGES_DIR}/share/pkgconfig")
 vcpkg_fixup_pkgconfig()
 
 file(INSTALL "${CMAKE_CURRENT_LIST_DIR}/usage" DESTINATION "${CURRENT_PACKAGES_DIR}/share/${PORT}")

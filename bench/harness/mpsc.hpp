@@ -39,6 +39,11 @@
 
 #include "latency.hpp"
 
+#if RTDEFER_BENCH_HAVE_URCU // defined by bench/meson.build when liburcu-cds is found (peers.hpp)
+#include <urcu/lfstack.h>
+#include <urcu/wfcqueue.h>
+#endif
+
 namespace rtdefer_bench {
 
 struct mpsc_item {
@@ -46,6 +51,10 @@ struct mpsc_item {
     std::uint32_t producer = 0;
     std::uint32_t seq = 0;
     std::uint64_t round_seen = 0;  // consumer-only
+#if RTDEFER_BENCH_HAVE_URCU
+    cds_wfcq_node wfcq{};          // the liburcu peers' links (peers.hpp)
+    cds_lfs_node lfs{};
+#endif
 };
 
 /// Items one round may hold at once (the boost peer's fixed capacity must exceed this).

@@ -17,6 +17,7 @@
 #include "harness/args.hpp"
 #include "harness/baseline.hpp"
 #include "harness/mpsc.hpp"
+#include "harness/peers.hpp"
 #include "harness/report.hpp"
 
 #include <rtdefer/task_work.hpp>
@@ -296,6 +297,15 @@ int main(int argc, char** argv) {
     };
     run_peer(tw_none::name, [&](int p) { return measure_mpsc<tw_none>(p, secs, repeat); });
     run_peer(tw_resume::name, [&](int p) { return measure_mpsc<tw_resume>(p, secs, repeat); });
+    // The bare list task_work is built on, and the strongest general hand-offs (harness/peers.hpp).
+    run_peer("rtdefer::llist_head (bare)", [&](int p) { return measure_mpsc<llist_peer>(p, secs, repeat); });
+#if RTDEFER_BENCH_HAVE_MOODYCAMEL
+    run_peer("moodycamel::ConcurrentQueue", [&](int p) { return measure_mpsc<moodycamel_peer>(p, secs, repeat); });
+#endif
+#if RTDEFER_BENCH_HAVE_URCU
+    run_peer("liburcu cds_wfcq", [&](int p) { return measure_mpsc<urcu_wfcq_peer>(p, secs, repeat); });
+    run_peer("liburcu cds_lfs", [&](int p) { return measure_mpsc<urcu_lfs_peer>(p, secs, repeat); });
+#endif
 #if RTDEFER_BENCH_HAVE_BOOST_LOCKFREE
     run_peer("boost::lockfree::queue (bounded)", [&](int p) { return measure_mpsc<boost_peer>(p, secs, repeat); });
 #endif
@@ -327,24 +337,22 @@ int main(int argc, char** argv) {
     rep.add(a2r);
 
     // --- side by side ----------------------------------------------------------------------------
-    const row* boost_row = nullptr;
-    const row* mutex_row = nullptr;
-    for (const auto& r : rows) {
-        if (std::string(r.name).rfind("boost", 0) == 0)
-            boost_row = &r;
-        if (std::string(r.name).rfind("std::mutex", 0) == 0)
-            mutex_row = &r;
-    }
+    auto find_row = [&](const char* prefix) -> const row* {
+        for (const auto& r : rows)
+            if (std::string(r.name).rfind(prefix, 0) == 0)
+                return &r;
+        return nullptr;
+    };
+    const row* boost_row = find_row("boost");
+    const row* llist_row = find_row("rtdefer::llist_head");
+    const row* moody_row = find_row("moodycamel");
     for (int i = 0; i < 2; ++i) {
         const auto& r = rows[static_cast<std::size_t>(i)];
         for (int p = 1; p <= max_producers; ++p) {
             const std::string label = std::string(r.name) + ", " + std::to_string(p) + " producer" + (p > 1 ? "s" : "");
-            if (boost_row)
-                rep.compare(label, "items/s", r.f[p - 1].rate, unit::per_second, "boost::lockfree::queue", "items/s",
-                            boost_row->f[p - 1].rate);
-            if (mutex_row)
-                rep.compare(label, "items/s", r.f[p - 1].rate, unit::per_second, "mutex+deque", "items/s",
-                            mutex_row->f[p - 1].rate);
+            for (std::size_t j = 2; j < rows.size(); ++j)
+                rep.compare(label, "items/s", r.f[p - 1].rate, unit::per_second, rows[j].name, "items/s",
+                            rows[j].f[p - 1].rate);
         }
     }
     if (rtt.valid) {
@@ -364,8 +372,19 @@ int main(int argc, char** argv) {
     }
     rep.print_table("side by side (same run; ratio = task_work / baseline):");
 
-    // Targets from issue 3, evaluated on this run's figures.
-    std::printf("\ntargets (issue 3):\n");
+    // Targets, evaluated on this run's figures.
+    std::printf("\ntargets:\n");
+    if (llist_row)
+        for (int p = 1; p <= max_producers; ++p) {
+            const double ratio = llist_row->f[p - 1].rate / rows[0].f[p - 1].rate;
+            std::printf("  task_work add+run within 1.5x of bare llist add+del_all, %d producer%s: llist/task_work %.2fx  %s\n",
+                        p, p > 1 ? "s" : " ", ratio, ratio <= 1.5 ? "met" : "NOT met");
+        }
+    if (moody_row) {
+        const double ratio = rows[0].f[0].rate / moody_row->f[0].rate;
+        std::printf("  task_work >= moodycamel::ConcurrentQueue, 1 producer: %.2fx  %s\n", ratio,
+                    ratio >= 1.0 ? "met" : "NOT met");
+    }
     if (boost_row)
         for (int p = 1; p <= max_producers; ++p) {
             const double ratio = rows[0].f[p - 1].rate / boost_row->f[p - 1].rate;

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include <rtdefer/llist.hpp>
+#include <rtdefer/task_work.hpp>
 
 #if __has_include(<boost/lockfree/queue.hpp>)
 #include <boost/lockfree/queue.hpp>
@@ -51,6 +52,7 @@ struct mpsc_item {
     std::uint32_t producer = 0;
     std::uint32_t seq = 0;
     std::uint64_t round_seen = 0;  // consumer-only
+    rtdefer::callback_head work;   // task_work_bench's link: intrusive, as llist's node is
 #if RTDEFER_BENCH_HAVE_URCU
     cds_wfcq_node wfcq{};          // the liburcu peers' links (peers.hpp)
     cds_lfs_node lfs{};

@@ -186,6 +186,8 @@ int main(int argc, char** argv) {
     };
     std::vector<peer_entry> peers = {
         {"rtdefer_llist", &BM_mpsc<llist_peer>, &BM_uncontended<llist_peer>, 2, &push_latency<llist_peer>},
+        {"llist_head_per_producer", &BM_mpsc<sharded_llist_peer>, &BM_uncontended<sharded_llist_peer>, 2,
+         &push_latency<sharded_llist_peer>},
 #if RTDEFER_BENCH_HAVE_MOODYCAMEL
         {"moodycamel_concurrentqueue", &BM_mpsc<moodycamel_peer>, &BM_uncontended<moodycamel_peer>, 2,
          &push_latency<moodycamel_peer>},

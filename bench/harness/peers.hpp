@@ -16,6 +16,10 @@
 //                    dequeue sleeps 10 ms when it meets such a node: unusable in a real-time consumer.)
 //   urcu_lfs_peer    liburcu's lock-free stack (cds_lfs): the same algorithm as llist (push CAS,
 //                    pop_all exchange), reversed for FIFO as the llist peer is.
+//   sharded_llist_peer  not a peer but a question: llist with one head per producer (each on its own
+//                    cache line), the consumer taking each head in turn. Beside the single shared
+//                    head it shows how much of the 2-producer figure the shared head costs (what
+//                    moodycamel's per-producer sub-queues buy); FIFO per producer is kept.
 // liburcu is used through its shared library, without _LGPL_SOURCE: that is the documented way for
 // code that is not LGPL (the inline fast paths are for LGPL-compatible code only); it costs one call.
 #pragma once
@@ -48,6 +52,29 @@ namespace rtdefer_bench {
 
 /// Producers a peer with per-producer state must be ready for (mpsc_item::producer indexes it).
 inline constexpr std::size_t peer_max_producers = 8;
+
+class sharded_llist_peer {
+public:
+    static constexpr const char* name = "llist, one head per producer";
+    bool push(mpsc_item& it) noexcept {
+        (void)heads_[it.producer].add(it.node);
+        return true;
+    }
+    template <class F>
+    std::size_t drain(F&& f) noexcept {
+        std::size_t k = 0;
+        for (auto& h : heads_) {
+            rtdefer::llist_for_each_safe(rtdefer::llist_reverse_order(h.del_all()), [&](rtdefer::llist_node& x) noexcept {
+                f(*rtdefer::llist_entry<mpsc_item, &mpsc_item::node>(&x));
+                ++k;
+            });
+        }
+        return k;
+    }
+
+private:
+    std::array<rtdefer::llist_head, peer_max_producers> heads_; // each head is cache-line aligned
+};
 
 #if RTDEFER_BENCH_HAVE_MOODYCAMEL
 class moodycamel_peer {

@@ -1,6 +1,8 @@
-// llist_bench: rtdefer::llist_head add + del_all throughput beside boost::lockfree::queue (bounded,
-// fixed-size) and std::mutex + std::deque, with 1 and 2 producers and one consumer draining
-// concurrently; every item counted (a lost or duplicated item fails the run).
+// llist_bench: rtdefer::llist_head add + del_all throughput beside the hand-offs a user would weigh
+// against it: moodycamel's ConcurrentQueue (producer tokens, try_enqueue, bulk dequeue) and
+// ReaderWriterQueue (1 producer), liburcu's cds_wfcq and cds_lfs (harness/peers.hpp), the bounded
+// boost::lockfree::queue and std::mutex + std::deque (harness/mpsc.hpp), with 1 and 2 producers and
+// one consumer draining concurrently; every item counted (a lost or duplicated item fails the run).
 //
 //   llist_bench [--quick] [--json FILE] [Google Benchmark flags, e.g. --benchmark_repetitions=5]
 //
@@ -13,6 +15,7 @@
 #include "harness/alloc_counter.hpp"
 #include "harness/baseline.hpp"
 #include "harness/mpsc.hpp"
+#include "harness/peers.hpp"
 #include "harness/report.hpp"
 
 #include <benchmark/benchmark.h>
@@ -166,21 +169,50 @@ int main(int argc, char** argv) {
     {
         boost_peer probe;
         std::printf("boost::lockfree::queue is_lock_free(): %s\n", probe.is_lock_free() ? "yes" : "NO");
+        std::printf("peers: moodycamel %s, ReaderWriterQueue %s, liburcu %s\n",
+                    RTDEFER_BENCH_HAVE_MOODYCAMEL ? "yes" : "not installed (libconcurrentqueue-dev)",
+                    RTDEFER_BENCH_HAVE_RWQ ? "yes" : "not installed (libreaderwriterqueue-dev)",
+                    RTDEFER_BENCH_HAVE_URCU ? "yes" : "not found (liburcu-dev)");
     }
     std::printf("\n");
 
-    // Benchmarks, registered in display order.
-    const char* names[] = {"rtdefer_llist", "boost_lockfree_queue", "mutex_deque"};
+    // Benchmarks, registered in display order. peers[0] is ours; the rest are its peers.
+    struct peer_entry {
+        const char* name;
+        void (*mpsc)(benchmark::State&);
+        void (*uncontended)(benchmark::State&);
+        int max_producers;
+        push_latency_pair (*latency)(const options&, const char*);
+    };
+    std::vector<peer_entry> peers = {
+        {"rtdefer_llist", &BM_mpsc<llist_peer>, &BM_uncontended<llist_peer>, 2, &push_latency<llist_peer>},
+        {"llist_head_per_producer", &BM_mpsc<sharded_llist_peer>, &BM_uncontended<sharded_llist_peer>, 2,
+         &push_latency<sharded_llist_peer>},
+#if RTDEFER_BENCH_HAVE_MOODYCAMEL
+        {"moodycamel_concurrentqueue", &BM_mpsc<moodycamel_peer>, &BM_uncontended<moodycamel_peer>, 2,
+         &push_latency<moodycamel_peer>},
+#endif
+#if RTDEFER_BENCH_HAVE_RWQ
+        {"moodycamel_readerwriterqueue", &BM_mpsc<rwq_peer>, &BM_uncontended<rwq_peer>, 1, &push_latency<rwq_peer>},
+#endif
+#if RTDEFER_BENCH_HAVE_URCU
+        {"urcu_cds_wfcq", &BM_mpsc<urcu_wfcq_peer>, &BM_uncontended<urcu_wfcq_peer>, 2, &push_latency<urcu_wfcq_peer>},
+        {"urcu_cds_lfs", &BM_mpsc<urcu_lfs_peer>, &BM_uncontended<urcu_lfs_peer>, 2, &push_latency<urcu_lfs_peer>},
+#endif
+        {"boost_lockfree_queue", &BM_mpsc<boost_peer>, &BM_uncontended<boost_peer>, 2, &push_latency<boost_peer>},
+        {"mutex_deque", &BM_mpsc<mutex_deque_peer>, &BM_uncontended<mutex_deque_peer>, 2, &push_latency<mutex_deque_peer>},
+    };
+    const char* const ours = peers.front().name;
     for (const char* kind : {"mpsc", "uncontended"}) {
         const bool mpsc = std::string(kind) == "mpsc";
-        auto reg = [&](const char* peer, auto fn) {
-            auto* b = benchmark::RegisterBenchmark((std::string(kind) + "/" + peer).c_str(), fn);
+        for (const peer_entry& p : peers) {
+            auto* b = benchmark::RegisterBenchmark((std::string(kind) + "/" + p.name).c_str(), mpsc ? p.mpsc : p.uncontended);
             b->UseRealTime();
-            if (mpsc) b->ArgName("producers")->Arg(1)->Arg(2);
-        };
-        reg(names[0], mpsc ? &BM_mpsc<llist_peer> : &BM_uncontended<llist_peer>);
-        reg(names[1], mpsc ? &BM_mpsc<boost_peer> : &BM_uncontended<boost_peer>);
-        reg(names[2], mpsc ? &BM_mpsc<mutex_deque_peer> : &BM_uncontended<mutex_deque_peer>);
+            if (mpsc) {
+                b->ArgName("producers");
+                for (int n = 1; n <= p.max_producers; ++n) b->Arg(n);
+            }
+        }
     }
 
     // Translate our flags into Google Benchmark's.
@@ -206,11 +238,10 @@ int main(int argc, char** argv) {
     benchmark::Shutdown();
 
     std::printf("\nper-call push latency (one thread; the tail is what a real-time producer pays):\n");
-    push_latency_pair pl = push_latency<llist_peer>(opts, names[0]);
-    push_latency_pair pb = push_latency<boost_peer>(opts, names[1]);
-    push_latency_pair pm = push_latency<mutex_deque_peer>(opts, names[2]);
-    for (auto* p : {&pl, &pb, &pm}) rep.add(p->batched);
-    for (auto* p : {&pl, &pb, &pm}) rep.add(p->single);
+    std::vector<push_latency_pair> lat;
+    for (const peer_entry& p : peers) lat.push_back(p.latency(opts, p.name));
+    for (auto& l : lat) rep.add(l.batched);
+    for (auto& l : lat) rep.add(l.single);
 
     rep.check(!g_failed.load(), "item accounting: " + g_failure);
 
@@ -233,34 +264,30 @@ int main(int argc, char** argv) {
             std::string suffix = std::string(arg);
             std::string label = mpsc ? std::string("llist add+del_all, ") + (suffix.back() == '1' ? "1" : "2") + " producer(s) + 1 consumer"
                                      : std::string("llist add+del_all, one thread (uncontended)");
-            double mine = rate(std::string(kind) + "/" + names[0] + suffix);
-            double boost = rate(std::string(kind) + "/" + names[1] + suffix);
-            double mutex = rate(std::string(kind) + "/" + names[2] + suffix);
+            double mine = rate(std::string(kind) + "/" + ours + suffix);
             if (mine <= 0) continue;  // filtered out by --benchmark_filter
-            rep.add_throughput(std::string(kind) + "/" + names[0] + suffix, mine);
-            if (boost > 0) {
-                rep.add_throughput(std::string(kind) + "/" + names[1] + suffix, boost);
-                rep.compare(label, "items/s", mine, unit::per_second, "boost::lockfree::queue", "", boost);
-            }
-            if (mutex > 0) {
-                rep.add_throughput(std::string(kind) + "/" + names[2] + suffix, mutex);
-                rep.compare(label, "items/s", mine, unit::per_second, "mutex+deque", "", mutex);
+            rep.add_throughput(std::string(kind) + "/" + ours + suffix, mine);
+            for (std::size_t i = 1; i < peers.size(); ++i) {
+                const double theirs = rate(std::string(kind) + "/" + peers[i].name + suffix);
+                if (theirs <= 0) continue;  // not run (ReaderWriterQueue: 1 producer only)
+                rep.add_throughput(std::string(kind) + "/" + peers[i].name + suffix, theirs);
+                rep.compare(label, "items/s", mine, unit::per_second, peers[i].name, "", theirs);
             }
         }
     }
     if (rtt.valid)
-        for (const char* peer : names) {
-            const double r = rate(std::string("mpsc/") + peer + "/producers:1");
+        for (const peer_entry& p : peers) {
+            const double r = rate(std::string("mpsc/") + p.name + "/producers:1");
             if (r > 0)
-                rep.compare(std::string("ns per item, 1 producer: ") + peer, "mean", 1e9 / r, unit::ns,
+                rep.compare(std::string("ns per item, 1 producer: ") + p.name, "mean", 1e9 / r, unit::ns,
                             "cache-line round trip", "p50", rtt.s.p50);
         }
     for (double summary::*stat : {&summary::p50, &summary::p999, &summary::max}) {
         const bool p50 = stat == &summary::p50;
         const char* sn = p50 ? "p50 (mean of 16)" : stat == &summary::p999 ? "p99.9 (one call)" : "max (one call)";
         auto pick = [&](const push_latency_pair& p) { return p50 ? p.batched.s.*stat : p.single.s.*stat; };
-        rep.compare("push: llist add()", sn, pick(pl), unit::ns, "boost bounded_push", "", pick(pb));
-        rep.compare("push: llist add()", sn, pick(pl), unit::ns, "mutex+deque push_back", "", pick(pm));
+        for (std::size_t i = 1; i < peers.size(); ++i)
+            rep.compare("push: llist add()", sn, pick(lat[0]), unit::ns, std::string(peers[i].name) + " push", "", pick(lat[i]));
     }
     for (const auto& [name, e] : cap.results)
         if (name.rfind("mpsc/", 0) == 0)

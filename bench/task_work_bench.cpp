@@ -17,6 +17,7 @@
 #include "harness/args.hpp"
 #include "harness/baseline.hpp"
 #include "harness/mpsc.hpp"
+#include "harness/peers.hpp"
 #include "harness/report.hpp"
 
 #include <rtdefer/task_work.hpp>
@@ -35,28 +36,22 @@ using namespace rtdefer_bench;
 constexpr int max_producers = 2;
 constexpr std::size_t per_producer_round = 4096;
 
-/// mpsc_rig peer: one callback_head per (producer, seq) slot of the rig's items, preallocated; the
-/// consumer (the rig's constructing thread) is the task_work owner. push() = task_work_add,
-/// drain() = task_work_run; the callbacks hand each item to the rig's checker.
+/// mpsc_rig peer: the callback_head is embedded in the rig's item (intrusive, as the llist peer's node
+/// is), so both touch the same cache lines per item; the consumer (the rig's constructing thread) is
+/// the task_work owner. push() = task_work_add, drain() = task_work_run; the callback hands each item
+/// to the rig's checker (one indirect call more than the llist peer's inlined loop: a task_work
+/// callback is a function pointer).
 template <rtdefer::notify N>
 class task_work_peer {
 public:
     static constexpr const char* name =
         N == rtdefer::notify::none ? "task_work (notify::none)" : "task_work (notify::resume)";
 
-    task_work_peer()
-        : self_(&rtdefer::attach_this_thread()),
-          slots_(std::make_unique<slot[]>(static_cast<std::size_t>(max_producers) * mpsc_max_round_items)) {
-        for (std::size_t i = 0; i < static_cast<std::size_t>(max_producers) * mpsc_max_round_items; ++i) {
-            rtdefer::init_task_work(slots_[i], &slot::run);
-            slots_[i].peer = this;
-        }
-    }
+    task_work_peer() : self_(&rtdefer::attach_this_thread()) {}
 
     bool push(mpsc_item& it) noexcept {
-        slot& s = slots_[static_cast<std::size_t>(it.producer) * mpsc_max_round_items + it.seq];
-        s.item = &it; // published by task_work_add's release CAS
-        const rtdefer::status st = rtdefer::task_work_add(*self_, s, N);
+        it.work.func = &run; // the item is idle (each is pushed once per round): ours to set
+        const rtdefer::status st = rtdefer::task_work_add(*self_, it.work, N);
         if (st != rtdefer::status::ok)
             bad_adds_.fetch_add(1, std::memory_order_relaxed); // relaxed: statistic, read after the run
         return st == rtdefer::status::ok;
@@ -65,25 +60,22 @@ public:
     template <class F> std::size_t drain(F&& f) noexcept {
         sink_ctx_ = &f;
         sink_ = [](void* ctx, mpsc_item& it) noexcept { (*static_cast<std::remove_reference_t<F>*>(ctx))(it); };
+        current_ = this; // callbacks run on this (the owner's) thread, inside task_work_run below
         return rtdefer::task_work_run(*self_);
     }
 
     std::uint64_t bad_adds() const { return bad_adds_.load(std::memory_order_relaxed); }
 
 private:
-    struct slot : rtdefer::callback_head {
-        mpsc_item* item = nullptr;
-        task_work_peer* peer = nullptr;
-        static void run(rtdefer::callback_head* h) noexcept {
-            auto* s = static_cast<slot*>(h);
-            s->peer->sink_(s->peer->sink_ctx_, *s->item);
-        }
-    };
+    static void run(rtdefer::callback_head* h) noexcept {
+        auto* it = reinterpret_cast<mpsc_item*>(reinterpret_cast<char*>(h) - offsetof(mpsc_item, work));
+        current_->sink_(current_->sink_ctx_, *it);
+    }
 
     rtdefer::thread_ctx* self_;
-    std::unique_ptr<slot[]> slots_;
     void* sink_ctx_ = nullptr;
     void (*sink_)(void*, mpsc_item&) noexcept = nullptr;
+    static inline task_work_peer* current_ = nullptr; // owner thread only
     std::atomic<std::uint64_t> bad_adds_{0};
 };
 
@@ -296,6 +288,15 @@ int main(int argc, char** argv) {
     };
     run_peer(tw_none::name, [&](int p) { return measure_mpsc<tw_none>(p, secs, repeat); });
     run_peer(tw_resume::name, [&](int p) { return measure_mpsc<tw_resume>(p, secs, repeat); });
+    // The bare list task_work is built on, and the strongest general hand-offs (harness/peers.hpp).
+    run_peer("rtdefer::llist_head (bare)", [&](int p) { return measure_mpsc<llist_peer>(p, secs, repeat); });
+#if RTDEFER_BENCH_HAVE_MOODYCAMEL
+    run_peer("moodycamel::ConcurrentQueue", [&](int p) { return measure_mpsc<moodycamel_peer>(p, secs, repeat); });
+#endif
+#if RTDEFER_BENCH_HAVE_URCU
+    run_peer("liburcu cds_wfcq", [&](int p) { return measure_mpsc<urcu_wfcq_peer>(p, secs, repeat); });
+    run_peer("liburcu cds_lfs", [&](int p) { return measure_mpsc<urcu_lfs_peer>(p, secs, repeat); });
+#endif
 #if RTDEFER_BENCH_HAVE_BOOST_LOCKFREE
     run_peer("boost::lockfree::queue (bounded)", [&](int p) { return measure_mpsc<boost_peer>(p, secs, repeat); });
 #endif
@@ -327,24 +328,22 @@ int main(int argc, char** argv) {
     rep.add(a2r);
 
     // --- side by side ----------------------------------------------------------------------------
-    const row* boost_row = nullptr;
-    const row* mutex_row = nullptr;
-    for (const auto& r : rows) {
-        if (std::string(r.name).rfind("boost", 0) == 0)
-            boost_row = &r;
-        if (std::string(r.name).rfind("std::mutex", 0) == 0)
-            mutex_row = &r;
-    }
+    auto find_row = [&](const char* prefix) -> const row* {
+        for (const auto& r : rows)
+            if (std::string(r.name).rfind(prefix, 0) == 0)
+                return &r;
+        return nullptr;
+    };
+    const row* boost_row = find_row("boost");
+    const row* llist_row = find_row("rtdefer::llist_head");
+    const row* moody_row = find_row("moodycamel");
     for (int i = 0; i < 2; ++i) {
         const auto& r = rows[static_cast<std::size_t>(i)];
         for (int p = 1; p <= max_producers; ++p) {
             const std::string label = std::string(r.name) + ", " + std::to_string(p) + " producer" + (p > 1 ? "s" : "");
-            if (boost_row)
-                rep.compare(label, "items/s", r.f[p - 1].rate, unit::per_second, "boost::lockfree::queue", "items/s",
-                            boost_row->f[p - 1].rate);
-            if (mutex_row)
-                rep.compare(label, "items/s", r.f[p - 1].rate, unit::per_second, "mutex+deque", "items/s",
-                            mutex_row->f[p - 1].rate);
+            for (std::size_t j = 2; j < rows.size(); ++j)
+                rep.compare(label, "items/s", r.f[p - 1].rate, unit::per_second, rows[j].name, "items/s",
+                            rows[j].f[p - 1].rate);
         }
     }
     if (rtt.valid) {
@@ -364,8 +363,19 @@ int main(int argc, char** argv) {
     }
     rep.print_table("side by side (same run; ratio = task_work / baseline):");
 
-    // Targets from issue 3, evaluated on this run's figures.
-    std::printf("\ntargets (issue 3):\n");
+    // Targets, evaluated on this run's figures.
+    std::printf("\ntargets:\n");
+    if (llist_row)
+        for (int p = 1; p <= max_producers; ++p) {
+            const double ratio = llist_row->f[p - 1].rate / rows[0].f[p - 1].rate;
+            std::printf("  task_work add+run within 1.5x of bare llist add+del_all, %d producer%s: llist/task_work %.2fx  %s\n",
+                        p, p > 1 ? "s" : " ", ratio, ratio <= 1.5 ? "met" : "NOT met");
+        }
+    if (moody_row) {
+        const double ratio = rows[0].f[0].rate / moody_row->f[0].rate;
+        std::printf("  task_work >= moodycamel::ConcurrentQueue, 1 producer: %.2fx  %s\n", ratio,
+                    ratio >= 1.0 ? "met" : "NOT met");
+    }
     if (boost_row)
         for (int p = 1; p <= max_producers; ++p) {
             const double ratio = rows[0].f[p - 1].rate / boost_row->f[p - 1].rate;

@@ -1,8 +1,8 @@
 // rtdefer benchmark harness: allocation counter.
 //
-// Replaces the global operator new/delete (all forms) with counting versions that forward to
-// malloc/free. Replacement functions must not be inline, so include this header in exactly ONE
-// translation unit of a bench binary (the bench's .cpp; benches are single-TU).
+// Counts the global operator new/delete (all forms), replaced by counting versions that forward to
+// malloc/free. Replacement functions must not be inline, so they live in alloc_counter.cpp, which
+// bench/meson.build links into every bench (the harness library); this header only reads the counts.
 //
 //   #include "harness/alloc_counter.hpp"
 //   rtdefer_bench::alloc_scope sc;            // counts this thread's allocations from here
@@ -71,41 +71,3 @@ private:
 };
 
 }  // namespace rtdefer_bench
-
-// Replacement allocation functions ([replacement.functions]); non-inline by requirement.
-void* operator new(std::size_t n) {
-    if (void* p = rtdefer_bench::alloc_detail::counted_alloc(n, 0)) return p;
-    throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) {
-    if (void* p = rtdefer_bench::alloc_detail::counted_alloc(n, 0)) return p;
-    throw std::bad_alloc();
-}
-void* operator new(std::size_t n, std::align_val_t a) {
-    if (void* p = rtdefer_bench::alloc_detail::counted_alloc(n, static_cast<std::size_t>(a))) return p;
-    throw std::bad_alloc();
-}
-void* operator new[](std::size_t n, std::align_val_t a) {
-    if (void* p = rtdefer_bench::alloc_detail::counted_alloc(n, static_cast<std::size_t>(a))) return p;
-    throw std::bad_alloc();
-}
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return rtdefer_bench::alloc_detail::counted_alloc(n, 0); }
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return rtdefer_bench::alloc_detail::counted_alloc(n, 0); }
-void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
-    return rtdefer_bench::alloc_detail::counted_alloc(n, static_cast<std::size_t>(a));
-}
-void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
-    return rtdefer_bench::alloc_detail::counted_alloc(n, static_cast<std::size_t>(a));
-}
-void operator delete(void* p) noexcept { rtdefer_bench::alloc_detail::counted_free(p); }
-void operator delete[](void* p) noexcept { rtdefer_bench::alloc_detail::counted_free(p); }
-void operator delete(void* p, std::size_t) noexcept { rtdefer_bench::alloc_detail::counted_free(p); }
-void operator delete[](void* p, std::size_t) noexcept { rtdefer_bench::alloc_detail::counted_free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { rtdefer_bench::alloc_detail::counted_free(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { rtdefer_bench::alloc_detail::counted_free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { rtdefer_bench::alloc_detail::counted_free(p); }
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { rtdefer_bench::alloc_detail::counted_free(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { rtdefer_bench::alloc_detail::counted_free(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { rtdefer_bench::alloc_detail::counted_free(p); }
-void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { rtdefer_bench::alloc_detail::counted_free(p); }
-void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { rtdefer_bench::alloc_detail::counted_free(p); }

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include <rtdefer/llist.hpp>
+#include <rtdefer/task_work.hpp>
 
 #if __has_include(<boost/lockfree/queue.hpp>)
 #include <boost/lockfree/queue.hpp>
@@ -39,6 +40,11 @@
 
 #include "latency.hpp"
 
+#if RTDEFER_BENCH_HAVE_URCU // defined by bench/meson.build when liburcu-cds is found (peers.hpp)
+#include <urcu/lfstack.h>
+#include <urcu/wfcqueue.h>
+#endif
+
 namespace rtdefer_bench {
 
 struct mpsc_item {
@@ -46,6 +52,11 @@ struct mpsc_item {
     std::uint32_t producer = 0;
     std::uint32_t seq = 0;
     std::uint64_t round_seen = 0;  // consumer-only
+    rtdefer::callback_head work;   // task_work_bench's link: intrusive, as llist's node is
+#if RTDEFER_BENCH_HAVE_URCU
+    cds_wfcq_node wfcq{};          // the liburcu peers' links (peers.hpp)
+    cds_lfs_node lfs{};
+#endif
 };
 
 /// Items one round may hold at once (the boost peer's fixed capacity must exceed this).

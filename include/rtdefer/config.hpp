@@ -38,7 +38,7 @@
 
 // Where a nonblocking function deliberately makes a syscall (the wake on empty→non-empty, an IPI),
 // the call is wrapped in these: -Wfunction-effects is told to trust it and RealtimeSanitizer is paused.
-// Use only in include/rtdefer/detail/syscall.hpp.
+// Inside the library only, and each use says why the call is safe; users have RTDEFER_TRUSTED_CALL.
 #if RTDEFER_HAS_FUNCTION_EFFECTS
 #define RTDEFER_EFFECTS_TRUST_BEGIN                                                                \
     _Pragma("clang diagnostic push") _Pragma("clang diagnostic ignored \"-Wfunction-effects\"")
@@ -47,6 +47,19 @@
 #define RTDEFER_EFFECTS_TRUST_BEGIN
 #define RTDEFER_EFFECTS_TRUST_END
 #endif
+
+/// Public: marks one call that the caller has audited as real-time safe, where -Wfunction-effects
+/// cannot see it (a C library call with no annotation: jack_port_get_buffer, clock_gettime on the
+/// vDSO, a driver's ioctl you know never blocks). It silences the compile-time check for that
+/// expression only; RealtimeSanitizer still checks the call at run time, so a trusted call that does
+/// allocate or lock is still reported there.
+///
+///   void process(jack_nframes_t n) noexcept RTDEFER_NONBLOCKING {
+///       auto* out = RTDEFER_TRUSTED_CALL(static_cast<float*>(jack_port_get_buffer(port, n)));
+///
+/// The value of the expression is the value of the call. Expands to the expression itself where the
+/// compiler has no function effects.
+#define RTDEFER_TRUSTED_CALL(...) (RTDEFER_EFFECTS_TRUST_BEGIN(__VA_ARGS__) RTDEFER_EFFECTS_TRUST_END)
 
 #define RTDEFER_LIKELY(x) __builtin_expect(!!(x), 1)
 #define RTDEFER_UNLIKELY(x) __builtin_expect(!!(x), 0)

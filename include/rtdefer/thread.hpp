@@ -38,6 +38,7 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <new>
 #include <string>
 #include <system_error>
 #include <type_traits>
@@ -189,12 +190,31 @@ public:
             detail::release_ctx(std::exchange(ctx_, nullptr));
     }
 
+    /// Effects: takes one reference to `ctx` and returns it as a plain pointer (get_task_struct()
+    /// without an owning object), so a thread that must not run destructors can pass a reference
+    /// on: a host's real-time callback stores it in an atomic, another thread takes it over with
+    /// adopt(). Precondition: as the constructor (the caller holds a reference, or is the thread).
+    /// Returns: &ctx. Progress: wait-free (one relaxed increment). Real-time safety: yes; async-signal-safe.
+    [[nodiscard]] static thread_ctx* acquire_raw(thread_ctx& ctx) noexcept RTDEFER_NONBLOCKING {
+        // (R1) relaxed, as acquire() below.
+        ctx.refs_.fetch_add(1, std::memory_order_relaxed);
+        return &ctx;
+    }
+
+    /// Returns: a thread_ref owning a reference taken by acquire_raw() (no count change; nullptr gives an
+    /// empty ref). Progress: wait-free. Real-time safety: no atomic operation; not annotated nonblocking
+    /// only because returning an object with a destructor counts as a possible destruction for clang.
+    [[nodiscard]] static thread_ref adopt(thread_ctx* raw) noexcept { return thread_ref(raw, adopt_tag{}); }
+
     [[nodiscard]] thread_ctx* get() const noexcept RTDEFER_NONBLOCKING { return ctx_; }
     thread_ctx& operator*() const noexcept RTDEFER_NONBLOCKING { return *ctx_; }
     thread_ctx* operator->() const noexcept RTDEFER_NONBLOCKING { return ctx_; }
     explicit operator bool() const noexcept RTDEFER_NONBLOCKING { return ctx_ != nullptr; }
 
 private:
+    struct adopt_tag {};
+    thread_ref(thread_ctx* ctx, adopt_tag) noexcept RTDEFER_NONBLOCKING : ctx_(ctx) {}
+
     void acquire() noexcept RTDEFER_NONBLOCKING {
         // (R1) relaxed: a new reference is always derived from an existing one, which keeps the
         // object alive; no ordering is needed to increment (as in std::shared_ptr / refcount_inc).
@@ -240,6 +260,19 @@ inline thread_ctx& attach_this_thread() {
     detail::tls_ctx = ctx;
     ::pthread_setspecific(key, ctx);
     return *ctx;
+}
+
+/// Effects: as attach_this_thread(), but reports failure instead of throwing: for threads the
+/// library does not own, whose creator calls us from C frames an exception must not cross (a JACK or
+/// PipeWire thread-init callback, a C framework's worker hook).
+/// Returns: the ctx, or nullptr when it could not be allocated (nothing changed; call it again
+/// later). Progress: blocking (allocates once per thread). Real-time safety: setup path only.
+[[nodiscard]] inline thread_ctx* try_attach_this_thread() noexcept {
+    try {
+        return &attach_this_thread();
+    } catch (const std::bad_alloc&) { // the only thing it throws; a cancellation unwind passes on
+        return nullptr;
+    }
 }
 
 /// Returns: the calling thread's ctx, or nullptr if it is not attached. A TLS load: fine for setup

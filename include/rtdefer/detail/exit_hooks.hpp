@@ -9,10 +9,10 @@
 #pragma once
 
 #include <rtdefer/config.hpp>
+#include <rtdefer/detail/setup_lock.hpp>
 
 #include <array>
 #include <cstddef>
-#include <mutex>
 
 namespace rtdefer {
 
@@ -29,7 +29,7 @@ struct exit_hook_table {
     };
     static constexpr std::size_t capacity = 16;
     // Registration and the exit path are both setup-time: a mutex is fine and keeps this simple.
-    std::mutex lock;
+    setup_mutex lock;
     std::array<entry, capacity> entries{};
     std::size_t count = 0;
 };
@@ -45,7 +45,7 @@ inline exit_hook_table& exit_hooks() noexcept {
 /// which is a build-time property of the program, not a run-time condition.
 inline bool register_exit_hook(exit_hook fn, int order) noexcept {
     auto& t = exit_hooks();
-    std::lock_guard<std::mutex> guard(t.lock);
+    setup_guard guard(t.lock);
     for (std::size_t i = 0; i < t.count; ++i)
         if (t.entries[i].fn == fn)
             return true;
@@ -64,7 +64,7 @@ inline void run_exit_hooks(thread_ctx& ctx) noexcept {
     std::array<exit_hook_table::entry, exit_hook_table::capacity> snapshot;
     std::size_t n;
     {
-        std::lock_guard<std::mutex> guard(t.lock);
+        setup_guard guard(t.lock);
         snapshot = t.entries;
         n = t.count;
     }

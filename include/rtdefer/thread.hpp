@@ -368,10 +368,22 @@ struct sched_report {
     sched_policy requested = sched_policy::other;
     sched_policy actual = sched_policy::other;
     int priority = 0;        ///< actual priority (0 for SCHED_OTHER)
+    int requested_priority = 0; ///< the priority asked for
     int error = 0;           ///< 0, or the errno that made it fall back (EPERM)
     int mlock_error = 0;     ///< 0, or the errno of a failed mlockall
     memlock_result memory;   ///< with lock_memory: what was decided and locked (describe() says why)
     [[nodiscard]] bool degraded() const noexcept { return requested != actual; }
+    /// Returns: what the thread got, e.g. "SCHED_FIFO 50" or "SCHED_OTHER (SCHED_FIFO 50 refused:
+    /// Operation not permitted)". For headers and reports: print this, not the request.
+    [[nodiscard]] std::string describe() const {
+        std::string s = to_string(actual);
+        if (actual != sched_policy::other)
+            s += " " + std::to_string(priority);
+        if (degraded())
+            s += std::string(" (") + to_string(requested) + " " + std::to_string(requested_priority) +
+                 " refused: " + std::strerror(error) + ")";
+        return s;
+    }
 };
 
 namespace detail {
@@ -438,6 +450,7 @@ public:
         sb->name = opts.name;
         sb->lock_memory = opts.lock_memory;
         report_.requested = opts.policy;
+        report_.requested_priority = opts.policy == sched_policy::other ? 0 : opts.priority;
 
         int rc = create(opts, opts.policy, sb.get());
         if (rc == EPERM && opts.policy != sched_policy::other) {

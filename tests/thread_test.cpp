@@ -255,6 +255,17 @@ int enter_small_memlock_limit() {
     return 0;
 }
 
+// Maps (and unmaps) 16 MiB, more than the whole limit, as a new thread stack or malloc arena would.
+// Returns: 0, or the errno of the failed mmap.
+int fresh_mapping_fails_with() {
+    constexpr std::size_t size = std::size_t{16} << 20;
+    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return errno;
+    ::munmap(p, size);
+    return 0;
+}
+
 } // namespace
 
 TEST_CASE("under an 8 MiB RLIMIT_MEMLOCK, an unconditional MCL_FUTURE stops the next thread from starting") {
@@ -265,11 +276,18 @@ TEST_CASE("under an 8 MiB RLIMIT_MEMLOCK, an unconditional MCL_FUTURE stops the 
             return e;
         if (::mlockall(MCL_FUTURE) != 0)
             return 32;
+        if (fresh_mapping_fails_with() != EAGAIN)
+            return 33;
+        // A stack larger than the default: glibc cannot reuse a cached stack of an exited thread.
+        pthread_attr_t attr;
+        ::pthread_attr_init(&attr);
+        ::pthread_attr_setstacksize(&attr, std::size_t{16} << 20);
         pthread_t th;
-        const int err = ::pthread_create(&th, nullptr, [](void*) -> void* { return nullptr; }, nullptr);
+        const int err = ::pthread_create(&th, &attr, [](void*) -> void* { return nullptr; }, nullptr);
+        ::pthread_attr_destroy(&attr);
         if (err == 0)
             ::pthread_join(th, nullptr);
-        return err == EAGAIN ? 0 : 33;
+        return err == EAGAIN ? 0 : 34;
     });
     CHECK(rc == 0);
 }
@@ -287,8 +305,10 @@ TEST_CASE("under an 8 MiB RLIMIT_MEMLOCK, rt_thread lock_memory leaves later thr
             return 41; // MCL_FUTURE under 8 MiB: the threads below would fail
         if (m.describe().find("RLIMIT_MEMLOCK 8 MiB") == std::string::npos)
             return 42;
+        if (fresh_mapping_fails_with() != 0)
+            return 45; // what the test above shows failing after an unconditional MCL_FUTURE
         // More threads, each locking again (as several rt_threads with lock_memory would), each
-        // allocating: all must start.
+        // allocating 1 MiB (malloc maps it: it would fail under MCL_FUTURE): all must start.
         std::atomic<int> ran{0}; // relaxed below: each thread is joined before `ran` is read
         for (int i = 0; i < 8; ++i) {
             rt_thread more({"mlock-more", sched_policy::other, 0, -1, true}, [&] {

@@ -375,6 +375,7 @@ struct sched_report {
     [[nodiscard]] bool degraded() const noexcept { return requested != actual; }
     /// Returns: what the thread got, e.g. "SCHED_FIFO 50" or "SCHED_OTHER (SCHED_FIFO 50 refused:
     /// Operation not permitted)". For headers and reports: print this, not the request.
+    /// Progress: blocking (allocates). Real-time safety: setup and reporting paths only.
     [[nodiscard]] std::string describe() const {
         std::string s = to_string(actual);
         if (actual != sched_policy::other)

@@ -41,6 +41,7 @@ enum class memlock_level : std::uint8_t {
     current_and_future, ///< mlockall(MCL_CURRENT|MCL_FUTURE)
 };
 
+/// Returns: the level's name. Progress: wait-free. Real-time safety: safe (no allocation).
 [[nodiscard]] constexpr const char* to_string(memlock_level l) noexcept {
     return l == memlock_level::current_and_future ? "MCL_CURRENT|MCL_FUTURE"
            : l == memlock_level::current          ? "MCL_CURRENT only"
@@ -63,7 +64,8 @@ struct memlock_result {
     int error = 0;                               ///< errno of a failed mlockall, else 0
     memlock_inputs in;
 
-    /// Returns: e.g. "mlockall(MCL_CURRENT only): RLIMIT_MEMLOCK 64 MiB < mapped 30 MiB + margin 512 MiB".
+    /// Returns: e.g. "mlockall(MCL_CURRENT only) in force: RLIMIT_MEMLOCK 64 MiB < mapped 30 MiB +
+    /// margin 512 MiB, so no MCL_FUTURE". Progress: blocking (allocates). Real-time safety: reporting only.
     [[nodiscard]] std::string describe() const;
 };
 
@@ -72,7 +74,8 @@ namespace detail {
 /// Slack MCL_CURRENT needs above VmSize (the kernel checks the size at the call; leave a little).
 inline constexpr std::uint64_t memlock_slack = std::uint64_t{4} << 20;
 
-/// Returns: what may be locked given `in` (the table at the top of this file). Pure.
+/// Returns: what may be locked given `in` (the table at the top of this file). Pure: tests feed it
+/// chosen limits. Progress: wait-free. Real-time safety: safe.
 [[nodiscard]] constexpr memlock_level decide_memlock(const memlock_inputs& in) noexcept {
     if (in.privileged || in.unlimited)
         return memlock_level::current_and_future;
@@ -84,6 +87,7 @@ inline constexpr std::uint64_t memlock_slack = std::uint64_t{4} << 20;
 }
 
 /// Returns: the default margin: 32 default thread stacks plus 256 MiB for heap mappings.
+/// Progress: blocking (glibc takes a lock). Real-time safety: setup path only.
 inline std::uint64_t memlock_margin() noexcept {
     std::size_t stack = std::size_t{8} << 20;
     pthread_attr_t attr;
@@ -94,7 +98,8 @@ inline std::uint64_t memlock_margin() noexcept {
     return std::uint64_t{32} * stack + (std::uint64_t{256} << 20);
 }
 
-/// Reads VmSize (bytes) and CAP_IPC_LOCK from /proc/self/status. Returns: false if unreadable.
+/// Effects: reads VmSize (bytes) and CAP_IPC_LOCK from /proc/self/status. Returns: false if
+/// unreadable. Progress: blocking (file I/O). Real-time safety: setup path only.
 inline bool read_proc_status(std::uint64_t& vm_size, bool& cap_ipc_lock) noexcept {
     std::FILE* f = std::fopen("/proc/self/status", "re");
     if (f == nullptr)
@@ -114,7 +119,8 @@ inline bool read_proc_status(std::uint64_t& vm_size, bool& cap_ipc_lock) noexcep
     return have_size;
 }
 
-/// Returns: the decision inputs for the calling process, with `margin`.
+/// Returns: the decision inputs for the calling process, with `margin`. Progress: blocking (reads
+/// /proc). Real-time safety: setup path only.
 inline memlock_inputs current_memlock_inputs(std::uint64_t margin) noexcept {
     memlock_inputs in;
     in.margin = margin;

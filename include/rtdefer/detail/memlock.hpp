@@ -23,6 +23,7 @@
 #include <rtdefer/config.hpp>
 
 #include <cerrno>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>

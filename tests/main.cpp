@@ -1,8 +1,13 @@
 // tests/main.cpp: the doctest main linked into every unit and stress test executable.
 //
 // A listener records the running test case's name (for the SKIP lines of test_util.hpp) and, at
-// the end of the run, lists the test cases that skipped. If every test case that ran skipped, the
-// executable exits 77, which meson reports as SKIP rather than as a silent pass.
+// the end of the run, lists the test cases that skipped, one machine-readable line each:
+//
+//   RTDEFER-SKIPPED: <test case>: <reason>
+//
+// (doctest itself counts a skipped case as passed; scripts/test counts these lines as skips). A
+// case that skipped more than once (in subcases) is listed once, with its first reason. If every
+// test case that ran skipped, the executable exits 77, which meson reports as SKIP.
 //
 // Death tests fork, make the child trip an RTDEFER_ASSERT, and check that it died by SIGABRT. The
 // child inherits doctest's crash handler, which would catch the signal, report a "crash" from the
@@ -15,6 +20,7 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <mutex>
@@ -26,7 +32,8 @@ namespace {
 struct run_state {
     std::mutex lock;
     std::string current = "(no test case)";
-    std::vector<std::string> skips;
+    std::vector<std::string> skipped_cases; // names, in order, each once
+    std::vector<std::string> reasons;       // the first reason of each, same index
     int cases_started = 0;
 };
 
@@ -45,9 +52,10 @@ struct skip_listener : doctest::IReporter {
     }
     void test_run_end(const doctest::TestRunStats&) override {
         std::lock_guard<std::mutex> g(state().lock);
-        if (state().skips.empty()) return;
-        std::printf("\n%zu test case(s) skipped (doctest counts them as passed):\n", state().skips.size());
-        for (const std::string& s : state().skips) std::printf("  %s\n", s.c_str());
+        if (state().skipped_cases.empty()) return;
+        std::printf("\n%zu test case(s) skipped (doctest counts them as passed):\n", state().skipped_cases.size());
+        for (std::size_t i = 0; i < state().skipped_cases.size(); ++i)
+            std::printf("RTDEFER-SKIPPED: %s: %s\n", state().skipped_cases[i].c_str(), state().reasons[i].c_str());
         std::fflush(stdout);
     }
 
@@ -83,9 +91,13 @@ const char* current_test_name() noexcept {
     return state().current.c_str();
 }
 
-void note_skip(const std::string& line) {
+void note_skip(const std::string& reason) {
     std::lock_guard<std::mutex> g(state().lock);
-    state().skips.push_back(line);
+    run_state& st = state();
+    if (std::find(st.skipped_cases.begin(), st.skipped_cases.end(), st.current) != st.skipped_cases.end())
+        return;
+    st.skipped_cases.push_back(st.current);
+    st.reasons.push_back(reason);
 }
 
 } // namespace rtdefer_test
@@ -98,9 +110,8 @@ int main(int argc, char** argv) {
     if (context.shouldExit()) return result;
 
     std::lock_guard<std::mutex> g(state().lock);
-    // A test case reports at most one skip; more skips than cases means subcases skipped.
     if (result == 0 && state().cases_started > 0 &&
-        static_cast<int>(state().skips.size()) >= state().cases_started) {
+        static_cast<int>(state().skipped_cases.size()) >= state().cases_started) {
         std::printf("every test case skipped: exit 77 (meson SKIP)\n");
         return 77;
     }

@@ -9,7 +9,8 @@
 //   rtdefer_test::skip_test(why)        the same report for any other reason; then `return`.
 //
 // A skipped test case still counts as passed for doctest; tests/main.cpp lists the skips at the end
-// of the run and exits 77 (meson: SKIP) when every test case of the executable skipped.
+// of the run (`RTDEFER-SKIPPED: <test>: <reason>`, counted by scripts/test) and exits 77 (meson:
+// SKIP) when every test case of the executable skipped.
 #pragma once
 
 #include <doctest/doctest.h>
@@ -37,7 +38,7 @@ namespace rtdefer_test {
 
 // Defined in tests/main.cpp (linked into every test executable).
 const char* current_test_name() noexcept;
-void note_skip(const std::string& line);
+void note_skip(const std::string& reason); // records the current test case as skipped, once
 
 /// RTDEFER_STRESS_SCALE as a positive double; 1.0 when unset or malformed (with a warning).
 inline double stress_scale() {
@@ -145,7 +146,7 @@ inline void skip_test(const std::string& reason) {
     std::printf("%s\n", line.c_str());
     std::fflush(stdout);
     MESSAGE(line);
-    note_skip(line);
+    note_skip(reason);
 }
 
 /// True when SCHED_FIFO is permitted; otherwise reports the skip and returns false.

@@ -19,6 +19,8 @@
 // (CLOCK_MONOTONIC), which is always cross-CPU consistent. The chosen source is printed and in JSON.
 #pragma once
 
+#include <rtdefer/detail/memlock.hpp>
+
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -481,23 +483,23 @@ inline void drop_rt_on_this_thread() {
 
 struct mlock_outcome {
     bool attempted = false;
-    bool locked = false;
-    int error = 0;
+    rtdefer::memlock_result result; ///< what was locked, and why no more (detail/memlock.hpp)
     std::string describe() const {
         if (!attempted) return "mlockall not attempted (--no-mlock)";
-        if (locked) return "mlockall(MCL_CURRENT|MCL_FUTURE) in force";
-        return std::string("mlockall refused: ") + std::strerror(error) + " (page faults may show in the tail)";
+        std::string s = result.describe();
+        if (result.locked != rtdefer::memlock_level::current_and_future) s += " (page faults may show in the tail)";
+        return s;
     }
 };
 
-/// mlockall(MCL_CURRENT|MCL_FUTURE) once per process (idempotent). Setup path.
+/// mlockall once per process (idempotent), as much as RLIMIT_MEMLOCK leaves room for: the same
+/// decision as rt_thread's lock_memory, so the bench's later threads still start. Setup path.
 inline const mlock_outcome& lock_memory_once() {
     static const mlock_outcome o = [] {
         mlock_outcome r;
         if (!switches().allow_mlock) return r;
         r.attempted = true;
-        r.locked = (mlockall(MCL_CURRENT | MCL_FUTURE) == 0);
-        r.error = r.locked ? 0 : errno;
+        r.result = rtdefer::detail::lock_process_memory();
         return r;
     }();
     return o;

@@ -75,16 +75,23 @@ inline std::string fmt_value(double v, unit u) {
     return "?";
 }
 
-/// Display width of a UTF-8 string (µ and × are one column each).
+/// Display width of a UTF-8 string: its code points (µ and × are one column each; printf's %-Ns
+/// counts bytes, so a cell holding µs would come out one column short). Pad cells with pad().
 inline std::size_t display_width(const std::string& s) {
     std::size_t w = 0;
     for (unsigned char c : s)
         if ((c & 0xC0) != 0x80) ++w;
     return w;
 }
+/// Returns: s padded on the right to `w` display columns (left-aligned cell).
 inline std::string pad(const std::string& s, std::size_t w) {
     std::size_t d = display_width(s);
     return d >= w ? s : s + std::string(w - d, ' ');
+}
+/// Returns: s padded on the left to `w` display columns (right-aligned cell).
+inline std::string pad_left(const std::string& s, std::size_t w) {
+    std::size_t d = display_width(s);
+    return d >= w ? s : std::string(w - d, ' ') + s;
 }
 
 inline std::string json_escape(const std::string& s) {
@@ -295,7 +302,7 @@ inline void print_table(const std::vector<comparison_row>& rows, std::FILE* out 
 /// Print one latency line: name  p50 .. p99 .. p99.9 .. max .. (n=..)  [sched]
 inline void print_latency(const latency_result& r, std::FILE* out = stdout) {
     if (!r.valid) {
-        std::fprintf(out, "  %-38s not measured: %s\n", r.name.c_str(), r.note.c_str());
+        std::fprintf(out, "  %s not measured: %s\n", pad(r.name, 38).c_str(), r.note.c_str());
         return;
     }
     std::fprintf(out, "  %s | p50 %s | p99 %s | p99.9 %s | max %s | n=%llu | %s\n", pad(r.name, 38).c_str(),

@@ -138,10 +138,10 @@ int run_deferred_word_scene(const scene_args& args) {
         return n;
     };
     for (int i = 0; i < 8; ++i)
-        std::printf("  %-15s | %34llu | %llu\n", labels[i], (unsigned long long)count_in(word.gaps, edges[i], edges[i + 1]),
+        std::printf("  %s | %34llu | %llu\n", pad(labels[i], 15).c_str(), (unsigned long long)count_in(word.gaps, edges[i], edges[i + 1]),
                     (unsigned long long)count_in(sig.gaps, edges[i], edges[i + 1]));
     auto line = [&](const char* what, double a, double b) {
-        std::printf("  %-15s | %34s | %s\n", what, fmt_ns(a).c_str(), fmt_ns(b).c_str());
+        std::printf("  %-15s | %s | %s\n", what, pad_left(fmt_ns(a), 34).c_str(), fmt_ns(b).c_str());
     };
     line("p50", word.gaps.percentile(0.5), sig.gaps.percentile(0.5));
     line("p99.9", word.gaps.percentile(0.999), sig.gaps.percentile(0.999));

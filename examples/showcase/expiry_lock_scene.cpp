@@ -136,14 +136,10 @@ row inversion(int cpu, int rounds, std::int64_t budget_ns, std::atomic<bool>& gi
 int run_expiry_lock_scene(const scene_args& args) {
     using namespace rtdefer_bench;
     std::printf("== expiry_lock: cancel a running timer callback under priority inversion (one CPU) ==\n");
-    if (!rtdefer::rt_scheduling_permitted()) {
-        std::printf("  skipped: SCHED_FIFO is refused here, and priority inversion needs real-time priorities\n\n");
-        return 0;
-    }
-    if (usable_cpus() < 2) {
-        std::printf("  skipped: one usable CPU; the scene needs a second CPU for its watchdog\n\n");
-        return 0;
-    }
+    if (!rtdefer::rt_scheduling_permitted())
+        return showcase::skip("SCHED_FIFO is refused here, and priority inversion needs real-time priorities");
+    if (usable_cpus() < 2)
+        return showcase::skip("one usable CPU; the scene needs a second CPU for its watchdog");
     const int cpu = nth_usable_cpu(0);
     pin_main_thread pin(nth_usable_cpu(1)); // the watchdog (this thread) must not share the spinner's CPU
     const int rounds = args.quick ? 3 : 20;
@@ -167,8 +163,8 @@ int run_expiry_lock_scene(const scene_args& args) {
                 "  SCHED_FIFO 10, same CPU.\n\n",
                 cpu);
     std::printf("  %-22s | %-52s | %s\n", "", "rtdefer pi_block (PI expiry lock)", "baseline: spin-wait");
-    std::printf("  %-22s | %-52s | %s\n", "cancel_sync", cancel_cell(pi).c_str(), cancel_cell(sp).c_str());
-    std::printf("  %-22s | %-52s | %s\n", "canceller CPU", cpu_cell(pi).c_str(), cpu_cell(sp).c_str());
+    std::printf("  %-22s | %s | %s\n", "cancel_sync", pad(cancel_cell(pi), 52).c_str(), cancel_cell(sp).c_str());
+    std::printf("  %-22s | %s | %s\n", "canceller CPU", pad(cpu_cell(pi), 52).c_str(), cpu_cell(sp).c_str());
     std::printf("\n  Blocking on the expirer's priority-inheritance lock runs the callback at the canceller's\n"
                 "  priority, so the cancel costs the callback's remaining time. A spinning canceller keeps the\n"
                 "  lower-priority expirer off its CPU: it never finishes.\n\n");

@@ -140,12 +140,6 @@ int run_irq_work_scene(const scene_args& args) {
     const int cpu_a = nth_usable_cpu(0);
     const int cpu_b = usable_cpus() >= 2 ? nth_usable_cpu(1) : cpu_a;
 
-    std::printf("== irq_work: an RT thread (SCHED_FIFO 50, 1 ms period, CPU %d) retires %zu x 1 MiB buffers per period ==\n",
-                cpu_a, per_period);
-    std::printf("   work %lld us + retire; deadline %lld us after the period starts; a feeder on CPU %d allocates\n",
-                static_cast<long long>(compute.count()), static_cast<long long>(std::chrono::microseconds(deadline).count()),
-                cpu_b);
-
     int failed = 0;
     variant_result inline_r, lazy_r;
     inline_r.name = "free() inline in the RT loop";
@@ -160,6 +154,12 @@ int run_irq_work_scene(const scene_args& args) {
             ++inline_r.freed_in_rt;
             ++freed;
         });
+        // The header says what the loop thread got (sched_status()), so it is printed after this run.
+        std::printf("== irq_work: a periodic thread (%s, 1 ms period, CPU %d) retires %zu x 1 MiB buffers per period ==\n",
+                    inline_r.sched.describe().c_str(), cpu_a, per_period);
+        std::printf("   work %lld us + retire; deadline %lld us after the period starts; a feeder on CPU %d allocates\n",
+                    static_cast<long long>(compute.count()), static_cast<long long>(std::chrono::microseconds(deadline).count()),
+                    cpu_b);
 
         // 2. Deferred: push on a retire list, queue one long-lived lazy item on this CPU; the
         //    irq_work/N worker (SCHED_FIFO 1, below the RT thread) frees in the RT thread's slack.
@@ -215,8 +215,8 @@ int run_irq_work_scene(const scene_args& args) {
     rows.push_back({"lazy irq_work: deadline misses", "", static_cast<double>(lazy_r.misses), unit::count, "free inline",
                     "", static_cast<double>(inline_r.misses)});
     print_table(rows, stdout, "side by side (same run; ratio = irq_work / inline):");
-    std::printf("  RT loop: %s%s; worker wakes: %llu futex wakes for %llu retired buffers (%llu empty->non-empty raises)\n",
-                rtdefer::to_string(lazy_r.sched.actual), lazy_r.sched.degraded() ? " (SCHED_FIFO refused)" : "",
+    std::printf("  RT loop: %s; worker wakes: %llu futex wakes for %llu retired buffers (%llu empty->non-empty raises)\n",
+                lazy_r.sched.describe().c_str(),
                 static_cast<unsigned long long>(st.futex_wakes), static_cast<unsigned long long>(lazy_r.retired),
                 static_cast<unsigned long long>(st.lazy_raises));
     const bool accounted = allocated == freed;

@@ -5,7 +5,8 @@
 //   showcase --list     list the scenes and exit
 //   showcase --only N   run only scene N (repeatable)
 //
-// Exit status: 0 when every scene returned 0, 1 when any failed, 2 on a usage error.
+// Exit status: 0 when every scene returned 0 or skipped, 1 when any failed, 2 on a usage error.
+// A skipped scene prints `--- NAME skipped: why` and `RTDEFER-SKIPPED: showcase/NAME: why`.
 #include "scene.hpp"
 
 #include <chrono>
@@ -78,7 +79,7 @@ int main(int argc, char** argv) {
     if (only.empty()) selected = all;
 
     std::printf("rtdefer showcase: %zu scene(s)%s\n", selected.size(), args.quick ? " (quick)" : "");
-    std::vector<std::string> failed;
+    std::vector<std::string> failed, skipped;
     std::size_t index = 0;
     for (const auto& s : selected) {
         ++index;
@@ -86,6 +87,7 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
         const auto start = std::chrono::steady_clock::now();
         int rc = 0;
+        showcase::skip_reason().clear();
         try {
             rc = s.fn(args);
         } catch (const std::exception& e) {
@@ -97,7 +99,12 @@ int main(int argc, char** argv) {
         }
         const double secs =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        if (rc != 0) {
+        if (rc == showcase::scene_skipped) {
+            const std::string why = showcase::skip_reason().empty() ? "no reason given" : showcase::skip_reason();
+            std::printf("--- %s skipped: %s (%.1f s)\n", s.name.c_str(), why.c_str(), secs);
+            std::printf("RTDEFER-SKIPPED: showcase/%s: %s\n", s.name.c_str(), why.c_str());
+            skipped.push_back(s.name);
+        } else if (rc != 0) {
             std::printf("--- %s FAILED (returned %d, %.1f s)\n", s.name.c_str(), rc, secs);
             failed.push_back(s.name);
         } else {
@@ -106,7 +113,11 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
     }
 
-    std::printf("\nshowcase: %zu scene(s) run, %zu failed", selected.size(), failed.size());
+    std::printf("\nshowcase: %zu scene(s), %zu ok, %zu skipped", selected.size(),
+                selected.size() - failed.size() - skipped.size(), skipped.size());
+    for (std::size_t i = 0; i < skipped.size(); ++i)
+        std::printf("%s%s", i == 0 ? " (" : ", ", skipped[i].c_str());
+    std::printf("%s, %zu failed", skipped.empty() ? "" : ")", failed.size());
     for (std::size_t i = 0; i < failed.size(); ++i)
         std::printf("%s%s", i == 0 ? ": " : ", ", failed[i].c_str());
     std::printf("\n");

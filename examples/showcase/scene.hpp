@@ -11,11 +11,16 @@
 //     }
 //     RTDEFER_SCENE("task_work", 30, run);
 //
+// A scene that cannot run here (no SCHED_FIFO, one CPU) returns `showcase::skip("why")`: it prints
+// `skipped: why`, and main reports the scene as skipped (never as ok) with an
+// `RTDEFER-SKIPPED: showcase/<name>: why` line, which scripts/test counts as a skip.
+//
 // main.cpp runs the scenes in ascending `order` (ties by name). Keep a scene under ~5 s, and
 // under ~1 s with args.quick (the test suite runs `showcase --quick`).
 #pragma once
 
 #include <algorithm>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -33,6 +38,22 @@ struct scene {
     int order;
     scene_fn fn;
 };
+
+/// What a scene returns after skip(): not a failure, not ok. Any other non-zero value is a failure.
+inline constexpr int scene_skipped = -77;
+
+/// The reason given by the last skip() (main reads it when a scene returns scene_skipped).
+inline std::string& skip_reason() {
+    static std::string why;
+    return why;
+}
+
+/// Effects: prints `  skipped: <why>` and records the reason. Returns: scene_skipped (return it).
+[[nodiscard]] inline int skip(const std::string& why) {
+    std::printf("  skipped: %s\n\n", why.c_str());
+    skip_reason() = why;
+    return scene_skipped;
+}
 
 /// All registered scenes, in registration order (unspecified across files; main sorts them).
 inline std::vector<scene>& registry() {

@@ -7,7 +7,9 @@
 //                  thread's lock holds one, so the ctx cannot be freed under it.
 //   rt_thread      a pthread with a name, SCHED_FIFO/RR/OTHER, priority, CPU, optional mlockall. When
 //                  real-time scheduling is refused (EPERM) it runs SCHED_OTHER and says so in
-//                  sched_status(), unless the caller required RT, in which case it throws.
+//                  sched_status(), unless the caller required RT, in which case it throws. The lock
+//                  is sized against RLIMIT_MEMLOCK (detail/memlock.hpp), so it never makes a later
+//                  thread fail to start; sched_status().memory says what was locked.
 //   park / unpark  a token parker on a futex: a wake before the park leaves a token, so the park
 //                  returns at once (no lost wake-ups); unpark makes a syscall only when the owner is
 //                  actually parked.
@@ -26,6 +28,7 @@
 #include <rtdefer/detail/deferred_word_state.hpp>
 #include <rtdefer/detail/exit_hooks.hpp>
 #include <rtdefer/detail/expiry_lock_state.hpp>
+#include <rtdefer/detail/memlock.hpp>
 #include <rtdefer/detail/syscall.hpp>
 #include <rtdefer/detail/task_work_state.hpp>
 #include <rtdefer/status.hpp>
@@ -389,7 +392,7 @@ struct rt_thread_options {
     sched_policy policy = sched_policy::fifo;  ///< requested policy
     int priority = 10;                         ///< 1..99 for fifo/rr; ignored for other
     int cpu = -1;                              ///< pin to this CPU; -1: no pinning
-    bool lock_memory = false;                  ///< mlockall(MCL_CURRENT|MCL_FUTURE) (process-wide)
+    bool lock_memory = false;                  ///< mlockall as RLIMIT_MEMLOCK allows (process-wide)
     bool require_rt = false;                   ///< throw instead of falling back to SCHED_OTHER
 };
 
@@ -398,9 +401,23 @@ struct sched_report {
     sched_policy requested = sched_policy::other;
     sched_policy actual = sched_policy::other;
     int priority = 0;        ///< actual priority (0 for SCHED_OTHER)
+    int requested_priority = 0; ///< the priority asked for
     int error = 0;           ///< 0, or the errno that made it fall back (EPERM)
     int mlock_error = 0;     ///< 0, or the errno of a failed mlockall
+    memlock_result memory;   ///< with lock_memory: what was decided and locked (describe() says why)
     [[nodiscard]] bool degraded() const noexcept { return requested != actual; }
+    /// Returns: what the thread got, e.g. "SCHED_FIFO 50" or "SCHED_OTHER (SCHED_FIFO 50 refused:
+    /// Operation not permitted)". For headers and reports: print this, not the request.
+    /// Progress: blocking (allocates). Real-time safety: setup and reporting paths only.
+    [[nodiscard]] std::string describe() const {
+        std::string s = to_string(actual);
+        if (actual != sched_policy::other)
+            s += " " + std::to_string(priority);
+        if (degraded())
+            s += std::string(" (") + to_string(requested) + " " + std::to_string(requested_priority) +
+                 " refused: " + std::strerror(error) + ")";
+        return s;
+    }
 };
 
 namespace detail {
@@ -413,7 +430,7 @@ struct rt_start_block {
     std::function<void(thread_ctx&)> fn;
     std::string name;
     bool lock_memory = false;
-    int mlock_error = 0;
+    memlock_result memory;
     thread_ref creator_ref; // taken by the child for the creator, before the child can exit
     std::atomic<thread_ctx*> ctx{nullptr};
 };
@@ -423,14 +440,16 @@ inline void* rt_trampoline(void* arg) {
     thread_ctx& self = attach_this_thread();
     if (!sb->name.empty())
         ::pthread_setname_np(::pthread_self(), sb->name.substr(0, 15).c_str());
-    if (sb->lock_memory && ::mlockall(MCL_CURRENT | MCL_FUTURE) != 0)
-        sb->mlock_error = errno;
+    // Sized against RLIMIT_MEMLOCK: an unconditional MCL_FUTURE would make the next thread's
+    // stack mapping fail (EAGAIN) under the unprivileged default limit.
+    if (sb->lock_memory)
+        sb->memory = detail::lock_process_memory();
     auto fn = std::move(sb->fn);
     // The creator's reference is taken here, not after the handshake: a short fn could otherwise
     // finish and drop the thread's own (last) reference before the creator got one.
     sb->creator_ref = thread_ref(self);
-    // release: pairs with the acquire wait in rt_thread's constructor; the ctx and mlock_error are
-    // published together. After this store the start block belongs to the creator again.
+    // release: pairs with the acquire wait in rt_thread's constructor; the ctx and the memlock
+    // result are published together. After this store the start block belongs to the creator again.
     sb->ctx.store(&self, std::memory_order_release);
     sb->ctx.notify_one();
     try {
@@ -465,6 +484,7 @@ public:
         sb->name = opts.name;
         sb->lock_memory = opts.lock_memory;
         report_.requested = opts.policy;
+        report_.requested_priority = opts.policy == sched_policy::other ? 0 : opts.priority;
 
         int rc = create(opts, opts.policy, sb.get());
         if (rc == EPERM && opts.policy != sched_policy::other) {
@@ -483,7 +503,8 @@ public:
         while (sb->ctx.load(std::memory_order_acquire) == nullptr)
             sb->ctx.wait(nullptr, std::memory_order_acquire);
         ref_ = std::move(sb->creator_ref);
-        report_.mlock_error = sb->mlock_error;
+        report_.memory = sb->memory;
+        report_.mlock_error = sb->memory.error;
         start_ = std::move(sb);
     }
 

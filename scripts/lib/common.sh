@@ -1,7 +1,15 @@
 # scripts/lib/common.sh: shared by scripts/test and scripts/showcase (sourced, not run).
 
+# debian_packages TAG: the packages scripts/lib/packages lists for TAG (test, showcase), one a line.
+debian_packages() {
+    local list
+    list=$(dirname "${BASH_SOURCE[0]}")/packages
+    awk -v tag="$1" '{ sub(/#.*/, "") } NF { for (i = 2; i <= NF; i++) if ($i == tag) { print $1; next } }' "$list"
+}
+
 # ensure_debian_packages PKG...: install what is missing (as root: apt-get update + install,
-# non-interactive); as another user print the exact `sudo apt-get install` line and exit 1.
+# non-interactive, one progress line per package, the full log kept on failure); as another user
+# print the command to run as root (minimal Debian has no sudo) and exit 1.
 ensure_debian_packages() {
     if ! command -v dpkg-query >/dev/null 2>&1; then
         echo "warning: dpkg-query not found (not Debian?): cannot check for: $*" >&2
@@ -15,24 +23,34 @@ ensure_debian_packages() {
         fi
     done
     ((${#missing[@]} == 0)) && return 0
+    local cmd="apt-get update && apt-get install -y --no-install-recommends ${missing[*]}"
     if [[ $(id -u) -ne 0 ]]; then
         echo "missing Debian packages: ${missing[*]}" >&2
-        echo "install them with:" >&2
-        echo "  sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+        echo "install them as root:" >&2
+        echo "  $cmd" >&2
+        echo "(from this account: su -c '$cmd'; or with sudo, if installed, before each apt-get)" >&2
         exit 1
     fi
     local log
-    log=$(mktemp)
-    echo "installing missing Debian packages: ${missing[*]}"
+    log=$(mktemp /tmp/rtdefer-apt.XXXXXX.log)
+    echo "installing missing Debian packages (log: $log): ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    echo "  apt-get update…"
     if ! apt-get update -q >"$log" 2>&1; then
         tail -n 20 "$log" >&2
-        echo "error: apt-get update failed" >&2
+        echo "error: apt-get update failed (full log: $log)" >&2
         exit 1
     fi
-    if ! apt-get install -y -q --no-install-recommends "${missing[@]}" >>"$log" 2>&1; then
+    # Progress: apt's summary line, then one line per package set up ([k/N]); everything to the log.
+    apt-get install -y -q --no-install-recommends -o Dpkg::Progress-Fancy=0 "${missing[@]}" 2>&1 |
+        tee -a "$log" | awk '
+            / upgraded, .* newly installed/ { split($0, f, /[ ,]+/); total = f[1] + f[3]; print "  " $0; fflush() }
+            /^Need to get/     { print "  " $0 " (downloading…)"; fflush() }
+            /^Setting up /     { k++; sub(/ \.\.\.$/, ""); printf "  [%d/%d] %s\n", k, total, $0; fflush() }'
+    if ((PIPESTATUS[0] != 0)); then
         tail -n 30 "$log" >&2
-        echo "error: apt-get install -y ${missing[*]} failed" >&2
+        echo "error: apt-get install failed (full log: $log); the command was:" >&2
+        echo "  $cmd" >&2
         exit 1
     fi
     rm -f "$log"

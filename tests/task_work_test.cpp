@@ -23,6 +23,7 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <unistd.h>
 
 using namespace rtdefer;
@@ -1100,4 +1101,29 @@ TEST_CASE("inline_task_work: emplace while queued and destruction from its own c
         },
         true);
     CHECK(rtdefer_test::aborted(self_destroy_rc));
+}
+
+TEST_CASE("a cancelled rt_thread unwinds through its trampoline (no terminate) and its exit runs queued task_work") {
+    // rt_thread's trampoline catches std::exception only: glibc's forced unwind
+    // (abi::__forced_unwind) is not one, so it passes, running the trampoline's cleanups; the
+    // pthread key destructor then detaches the thread (exit hooks, the exited sentinel).
+    std::atomic<bool> in_loop{false};
+    std::atomic<std::uint64_t> passes{0};
+    rec_item queued_late(1), after_exit(2);
+    rt_thread victim({.name = "cancel_me"}, [&](thread_ctx& self) {
+        in_loop.store(true, std::memory_order_release);
+        for (;;) {
+            passes.fetch_add(1, std::memory_order_relaxed);
+            (void)task_work_run(self);
+            ::usleep(200); // a cancellation point (deferred cancellation, the default type)
+        }
+    });
+    REQUIRE(wait_for([&] { return in_loop.load(std::memory_order_acquire); }));
+    REQUIRE(task_work_add(victim.ctx(), queued_late, notify::none) == status::ok);
+    REQUIRE(::pthread_cancel(victim.native_handle()) == 0);
+    victim.join(); // returns: the process did not terminate
+    CHECK(victim.ctx().exited());
+    CHECK(queued_late.runs.load() == 1); // in a pass, or in the exit hook
+    CHECK(task_work_add(victim.ctx(), after_exit, notify::none) == status::exited);
+    CHECK(passes.load() >= 1);
 }

@@ -73,6 +73,7 @@
 #pragma once
 
 #include <rtdefer/config.hpp>
+#include <rtdefer/detail/cancel_hold.hpp>
 #include <rtdefer/detail/exit_hooks.hpp>
 #include <rtdefer/detail/task_work_state.hpp>
 #include <rtdefer/interrupt.hpp>
@@ -316,6 +317,8 @@ inline void init_task_work(callback_head& cb, task_work_func_t fn) noexcept RTDE
 /// Precondition: `self` is the caller's own ctx; not called from a task_work callback.
 /// Progress: wait-free apart from the callbacks (one exchange per chain, no CAS loop, no waiting).
 /// Real-time safety: no allocation, no lock, no syscall in the library; the callbacks' own cost.
+/// Cancellation: a request (even asynchronous) is held off from the first detach to the end of
+/// the pass and acted on in the restore, with nothing in hand; the exit hook runs what is left.
 inline std::size_t task_work_run(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
     auto& s = self.task_work;
     // relaxed: an emptiness hint. An add we miss comes with its own notification (token or signal),
@@ -339,12 +342,18 @@ inline std::size_t task_work_run(thread_ctx& self) noexcept RTDEFER_NONBLOCKING 
         (void)s.resume_pending.exchange(false, std::memory_order_acq_rel);
     if (s.signal_pending.load(std::memory_order_relaxed))
         (void)s.signal_pending.exchange(false, std::memory_order_acq_rel);
+    // Cancellation is held off from the first detach until the pass is over and `running` is
+    // false (see detail/cancel_hold.hpp): a host's asynchronous cancel (jack2) must neither lose a
+    // detached chain nor unwind through a callback. The restore, in the destructor after the
+    // return value is computed, is where a pending request is acted on.
+    detail::cancel_hold hold;
     std::size_t n = 0;
     for (;;) {
         // relaxed: `deferred` is written only by this thread.
         if (callback_head* d = s.deferred.load(std::memory_order_relaxed); RTDEFER_UNLIKELY(d != nullptr)) {
             if (detail::task_work_deferred_blocked(s))
                 break; // newer items wait behind it (FIFO); the canceller's (C5) wakes us
+            hold.engage(); // until here the chain is in `deferred`, where the exit hook finds it
             // relaxed: owner-only word; readers re-check cancel_seq.
             s.deferred.store(nullptr, std::memory_order_relaxed);
             RTDEFER_EFFECTS_TRUST_BEGIN // callbacks: see task_work_func_t
@@ -356,6 +365,7 @@ inline std::size_t task_work_run(thread_ctx& self) noexcept RTDEFER_NONBLOCKING 
         callback_head* w = s.works.load(std::memory_order_relaxed);
         if (w == nullptr || w == detail::task_work_exited())
             break;
+        hold.engage();
         // (R2) seq_cst exchange. Acquire: pairs with (A2) (and, through the release sequence of
         // RMWs on works, with every earlier add). Seq_cst: orders it before (R3), Dekker with (C1)→(C2).
         // Not a CAS: nothing but this thread's exit installs the sentinel.
@@ -477,7 +487,10 @@ inline bool task_work_cancel(thread_ctx& target, callback_head& w) noexcept RTDE
             return status::ok;
         if (detail::task_work_deferred_blocked(s)) {
             // The canceller that holds our chain back is inside cancel_lock: wait for it there, with
-            // priority inheritance, rather than parking behind it at its own priority.
+            // priority inheritance, rather than parking behind it at its own priority. Cancellation
+            // is held off while we own the lock: the exit hook takes it again.
+            detail::cancel_hold hold;
+            hold.engage();
             detail::task_work_lock(s);
             detail::task_work_unlock(s);
             continue;
@@ -502,8 +515,13 @@ namespace detail {
 /// makes the loop go round again (kernel: "work->func() can do task_work_add(), do not set
 /// work_exited unless the list is empty"). The detach happens under cancel_lock, so no canceller is
 /// inside and nothing needs deferring; callbacks run after the unlock (they may cancel).
+/// Cancellation: during a cancelled thread's teardown (the pthread key destructor) glibc has marked
+/// the thread exiting and acts on no further request; an explicit detach_this_thread() holds it off
+/// here until the list is closed and drained, so no chain is lost and the lock is not left held.
 inline void task_work_exit(thread_ctx& self) noexcept {
     auto& s = self.task_work;
+    cancel_hold hold;
+    hold.engage();
     for (;;) {
         task_work_lock(s);
         // relaxed: owner-only word; any canceller that made us defer it has released the lock we

@@ -2,6 +2,7 @@
 // (jack2's jack_deactivate() does: PTHREAD_CANCEL_ASYNCHRONOUS on its real-time thread).
 //
 //   rtdefer_test::exactly_once_ledger   one slot per item: the add's verdict and how often it ran
+//   rtdefer_test::async_cancel_unsupported()  why this build cannot run such a test (TSan), or null
 //   rtdefer_test::async_cancel_victim   a thread that runs `setup` with cancellation off, then
 //                                       `loop` with asynchronous cancellation on; cancel() lands at
 //                                       a random point of the loop; join() reports PTHREAD_CANCELED
@@ -29,6 +30,21 @@
 #include <vector>
 
 namespace rtdefer_test {
+
+/// Returns: why asynchronous cancellation cannot be tested in this build, or nullptr if it can.
+/// ThreadSanitizer's runtime is not async-cancel-safe: the victim's instrumented code runs inside
+/// the runtime (every atomic, every call), a cancellation landing there unwinds past a runtime lock,
+/// and the next thread start blocks on it forever (seen: a hang in TraceSwitch). ASan and UBSan run it.
+inline const char* async_cancel_unsupported() noexcept {
+#if defined(__SANITIZE_THREAD__)
+    return "ThreadSanitizer's runtime is not async-cancel-safe (a cancel inside it leaves a runtime lock held)";
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+    return "ThreadSanitizer's runtime is not async-cancel-safe (a cancel inside it leaves a runtime lock held)";
+#endif
+#endif
+    return nullptr;
+}
 
 /// Per-item accounting for exactly-once checks. accepted()/refused() by the adding thread, ran()
 /// from the callback (lock-free, async-signal-safe); count() after every thread is joined.

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <unistd.h>
 
 using namespace rtdefer;
@@ -875,4 +876,254 @@ TEST_CASE("inline_task_work destroys its callable on emplace and destruction") {
         CHECK(destroyed == after_construct + 1);
     }
     CHECK(destroyed >= 2);
+}
+
+// --- inline_task_work: done() is the one reuse test ----------------------------------------------
+// The runner releases an item (R6) before its callable runs, so "not queued" is no licence to
+// re-emplace, reuse or free an inline item: these cases use done()/try_emplace and fail (wrong
+// captures, use after free, TSan races) if done() means only "not queued".
+
+TEST_CASE("inline_task_work: done() stays false while the callable runs, though the item is not queued") {
+    std::atomic<bool> inside{false}, leave{false}, stop{false};
+    std::atomic<int> ran{0};
+    inline_task_work<> item([&]() noexcept {
+        inside.store(true, std::memory_order_release);
+        spin_until(leave);
+        ran.fetch_add(1, std::memory_order_relaxed);
+    });
+    CHECK(item.done());
+    owner_thread owner([&](thread_ctx& self) {
+        while (!stop.load(std::memory_order_acquire))
+            (void)task_work_run(self);
+    });
+    REQUIRE(task_work_add(*owner, item, notify::none) == status::ok);
+    CHECK_FALSE(item.done()); // queued (or already running)
+    REQUIRE(wait_for([&] { return inside.load(std::memory_order_acquire); }));
+    CHECK_FALSE(task_work_queued(item)); // released at (R6) ...
+    CHECK_FALSE(item.done());            // ... but its callable is on the owner's stack
+    int other = 0;
+    CHECK(item.try_emplace([&other]() noexcept { other = 1; }) == status::busy);
+    leave.store(true, std::memory_order_release);
+    REQUIRE(wait_for([&] { return item.done(); }));
+    CHECK(ran.load(std::memory_order_relaxed) == 1); // visible: done() acquires the run's end
+    CHECK(item.try_emplace([&other]() noexcept { other = 2; }) == status::ok);
+    REQUIRE(task_work_add(*owner, item, notify::none) == status::ok);
+    REQUIRE(wait_for([&] { return item.done(); }));
+    CHECK(other == 2); // the callable stored by try_emplace ran, and done() made its write visible
+    stop.store(true, std::memory_order_release);
+    owner.join();
+}
+
+TEST_CASE("inline_task_work: a cancelled item is done at once; a callable that re-queues its item keeps it busy") {
+    thread_ctx& self = attach_this_thread();
+    int runs = 0;
+    inline_task_work<> item([&runs]() noexcept { ++runs; });
+    REQUIRE(task_work_add(self, item, notify::none) == status::ok);
+    CHECK_FALSE(item.done());
+    CHECK(item.try_emplace([&runs]() noexcept { runs = 100; }) == status::busy); // queued: unchanged
+    CHECK(task_work_cancel(self, item));
+    CHECK(item.done());
+    CHECK(runs == 0);
+    // Re-queueing from the callable: between the runs the item is queued, so never done.
+    struct requeue {
+        thread_ctx* self;
+        inline_task_work<>* item;
+        int* left;
+        bool* saw_done;
+        void operator()() const noexcept {
+            *saw_done = *saw_done || item->done(); // running: must be false
+            if ((*left)-- > 0 && task_work_add(*self, *item, notify::none) != status::ok)
+                std::abort();
+        }
+    };
+    int left = 3;
+    bool saw_done = false;
+    item.emplace(requeue{&self, &item, &left, &saw_done});
+    REQUIRE(task_work_add(self, item, notify::none) == status::ok);
+    CHECK(task_work_run(self) == 4);
+    CHECK_FALSE(saw_done);
+    CHECK(item.done());
+}
+
+namespace {
+/// Busy work inside a callable, between two reads of its captures: the window in which a producer
+/// that reuses the item too early would change (or free) them.
+void callable_window() noexcept {
+    for (int i = 0; i < 64; ++i)
+        cpu_relax();
+}
+
+/// An owner thread that runs task_work until stopped (a busy safe-point loop).
+struct busy_owner {
+    std::atomic<bool> stop{false}; // before `owner`: the thread reads it from its first instruction
+    owner_thread owner{[this](thread_ctx& self) {
+        while (!stop.load(std::memory_order_acquire))
+            (void)task_work_run(self);
+    }};
+    thread_ctx& operator*() const { return *owner; }
+    ~busy_owner() {
+        stop.store(true, std::memory_order_release);
+        owner.join();
+    }
+};
+
+/// What the callables saw (written on the owner thread; read after done()/join).
+struct reuse_log {
+    std::atomic<std::uint64_t> applied{0}, torn{0}, out_of_order{0};
+    std::uint64_t last = 0; // owner thread only
+    void apply(std::uint64_t first_read, std::uint64_t second_read, std::uint64_t check) noexcept {
+        if (first_read != second_read || check != first_read * 3 + 1)
+            torn.fetch_add(1, std::memory_order_relaxed);
+        if (first_read != last + 1)
+            out_of_order.fetch_add(1, std::memory_order_relaxed);
+        last = first_read;
+        applied.fetch_add(1, std::memory_order_relaxed);
+    }
+};
+
+struct versioned {
+    std::uint64_t v, check;
+};
+} // namespace
+
+TEST_CASE("inline_task_work: re-emplacing on done() never changes the captures of a running callable") {
+    const std::uint64_t rounds = rtdefer_test::scaled(4000, 400);
+    reuse_log log;
+    inline_task_work<> item;
+    {
+        busy_owner owner;
+        for (std::uint64_t v = 1; v <= rounds; ++v) {
+            while (!item.done())
+                cpu_relax();
+            item.emplace([p = versioned{v, v * 3 + 1}, &log]() noexcept {
+                const std::uint64_t a = p.v;
+                callable_window();
+                log.apply(a, p.v, p.check);
+            });
+            REQUIRE(task_work_add(*owner, item, notify::none) == status::ok);
+        }
+        while (!item.done())
+            cpu_relax();
+        CHECK(log.applied.load() == rounds); // done() acquired every run's effects
+    }
+    CHECK(log.torn.load() == 0);
+    CHECK(log.out_of_order.load() == 0);
+}
+
+TEST_CASE("inline_task_work: deleting on done() never frees a running callable") {
+    const std::uint64_t rounds = rtdefer_test::scaled(4000, 400);
+    reuse_log log;
+    busy_owner owner;
+    for (std::uint64_t v = 1; v <= rounds; ++v) {
+        auto* item = new inline_task_work<>([p = versioned{v, v * 3 + 1}, &log]() noexcept {
+            const std::uint64_t a = p.v;
+            callable_window();
+            log.apply(a, p.v, p.check); // reads the captures after the window: freed memory if early
+        });
+        REQUIRE(task_work_add(*owner, *item, notify::none) == status::ok);
+        while (!item->done())
+            cpu_relax();
+        delete item; // the next `new` likely reuses this block: an early delete shows as torn too
+    }
+    CHECK(log.applied.load() == rounds);
+    CHECK(log.torn.load() == 0);
+    CHECK(log.out_of_order.load() == 0);
+}
+
+TEST_CASE("inline_task_work: a pool reused with try_emplace: every block applied whole, once, in order") {
+    // The showcase pattern: a producer builds blocks and queues each in the next free pool slot.
+    constexpr std::size_t slots = 4;
+    struct block {
+        std::uint64_t v;
+        std::uint64_t coeff[6];
+    };
+    const std::uint64_t blocks = rtdefer_test::scaled(4000, 400);
+    reuse_log log;
+    inline_task_work<sizeof(block) + sizeof(void*)> pool[slots];
+    std::uint64_t busy_hits = 0;
+    {
+        busy_owner owner;
+        std::size_t slot = 0;
+        for (std::uint64_t v = 1; v <= blocks;) {
+            block b{v, {}};
+            for (auto& c : b.coeff)
+                c = v * 3 + 1;
+            const status st = pool[slot].try_emplace([b, &log]() noexcept {
+                const std::uint64_t a = b.v;
+                callable_window();
+                std::uint64_t check = b.coeff[0];
+                for (std::uint64_t c : b.coeff)
+                    check = c == check ? check : 0; // a torn block mixes versions
+                log.apply(a, b.v, check);
+            });
+            if (st == status::busy) {
+                ++busy_hits; // every slot in flight: try the same slot again
+                cpu_relax();
+                continue;
+            }
+            REQUIRE(st == status::ok);
+            REQUIRE(task_work_add(*owner, pool[slot], notify::none) == status::ok);
+            slot = (slot + 1) % slots;
+            ++v;
+        }
+        for (auto& it : pool)
+            while (!it.done())
+                cpu_relax();
+        CHECK(log.applied.load() == blocks);
+    }
+    CHECK(log.torn.load() == 0);
+    CHECK(log.out_of_order.load() == 0);
+    MESSAGE(blocks << " blocks through " << slots << " slots; slot busy " << busy_hits << " times");
+}
+
+TEST_CASE("inline_task_work: emplace while queued and destruction from its own callable are asserted") {
+    const int queued_rc = rtdefer_test::in_child(
+        [] {
+            thread_ctx& self = attach_this_thread();
+            inline_task_work<> item([]() noexcept {});
+            if (task_work_add(self, item, notify::none) != status::ok)
+                return 1;
+            item.emplace([]() noexcept {}); // must abort
+            return 0;
+        },
+        true);
+    CHECK(rtdefer_test::aborted(queued_rc));
+    const int self_destroy_rc = rtdefer_test::in_child(
+        [] {
+            thread_ctx& self = attach_this_thread();
+            alignas(inline_task_work<>) static unsigned char storage[sizeof(inline_task_work<>)];
+            auto* item = ::new (static_cast<void*>(storage)) inline_task_work<>;
+            item->emplace([item]() noexcept { item->~inline_task_work(); }); // running: must abort
+            if (task_work_add(self, *item, notify::none) != status::ok)
+                return 1;
+            (void)task_work_run(self);
+            return 0;
+        },
+        true);
+    CHECK(rtdefer_test::aborted(self_destroy_rc));
+}
+
+TEST_CASE("a cancelled rt_thread unwinds through its trampoline (no terminate) and its exit runs queued task_work") {
+    // rt_thread's trampoline catches std::exception only: glibc's forced unwind
+    // (abi::__forced_unwind) is not one, so it passes, running the trampoline's cleanups; the
+    // pthread key destructor then detaches the thread (exit hooks, the exited sentinel).
+    std::atomic<bool> in_loop{false};
+    std::atomic<std::uint64_t> passes{0};
+    rec_item queued_late(1), after_exit(2);
+    rt_thread victim({.name = "cancel_me"}, [&](thread_ctx& self) {
+        in_loop.store(true, std::memory_order_release);
+        for (;;) {
+            passes.fetch_add(1, std::memory_order_relaxed);
+            (void)task_work_run(self);
+            ::usleep(200); // a cancellation point (deferred cancellation, the default type)
+        }
+    });
+    REQUIRE(wait_for([&] { return in_loop.load(std::memory_order_acquire); }));
+    REQUIRE(task_work_add(victim.ctx(), queued_late, notify::none) == status::ok);
+    REQUIRE(::pthread_cancel(victim.native_handle()) == 0);
+    victim.join(); // returns: the process did not terminate
+    CHECK(victim.ctx().exited());
+    CHECK(queued_late.runs.load() == 1); // in a pass, or in the exit hook
+    CHECK(task_work_add(victim.ctx(), after_exit, notify::none) == status::exited);
+    CHECK(passes.load() >= 1);
 }

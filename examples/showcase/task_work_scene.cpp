@@ -109,7 +109,7 @@ struct variant_result {
 enum class kind { task_work, mutex, pi_mutex };
 
 /// task_work: a pool of update items (a block plus three captured pointers, stored inline); the UI
-/// reuses an item once the loop has applied it.
+/// reuses an item once it is done (applied, and its callable returned: try_emplace checks).
 constexpr std::size_t pool_size = 32;
 struct update_pool {
     rtdefer::inline_task_work<sizeof(params) + 3 * sizeof(void*)> items[pool_size];
@@ -141,7 +141,7 @@ variant_result run_variant(kind k, std::chrono::milliseconds duration) {
     std::uint64_t seen_versions = 0;
     bool order_ok = true;
 
-    // task_work: a pool of update items; the UI reuses an item once the loop has applied it.
+    // task_work: a pool of update items; the UI reuses an item once it is done().
     update_pool pool;
 
     std::atomic<bool> stop_ui{false}, stop_loop{false}, stop_busy{false};
@@ -217,17 +217,19 @@ variant_result run_variant(kind k, std::chrono::milliseconds duration) {
                 ui_build(version, [&](int i, double v) { p.coeff[i] = v; });
                 p.version = version;
                 auto& item = pool.items[slot];
-                if (rtdefer::task_work_queued(item)) {
+                // try_emplace refuses (busy) while the slot is queued or its callable still runs:
+                // "not queued" alone would let us overwrite a block the loop is applying.
+                const rtdefer::status st = item.try_emplace([p, &live, &last_applied, &order_ok]() noexcept {
+                    if (p.version <= last_applied)
+                        order_ok = false;
+                    last_applied = p.version;
+                    live = p;
+                });
+                if (st != rtdefer::status::ok) {
                     ++skipped; // every slot in flight: the loop is far behind (never expected)
                     --version;
                 } else {
                     slot = (slot + 1) % pool_size;
-                    item.emplace([p, &live, &last_applied, &order_ok]() noexcept {
-                        if (p.version <= last_applied)
-                            order_ok = false;
-                        last_applied = p.version;
-                        live = p;
-                    });
                     if (rtdefer::task_work_add(loop_ctx, item, rtdefer::notify::none) == rtdefer::status::ok)
                         last_sent.store(version, std::memory_order_release);
                     else

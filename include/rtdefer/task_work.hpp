@@ -35,6 +35,10 @@
 //                                                               cancel: →DEQUEUED after unlink (C6)
 //                                                               add on `exited`: →DEQUEUED (A4)
 //
+// An item is released (R6) before its callback runs, as in the kernel: the callback may re-queue or
+// free it. inline_task_work adds a run count around its callable and a done() query (its table is at
+// the class).
+//
 // Run vs cancel, the kernel's argument and ours. A canceller walks the shared list and unlinks with
 // cmpxchg(pprev, work, work->next). The runner detaches the whole list with one exchange; the
 // canceller can then no longer remove the first entry (its cmpxchg on the head fails), but it may
@@ -69,6 +73,7 @@
 #pragma once
 
 #include <rtdefer/config.hpp>
+#include <rtdefer/detail/cancel_hold.hpp>
 #include <rtdefer/detail/exit_hooks.hpp>
 #include <rtdefer/detail/task_work_state.hpp>
 #include <rtdefer/interrupt.hpp>
@@ -79,9 +84,6 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <new>
-#include <type_traits>
-#include <utility>
 
 #include <pthread.h>
 
@@ -114,6 +116,37 @@ struct callback_head {
     std::atomic<callback_head*> next{detail::task_work_dequeued()};
     task_work_func_t func = nullptr;
 };
+
+namespace detail {
+
+inline std::size_t task_work_run_chain(callback_head* lifo) noexcept;
+
+/// The non-template part of inline_task_work: its run counter and the one trampoline all
+/// instantiations share, so that the runner recognises an inline item by its func and counts it
+/// as running before it releases the item at (R6). See inline_task_work for the states.
+class inline_task_work_base : public callback_head {
+protected:
+    inline_task_work_base() noexcept = default;
+    ~inline_task_work_base() = default;
+
+    /// Runs of this item that have been released at (R6) and whose callable has not returned.
+    std::atomic<std::uint32_t> running_{0};
+    /// Calls the stored callable (set by inline_task_work::emplace with the callable's type).
+    void (*invoke_)(inline_task_work_base*) noexcept = nullptr;
+
+    static void trampoline(callback_head* h) noexcept {
+        auto* self = static_cast<inline_task_work_base*>(h);
+        self->invoke_(self);
+        // (IW2) release: the callable's effects and every read of the item by this run (func,
+        // invoke_, the storage) happen-before a done() that reads 0 at (IW3). The run's last access
+        // to the item: once the count is 0 its owner may re-emplace or free it.
+        self->running_.fetch_sub(1, std::memory_order_release);
+    }
+
+    friend std::size_t task_work_run_chain(callback_head* lifo) noexcept;
+};
+
+} // namespace detail
 
 /// How task_work_add tells the owner (TWA_NONE, TWA_RESUME, TWA_SIGNAL).
 enum class notify : std::uint8_t {
@@ -158,8 +191,13 @@ inline std::size_t task_work_run_chain(callback_head* lifo) noexcept {
         callback_head* next = fifo->next.load(std::memory_order_relaxed);
         // Read func before releasing the item: once it reads DEQUEUED its owner may reuse or free it.
         const task_work_func_t fn = fifo->func;
+        // (IW1) an inline item counts as running before it reads DEQUEUED. relaxed: the release of
+        // (R6) orders it before that store, so a done() whose acquire load of `next` sees (R6)
+        // also sees the count raised; the decrement (IW2) comes after it (same item, RMWs).
+        if (fn == &detail::inline_task_work_base::trampoline)
+            static_cast<detail::inline_task_work_base*>(fifo)->running_.fetch_add(1, std::memory_order_relaxed);
         // (R6) release: pairs with acquire (A1) of the next add of this item, so a re-add (and a
-        // re-init of func) happens after our reads of it.
+        // re-init of func) happens after our reads of it; and with inline_task_work::done().
         fifo->next.store(task_work_dequeued(), std::memory_order_release);
         fn(fifo); // may re-queue or free *fifo: not touched again
         fifo = next;
@@ -208,9 +246,13 @@ inline void init_task_work(callback_head& cb, task_work_func_t fn) noexcept RTDE
 }
 
 /// Returns: whether `cb` is queued (task_work_queued). Inherently racy if another thread may
-/// queue it or the owner may run it concurrently. Progress: wait-free. Real-time safety: yes.
+/// queue it or the owner may run it concurrently. Not queued is not finished: the runner releases
+/// an item before its callback runs (so that the callback may re-queue or free it); whether an
+/// inline_task_work and its callable are done is inline_task_work::done().
+/// Progress: wait-free. Real-time safety: yes.
 [[nodiscard]] inline bool task_work_queued(const callback_head& cb) noexcept RTDEFER_NONBLOCKING {
-    // acquire: pairs with (R6)/(C6)/(A4): seeing "not queued" means the library is done with it.
+    // acquire: pairs with (R6)/(C6)/(A4): seeing "not queued" means the list no longer holds it (a
+    // run may still be in its callback: inline_task_work::done() covers that).
     return cb.next.load(std::memory_order_acquire) != detail::task_work_dequeued();
 }
 
@@ -275,6 +317,8 @@ inline void init_task_work(callback_head& cb, task_work_func_t fn) noexcept RTDE
 /// Precondition: `self` is the caller's own ctx; not called from a task_work callback.
 /// Progress: wait-free apart from the callbacks (one exchange per chain, no CAS loop, no waiting).
 /// Real-time safety: no allocation, no lock, no syscall in the library; the callbacks' own cost.
+/// Cancellation: a request (even asynchronous) is held off from the first detach to the end of
+/// the pass and acted on in the restore, with nothing in hand; the exit hook runs what is left.
 inline std::size_t task_work_run(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
     auto& s = self.task_work;
     // relaxed: an emptiness hint. An add we miss comes with its own notification (token or signal),
@@ -298,12 +342,18 @@ inline std::size_t task_work_run(thread_ctx& self) noexcept RTDEFER_NONBLOCKING 
         (void)s.resume_pending.exchange(false, std::memory_order_acq_rel);
     if (s.signal_pending.load(std::memory_order_relaxed))
         (void)s.signal_pending.exchange(false, std::memory_order_acq_rel);
+    // Cancellation is held off from the first detach until the pass is over and `running` is
+    // false (see detail/cancel_hold.hpp): a host's asynchronous cancel (jack2) must neither lose a
+    // detached chain nor unwind through a callback. The restore, in the destructor after the
+    // return value is computed, is where a pending request is acted on.
+    detail::cancel_hold hold;
     std::size_t n = 0;
     for (;;) {
         // relaxed: `deferred` is written only by this thread.
         if (callback_head* d = s.deferred.load(std::memory_order_relaxed); RTDEFER_UNLIKELY(d != nullptr)) {
             if (detail::task_work_deferred_blocked(s))
                 break; // newer items wait behind it (FIFO); the canceller's (C5) wakes us
+            hold.engage(); // until here the chain is in `deferred`, where the exit hook finds it
             // relaxed: owner-only word; readers re-check cancel_seq.
             s.deferred.store(nullptr, std::memory_order_relaxed);
             RTDEFER_EFFECTS_TRUST_BEGIN // callbacks: see task_work_func_t
@@ -315,6 +365,7 @@ inline std::size_t task_work_run(thread_ctx& self) noexcept RTDEFER_NONBLOCKING 
         callback_head* w = s.works.load(std::memory_order_relaxed);
         if (w == nullptr || w == detail::task_work_exited())
             break;
+        hold.engage();
         // (R2) seq_cst exchange. Acquire: pairs with (A2) (and, through the release sequence of
         // RMWs on works, with every earlier add). Seq_cst: orders it before (R3), Dekker with (C1)→(C2).
         // Not a CAS: nothing but this thread's exit installs the sentinel.
@@ -436,7 +487,10 @@ inline bool task_work_cancel(thread_ctx& target, callback_head& w) noexcept RTDE
             return status::ok;
         if (detail::task_work_deferred_blocked(s)) {
             // The canceller that holds our chain back is inside cancel_lock: wait for it there, with
-            // priority inheritance, rather than parking behind it at its own priority.
+            // priority inheritance, rather than parking behind it at its own priority. Cancellation
+            // is held off while we own the lock: the exit hook takes it again.
+            detail::cancel_hold hold;
+            hold.engage();
             detail::task_work_lock(s);
             detail::task_work_unlock(s);
             continue;
@@ -461,8 +515,13 @@ namespace detail {
 /// makes the loop go round again (kernel: "work->func() can do task_work_add(), do not set
 /// work_exited unless the list is empty"). The detach happens under cancel_lock, so no canceller is
 /// inside and nothing needs deferring; callbacks run after the unlock (they may cancel).
+/// Cancellation: during a cancelled thread's teardown (the pthread key destructor) glibc has marked
+/// the thread exiting and acts on no further request; an explicit detach_this_thread() holds it off
+/// here until the list is closed and drained, so no chain is lost and the lock is not left held.
 inline void task_work_exit(thread_ctx& self) noexcept {
     auto& s = self.task_work;
+    cancel_hold hold;
+    hold.engage();
     for (;;) {
         task_work_lock(s);
         // relaxed: owner-only word; any canceller that made us defer it has released the lock we
@@ -493,65 +552,7 @@ inline void task_work_exit(thread_ctx& self) noexcept {
 /// higher order that queue task_work on the exiting thread get status::exited.
 inline const bool task_work_exit_registered = detail::register_exit_hook(&detail::task_work_exit, 10);
 
-/// A callback_head that stores a callable inline: no allocation, fixed capacity checked at compile
-/// time. The callable runs with no arguments each time the item runs; the item may be re-queued.
-/// Destroying the item from inside its own callable is allowed if the callable touches nothing
-/// (not even its captures) afterwards, as with `delete this`.
-///
-///   rtdefer::inline_task_work<> item([&]() noexcept { gain = new_gain; });
-///   (void)rtdefer::task_work_add(loop_ctx, item);
-template <std::size_t Capacity = 6 * sizeof(void*)>
-class inline_task_work : public callback_head {
-public:
-    inline_task_work() noexcept = default;
-
-    template <class F, class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, inline_task_work>>>
-    explicit inline_task_work(F&& f) noexcept {
-        emplace(std::forward<F>(f));
-    }
-    inline_task_work(const inline_task_work&) = delete;
-    inline_task_work& operator=(const inline_task_work&) = delete;
-    ~inline_task_work() {
-        RTDEFER_ASSERT(!task_work_queued(*this), "inline_task_work destroyed while queued");
-        reset();
-    }
-
-    /// Effects: replaces the stored callable. Precondition: not queued (asserted).
-    /// Progress: wait-free. Real-time safety: no allocation (F's move/copy constructor permitting).
-    template <class F> void emplace(F&& f) noexcept {
-        using Fn = std::decay_t<F>;
-        static_assert(sizeof(Fn) <= Capacity, "callable too large for inline_task_work<Capacity>: raise Capacity");
-        static_assert(alignof(Fn) <= alignof(std::max_align_t), "over-aligned callable");
-        static_assert(std::is_invocable_v<Fn&>, "inline_task_work callables take no arguments");
-        static_assert(std::is_nothrow_constructible_v<Fn, F&&>, "the callable must construct without throwing");
-        RTDEFER_ASSERT(!task_work_queued(*this), "inline_task_work::emplace on a queued item");
-        reset();
-        ::new (static_cast<void*>(storage_)) Fn(std::forward<F>(f));
-        invoke_ = [](void* p) noexcept { (*std::launder(static_cast<Fn*>(p)))(); };
-        destroy_ = [](void* p) noexcept { std::launder(static_cast<Fn*>(p))->~Fn(); };
-        func = &trampoline;
-    }
-
-    /// Returns: whether a callable is stored.
-    [[nodiscard]] bool has_value() const noexcept RTDEFER_NONBLOCKING { return invoke_ != nullptr; }
-
-    static constexpr std::size_t capacity = Capacity;
-
-private:
-    void reset() noexcept {
-        if (destroy_ != nullptr)
-            destroy_(storage_);
-        invoke_ = nullptr;
-        destroy_ = nullptr;
-    }
-    static void trampoline(callback_head* h) noexcept {
-        auto* self = static_cast<inline_task_work*>(h);
-        self->invoke_(self->storage_); // nothing after: the callable may have destroyed *self
-    }
-
-    alignas(std::max_align_t) unsigned char storage_[Capacity];
-    void (*invoke_)(void*) noexcept = nullptr;
-    void (*destroy_)(void*) noexcept = nullptr;
-};
-
 } // namespace rtdefer
+
+// inline_task_work: a callback_head with its callable stored inline, and done().
+#include <rtdefer/inline_task_work.hpp>

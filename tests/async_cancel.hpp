@@ -1,0 +1,194 @@
+// tests/async_cancel.hpp: a rig for run loops whose host cancels their thread asynchronously
+// (jack2's jack_deactivate() does: PTHREAD_CANCEL_ASYNCHRONOUS on its real-time thread).
+//
+//   rtdefer_test::exactly_once_ledger   one slot per item: the add's verdict and how often it ran
+//   rtdefer_test::async_cancel_unsupported()  why this build cannot run such a test (TSan), or null
+//   rtdefer_test::async_cancel_victim   a thread that runs `setup` with cancellation off, then
+//                                       `loop` with asynchronous cancellation on; cancel() lands at
+//                                       a random point of the loop; join() reports PTHREAD_CANCELED
+//
+// Use per round: start a victim whose loop drains some queue (task_work_run, irq_work_run, a
+// deferred-word flush), let another thread add items and record each verdict in the ledger (the
+// callbacks call ran(i)), cancel, join both, then check the tally: every accepted add ran exactly
+// once (in the loop, or in the thread's exit hooks), nothing refused ran.
+//
+// The loop function must be async-cancel-clean: a plain function whose frame has no C++ cleanups
+// (no std::string, no RAII locals, no try). Asynchronous cancellation unwinds from whatever
+// instruction the signal interrupted; a frame with an exception table covers only its call sites,
+// so the unwinder finds no entry for an arbitrary instruction and calls std::terminate. Frames
+// without a table (C-like code, and rtdefer's run loops, whose calls are all nothrow) are passed
+// through. The victim's start routine below is such a frame too.
+#pragma once
+
+#include <pthread.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+namespace rtdefer_test {
+
+/// Returns: why asynchronous cancellation cannot be tested in this build, or nullptr if it can.
+/// ThreadSanitizer's runtime is not async-cancel-safe: the victim's instrumented code runs inside
+/// the runtime (every atomic, every call), a cancellation landing there unwinds past a runtime lock,
+/// and the next thread start blocks on it forever (seen: a hang in TraceSwitch). ASan and UBSan run it.
+inline const char* async_cancel_unsupported() noexcept {
+#if defined(__SANITIZE_THREAD__)
+    return "ThreadSanitizer's runtime is not async-cancel-safe (a cancel inside it leaves a runtime lock held)";
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+    return "ThreadSanitizer's runtime is not async-cancel-safe (a cancel inside it leaves a runtime lock held)";
+#endif
+#endif
+    return nullptr;
+}
+
+/// Per-item accounting for exactly-once checks. accepted()/refused() by the adding thread, ran()
+/// from the callback (lock-free, async-signal-safe); count() after every thread is joined.
+class exactly_once_ledger {
+public:
+    explicit exactly_once_ledger(std::size_t items) : slots_(items) {}
+
+    /// Effects: forgets every verdict and run. No thread may be using the ledger.
+    void reset() noexcept {
+        for (slot& s : slots_) {
+            s.runs.store(0, std::memory_order_relaxed);
+            s.verdict.store(none, std::memory_order_relaxed);
+        }
+    }
+    // relaxed (all three): read by count() after the threads are joined (join orders them).
+    void accepted(std::size_t i) noexcept { slots_[i].verdict.store(ok, std::memory_order_relaxed); }
+    void refused(std::size_t i) noexcept { slots_[i].verdict.store(no, std::memory_order_relaxed); }
+    void ran(std::size_t i) noexcept { slots_[i].runs.fetch_add(1, std::memory_order_relaxed); }
+
+    struct tally {
+        std::uint64_t accepted = 0, refused = 0, ran = 0;
+        std::uint64_t lost = 0;           // accepted, never ran
+        std::uint64_t duplicated = 0;     // ran more than once
+        std::uint64_t ran_unaccepted = 0; // ran, but its add was refused or never made
+        [[nodiscard]] bool exactly_once() const noexcept { return lost == 0 && duplicated == 0 && ran_unaccepted == 0; }
+        tally& operator+=(const tally& o) noexcept {
+            accepted += o.accepted, refused += o.refused, ran += o.ran;
+            lost += o.lost, duplicated += o.duplicated, ran_unaccepted += o.ran_unaccepted;
+            return *this;
+        }
+    };
+
+    [[nodiscard]] tally count() const noexcept {
+        tally t;
+        for (const slot& s : slots_) {
+            const std::uint32_t runs = s.runs.load(std::memory_order_relaxed);
+            const std::uint8_t v = s.verdict.load(std::memory_order_relaxed);
+            t.ran += runs;
+            t.accepted += v == ok;
+            t.refused += v == no;
+            if (v == ok && runs == 0)
+                ++t.lost;
+            if (runs > 1)
+                ++t.duplicated;
+            if (v != ok && runs != 0)
+                ++t.ran_unaccepted;
+        }
+        return t;
+    }
+
+    [[nodiscard]] std::size_t size() const noexcept { return slots_.size(); }
+
+private:
+    static constexpr std::uint8_t none = 0, ok = 1, no = 2;
+    struct slot {
+        std::atomic<std::uint32_t> runs{0};
+        std::atomic<std::uint8_t> verdict{none};
+    };
+    std::vector<slot> slots_;
+};
+
+/// A thread to be cancelled asynchronously at a random point of its loop.
+class async_cancel_victim {
+public:
+    using fn = void (*)(void* arg);
+
+    /// Effects: starts the thread and waits until it is in `loop`. `setup(arg)` runs first with
+    /// cancellation disabled (it may allocate, attach, publish a thread_ref); then the thread turns
+    /// on PTHREAD_CANCEL_ASYNCHRONOUS and calls `loop(arg)`, which must not return (cancellation is
+    /// its only exit) and must be async-cancel-clean (see the top of this file).
+    /// Returns: started() false if pthread_create failed.
+    async_cancel_victim(fn setup, fn loop, void* arg) : setup_(setup), loop_(loop), arg_(arg) {
+        started_ = ::pthread_create(&thread_, nullptr, &start, this) == 0;
+        if (started_)
+            while (!in_loop_.load(std::memory_order_acquire))
+                std::this_thread::yield();
+    }
+    async_cancel_victim(const async_cancel_victim&) = delete;
+    async_cancel_victim& operator=(const async_cancel_victim&) = delete;
+    ~async_cancel_victim() {
+        if (started_ && !joined_) {
+            cancel_now();
+            (void)join();
+        }
+    }
+
+    [[nodiscard]] bool started() const noexcept { return started_; }
+
+    /// Effects: waits a random time drawn from `rng` (mostly a short spin, sometimes a sleep of up
+    /// to 200 µs, so the request lands anywhere in the loop), then pthread_cancel.
+    template <class Rng> void cancel_at_random_point(Rng& rng) {
+        const std::uint32_t r = static_cast<std::uint32_t>(rng());
+        if (r % 4 == 0) {
+            std::this_thread::sleep_for(std::chrono::microseconds(r / 4 % 200));
+        } else {
+            for (std::uint32_t i = r % 20000; i > 0; --i)
+                relax();
+        }
+        cancel_now();
+    }
+    void cancel_now() noexcept { (void)::pthread_cancel(thread_); }
+
+    /// Effects: joins the thread. Returns: whether it ended by cancellation, i.e. not by returning
+    /// (start()'s marker). Not `result == PTHREAD_CANCELED`: glibc 2.36 leaves the result unset
+    /// (nullptr) when it acts on a request inside pthread_setcancelstate.
+    bool join() noexcept {
+        void* ret = nullptr;
+        join_rc_ = ::pthread_join(thread_, &ret);
+        joined_ = join_rc_ == 0;
+        ret_ = ret;
+        return joined_ && ret != static_cast<void*>(&returned_marker);
+    }
+    /// Returns: pthread_join's result and the thread's return value (diagnostics after join()).
+    [[nodiscard]] int join_rc() const noexcept { return join_rc_; }
+    [[nodiscard]] void* returned() const noexcept { return ret_; }
+
+private:
+    static void relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+    // No cleanups and not noexcept: this frame has no exception table, so the forced unwind
+    // passes through it whatever it interrupted (see the top of the file).
+    static void* start(void* p) {
+        auto* v = static_cast<async_cancel_victim*>(p);
+        (void)::pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, nullptr);
+        v->setup_(v->arg_);
+        (void)::pthread_setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, nullptr);
+        // release: publishes setup's effects to the constructor's acquire.
+        v->in_loop_.store(true, std::memory_order_release);
+        (void)::pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, nullptr);
+        v->loop_(v->arg_);
+        return &returned_marker; // not reached: loop() never returns
+    }
+    static inline int returned_marker = 0;
+
+    fn setup_, loop_;
+    void* arg_;
+    pthread_t thread_{};
+    bool started_ = false, joined_ = false;
+    int join_rc_ = 0;
+    void* ret_ = nullptr;
+    std::atomic<bool> in_loop_{false};
+};
+
+} // namespace rtdefer_test

@@ -236,7 +236,9 @@ struct irq_work_domain_options {
     int interrupt_signal = 0;
 };
 
-/// Per-CPU counters of a domain (for tests and benchmarks; a snapshot).
+/// Per-CPU counters of a domain (for tests and benchmarks; a snapshot). Consistent with sync: a run
+/// (and the tick that ran it) is counted before its item's BUSY clear, so stats() read after
+/// irq_work_sync(w) returned ok include w's last run (runs_hard/runs_lazy, ticks).
 struct irq_work_stats {
     std::uint64_t hard_raises = 0;  ///< IPIs sent (raised list went empty→non-empty)
     std::uint64_t lazy_raises = 0;  ///< worker wakes attempted (lazy list went empty→non-empty)
@@ -458,8 +460,18 @@ inline void irq_work_single_end(irq_work& w) noexcept RTDEFER_NONBLOCKING {
         irq_work_wake_syncers(addr);
 }
 
-/// Runs one hard item (in interrupt context or irq_work_run()), its frame pushed on `runs`.
-inline void irq_work_single_hard(irq_work& w, irq_work_run_stack& runs) noexcept RTDEFER_NONBLOCKING {
+/// Counts one finished run in `counter` BEFORE the run's BUSY clear (4): a thread whose
+/// irq_work_sync() returned, or that read BUSY clear, reads statistics that include this run.
+/// relaxed: sequenced before the release (4), which the syncer's acquire (7)/(S5) reads, so the
+/// syncer's later load of the counter sees this increment (write-read coherence); no other order.
+inline void irq_work_count_run(std::atomic<std::uint64_t>& counter) noexcept RTDEFER_NONBLOCKING {
+    counter.fetch_add(1, std::memory_order_relaxed);
+}
+
+/// Runs one hard item (in interrupt context or irq_work_run()), its frame pushed on `runs`; counted
+/// in `counter` before its BUSY clear.
+inline void irq_work_single_hard(irq_work& w, irq_work_run_stack& runs,
+                                 std::atomic<std::uint64_t>& counter) noexcept RTDEFER_NONBLOCKING {
     irq_work_single_begin(w);
     // relaxed: see irq_work_run_stack (one thread; the call below is opaque, so the push is done).
     const irq_work_run_frame frame{&w, runs.top.load(std::memory_order_relaxed)};
@@ -468,17 +480,20 @@ inline void irq_work_single_hard(irq_work& w, irq_work_run_stack& runs) noexcept
     w.func(w);
     RTDEFER_IRQ_WORK_TRUST_END
     runs.top.store(frame.outer, std::memory_order_relaxed); // relaxed: as above
+    irq_work_count_run(counter);
     irq_work_single_end(w);
 }
 
-/// Runs one lazy item in the worker. Deliberately not nonblocking: lazy callbacks may lock and free.
-inline void irq_work_single_lazy(irq_work& w, irq_work_run_stack& runs) noexcept {
+/// Runs one lazy item in the worker, counted as irq_work_single_hard. Deliberately not nonblocking:
+/// lazy callbacks may lock and free.
+inline void irq_work_single_lazy(irq_work& w, irq_work_run_stack& runs, std::atomic<std::uint64_t>& counter) noexcept {
     irq_work_single_begin(w);
     // relaxed: as in irq_work_single_hard.
     const irq_work_run_frame frame{&w, runs.top.load(std::memory_order_relaxed)};
     runs.top.store(&frame, std::memory_order_relaxed);
     w.func(w);
     runs.top.store(frame.outer, std::memory_order_relaxed);
+    irq_work_count_run(counter);
     irq_work_single_end(w);
 }
 
@@ -495,28 +510,29 @@ inline std::size_t irq_work_run_hard_list(irq_work_cpu& pc, irq_work_run_stack& 
     std::size_t count = 0;
     while (n != nullptr) {
         llist_node* next = n->next; // read before the callback: it may re-queue the item
-        irq_work_single_hard(irq_work_of(n), runs);
+        irq_work_single_hard(irq_work_of(n), runs, pc.runs_hard);
         n = next;
         ++count;
     }
-    if (count != 0)
-        pc.runs_hard.fetch_add(count, std::memory_order_relaxed); // relaxed: statistics
     return count;
 }
 
 /// irq_work_run_list for the lazy and tick lists, in the worker (or the destructor's drain); frames
-/// go on `runs`. Returns: callbacks run.
-inline std::size_t irq_work_run_lazy_list(irq_work_cpu& pc, llist_head& list, irq_work_run_stack& runs) noexcept {
+/// go on `runs`. A non-empty list counts one in `batches` (if given: the tick's `ticks`) before its
+/// first item's BUSY clear, so a syncer of any of its items sees the tick counted.
+/// Returns: callbacks run.
+inline std::size_t irq_work_run_lazy_list(irq_work_cpu& pc, llist_head& list, irq_work_run_stack& runs,
+                                          std::atomic<std::uint64_t>* batches = nullptr) noexcept {
     llist_node* n = llist_reverse_order(list.del_all());
+    if (n != nullptr && batches != nullptr)
+        irq_work_count_run(*batches);
     std::size_t count = 0;
     while (n != nullptr) {
         llist_node* next = n->next;
-        irq_work_single_lazy(irq_work_of(n), runs);
+        irq_work_single_lazy(irq_work_of(n), runs, pc.runs_lazy);
         n = next;
         ++count;
     }
-    if (count != 0)
-        pc.runs_lazy.fetch_add(count, std::memory_order_relaxed); // relaxed: statistics
     return count;
 }
 
@@ -791,8 +807,8 @@ inline void irq_work_domain::worker_main(thread_ctx& self, detail::irq_work_cpu&
                     next_tick = now + tick_;
                 }
             } else if (now >= next_tick) {
-                if (detail::irq_work_run_lazy_list(pc, pc.tick, pc.running) != 0) {
-                    pc.ticks.fetch_add(1, std::memory_order_relaxed); // relaxed: statistics
+                // `ticks` is counted inside, before the tick's items are released (BUSY clear).
+                if (detail::irq_work_run_lazy_list(pc, pc.tick, pc.running, &pc.ticks) != 0) {
                     idle_ticks = 0;
                 } else {
                     ++idle_ticks;

@@ -720,7 +720,9 @@ struct buffer {
 struct retirer {
     llist_head retired;
     std::atomic<std::size_t> freed{0};
-    pid_t freeing_tid = 0;
+    // Atomic: the thread migrates, so two reclaim runs may overlap on two CPUs' workers; relaxed:
+    // read after irq_work_sync(), whose acquire orders the last run's store before the read.
+    std::atomic<pid_t> freeing_tid{0};
     irq_work_fn<std::function<void()>> reclaim{[this] {
         llist_node* n = retired.del_all();
         while (n != nullptr) {
@@ -729,7 +731,7 @@ struct retirer {
             freed.fetch_add(1, std::memory_order_relaxed);
             n = next;
         }
-        freeing_tid = static_cast<pid_t>(syscall(SYS_gettid));
+        freeing_tid.store(static_cast<pid_t>(syscall(SYS_gettid)), std::memory_order_relaxed);
     }};
 };
 
@@ -781,7 +783,7 @@ TEST_CASE("irq_work: an RT thread frees memory via a lazy item; RealtimeSanitize
     REQUIRE(irq_work_sync(r.reclaim) == status::ok);
     CHECK(r.freed.load() == n);
     CHECK(queued >= 1);
-    CHECK(r.freeing_tid != rt_tid); // the free happened in the worker
+    CHECK(r.freeing_tid.load(std::memory_order_relaxed) != rt_tid); // the free happened in the worker
     const std::string rtsan = RTDEFER_HAS_RTSAN ? "yes" : "no (not a -fsanitize=realtime build)";
     MESSAGE("RTSan active: " << rtsan);
 }

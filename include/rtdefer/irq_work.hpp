@@ -53,6 +53,7 @@
 #pragma once
 
 #include <rtdefer/config.hpp>
+#include <rtdefer/detail/cancel_hold.hpp>
 #include <rtdefer/detail/irq_work_percpu.hpp>
 #include <rtdefer/detail/syscall.hpp>
 #include <rtdefer/interrupt.hpp>
@@ -364,8 +365,9 @@ inline std::uint32_t irq_work_claim(irq_work& w) noexcept RTDEFER_NONBLOCKING {
     // relaxed: statistics.
     pc.hard_raises.fetch_add(1, std::memory_order_relaxed);
     if (RTDEFER_UNLIKELY(send_ipi(*pc.worker) != status::ok)) {
-        // Cannot happen while the domain lives (the signal is installed, the worker alive); be
-        // robust anyway: the worker checks its raised list when woken and interrupts itself.
+        // Only a full signal queue (no_space: RLIMIT_SIGPENDING) can refuse it while the domain
+        // lives; the worker checks its raised list when woken and interrupts itself (or, refused
+        // again, runs the list in thread context).
         pc.ipi_failures.fetch_add(1, std::memory_order_relaxed);
         (void)unpark(*pc.worker);
     }
@@ -594,12 +596,23 @@ inline void irq_work_interrupt(thread_ctx* self) noexcept RTDEFER_NONBLOCKING {
 /// does from the IPI handler; if the CPU's lazy list is non-empty, wakes its worker (wake_irq_workd).
 /// Meant for hard context (a signal handler of your own, or a real-time thread that wants its hard
 /// items now); the worker's interrupt hook does the same thing on its own.
+/// Cancellation: held off while a chain is in hand (an asynchronous pthread_cancel of the caller
+/// is acted on when it returns; every item it took has run).
 /// Returns: the number of callbacks run. Progress: runs callbacks. Real-time safety: no allocation,
-/// no lock in the library; async-signal-safe if the callbacks are.
+/// no lock in the library, no syscall for the hold; async-signal-safe if the callbacks are.
 inline std::size_t irq_work_run(irq_work_domain& d) noexcept RTDEFER_NONBLOCKING {
     detail::irq_work_cpu& pc = detail::irq_work_access::local_slot(d, detail::current_cpu());
-    // Not necessarily pc's worker: frames go on this thread's own stack (one TLS access per call).
-    const std::size_t n = detail::irq_work_run_hard_list(pc, detail::irq_work_thread_stack());
+    // The caller's thread is not ours: hold cancellation off from the detach until the chain has
+    // run and the worker is woken (detail/cancel_hold.hpp); restored on return, with nothing in hand.
+    // Engaged only when there is a chain to take; with none we take nothing (no del_all): an item
+    // added after the check raised the worker's interrupt, which runs it.
+    detail::cancel_hold hold;
+    std::size_t n = 0;
+    if (!pc.raised.empty()) {
+        hold.engage();
+        // Not necessarily pc's worker: frames go on this thread's own stack (one TLS access per call).
+        n = detail::irq_work_run_hard_list(pc, detail::irq_work_thread_stack());
+    }
     if (!pc.lazy.empty())
         (void)unpark(*pc.worker);
     return n;

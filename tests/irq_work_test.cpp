@@ -844,9 +844,9 @@ std::atomic<std::uint64_t> cancel_item_runs_on_host{0};
 std::atomic<thread_ctx*> cancel_host_ctx{nullptr};
 std::atomic<irq_work_domain*> cancel_domain{nullptr};
 
-// Spins ~2 µs, so that a chain is often in hand on the host when the cancel arrives.
+// Spins ~50 µs, so that a chain is in hand on the host most of the time when the cancel arrives.
 void cancel_item_fn(irq_work&) noexcept {
-    const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(2);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
     while (std::chrono::steady_clock::now() < until) {
     }
     if (current_thread_ctx() == cancel_host_ctx.load(std::memory_order_relaxed))

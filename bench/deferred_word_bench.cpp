@@ -5,7 +5,8 @@
 // 1. Sender cost (SCHED_FIFO sender on CPU a, target on CPU b), one call timed at a time, p50/p99:
 //      ct_set_work to an isolated target (which leaves and re-enters its section every ~50 µs)
 //      pthread_kill with the interrupt signal to a busy target (the baseline: one IPI per request)
-//      ct_set_work_or_ipi to a busy, non-isolated target (the fallback: CAS + tgkill)
+//      ct_set_work_or_ipi to a busy, non-isolated target (the fallback: CAS + tagged send)
+//      send_ipi untagged (tgkill) and tagged (rt_tgsigqueueinfo with a tag in si_value), same target
 //    Target: ct_set_work p50 and p99 at most 1/50 of pthread_kill's.
 // 2. Jitter of an isolated busy-polling loop (SCHED_FIFO on CPU b; it leaves and re-enters its
 //    section every 4096 iterations, its "safe point"): the gap between consecutive iterations,
@@ -100,7 +101,7 @@ void spin_ns(double ns) {
 // ---- 1. sender cost -----------------------------------------------------------------------------
 
 struct sender_costs {
-    latency_result set_work, kill, or_ipi;
+    latency_result set_work, kill, or_ipi, tgkill, sigqueue;
     std::uint64_t set_work_refused = 0;
 };
 
@@ -145,8 +146,25 @@ sender_costs measure_sender_cost(const options& o, report& rep, int cpu_a, int c
         rep.add(r.set_work);
     }
 
-    // (b) pthread_kill with the interrupt signal, and (c) ct_set_work_or_ipi, to a busy target.
-    for (int variant = 0; variant < 2; ++variant) {
+    // To a busy target: (b) pthread_kill with the interrupt signal, (c) ct_set_work_or_ipi,
+    // (d) send_ipi untagged (tgkill), (e) send_ipi tagged (rt_tgsigqueueinfo).
+    struct variant_desc {
+        const char* name;
+        const char* what;
+        const char* check;
+        latency_result sender_costs::*out;
+    };
+    static constexpr variant_desc variants[] = {
+        {"pthread_kill (busy target)", "one pthread_kill(interrupt signal) call on the sender",
+         "pthread_kill: the hook ran for every signal", &sender_costs::kill},
+        {"ct_set_work_or_ipi (non-isolated target)", "one ct_set_work_or_ipi() call on the sender (CAS + tagged send)",
+         "ct_set_work_or_ipi: every request ran on the busy target", &sender_costs::or_ipi},
+        {"send_ipi untagged (tgkill)", "one send_ipi(target) call on the sender",
+         "send_ipi (tgkill): the hook ran for every interrupt", &sender_costs::tgkill},
+        {"send_ipi tagged (rt_tgsigqueueinfo)", "one send_ipi(target, interrupt_source::user) call on the sender",
+         "send_ipi (tagged): the hook ran for every interrupt", &sender_costs::sigqueue},
+    };
+    for (int variant = 0; variant < 4; ++variant) {
         published_ctx target;
         std::atomic<bool> stop{false};
         auto h = std::make_shared<histogram>();
@@ -160,16 +178,19 @@ sender_costs measure_sender_cost(const options& o, report& rep, int cpu_a, int c
         reset_job();
         rt_outcome out = run_measured({.fifo = true, .priority = prio, .cpu = cpu_a}, [&] {
             thread_ctx& tgt = target.wait();
-            signal_job_target.store(variant == 0 ? &tgt : nullptr);
+            signal_job_target.store(variant == 1 ? nullptr : &tgt); // the hook does the job, except for (c)
             for (std::size_t i = 0; i < n_sig; ++i) {
                 const std::uint64_t before = job_runs.load(std::memory_order_relaxed);
                 posted.store(i + 1, std::memory_order_relaxed);
                 int rc = 0;
                 status s = status::ok;
-                if (variant == 0)
-                    h->record(time_one([&] { rc = pthread_kill(tgt.handle, signo); }));
-                else
-                    h->record(time_one([&] { s = rtdefer::ct_set_work_or_ipi(tgt, work); }));
+                switch (variant) {
+                case 0: h->record(time_one([&] { rc = pthread_kill(tgt.handle, signo); })); break;
+                case 1: h->record(time_one([&] { s = rtdefer::ct_set_work_or_ipi(tgt, work); })); break;
+                case 2: h->record(time_one([&] { s = rtdefer::send_ipi(tgt); })); break;
+                default:
+                    h->record(time_one([&] { s = rtdefer::send_ipi(tgt, rtdefer::interrupt_source::user); }));
+                }
                 // Wait for the job so signals never queue up, then leave the target alone a while.
                 if (rc != 0 || s != status::ok ||
                     !baseline_detail::spin_until([&] { return job_runs.load(std::memory_order_relaxed) != before; })) {
@@ -182,16 +203,56 @@ sender_costs measure_sender_cost(const options& o, report& rep, int cpu_a, int c
         });
         stop.store(true);
         t.join();
-        rep.check(lost == 0, variant == 0 ? "pthread_kill: the hook ran for every signal"
-                                          : "ct_set_work_or_ipi: every request ran on the busy target");
-        latency_result res = latency_result::from(
-            variant == 0 ? "pthread_kill (busy target)" : "ct_set_work_or_ipi (non-isolated target)",
-            variant == 0 ? "one pthread_kill(interrupt signal) call on the sender"
-                         : "one ct_set_work_or_ipi() call on the sender (CAS + tgkill)",
-            h, out, "target " + t.outcome().describe());
+        const variant_desc& v = variants[variant];
+        rep.check(lost == 0, v.check);
+        latency_result res = latency_result::from(v.name, v.what, h, out, "target " + t.outcome().describe());
         rep.add(res);
-        (variant == 0 ? r.kill : r.or_ipi) = res;
+        r.*v.out = res;
     }
+    return r;
+}
+
+// ---- 1b. the cancellation hold on the exit -----------------------------------------------------------
+// ct_isolation_exit with work to run holds pthread cancellation off (detail/cancel_hold.hpp); with
+// none it takes the CAS fast path and no hold. Same run, one thread: exit with nothing deferred, exit
+// running one deferred bit (hold included), and the hold alone (engage + restore).
+
+struct exit_costs {
+    latency_result empty, with_work, hold;
+};
+
+exit_costs measure_exit_cost(const options& o, report& rep, int cpu) {
+    exit_costs r;
+    const std::size_t n = o.sample_count(100'000, 10'000);
+    auto he = std::make_shared<histogram>(), hw = std::make_shared<histogram>(), hh = std::make_shared<histogram>();
+    std::size_t bad = 0;
+    rt_outcome out = run_measured({.fifo = true, .priority = prio, .cpu = cpu}, [&] {
+        thread_ctx& self = rtdefer::attach_this_thread();
+        for (std::size_t i = 0; i < n; ++i) {
+            if (rtdefer::ct_isolation_enter(self) != status::ok) {
+                ++bad;
+                continue;
+            }
+            he->record(time_one([&] { rtdefer::ct_isolation_exit(self); }));
+            if (rtdefer::ct_isolation_enter(self) != status::ok || rtdefer::ct_set_work(self, work) != status::ok) {
+                ++bad;
+                continue;
+            }
+            hw->record(time_one([&] { rtdefer::ct_isolation_exit(self); }));
+            hh->record(time_one([&] {
+                rtdefer::detail::cancel_hold hold;
+                hold.engage();
+            }));
+        }
+    });
+    rep.check(bad == 0, "exit cost: every enter and self-request accepted");
+    r.empty = latency_result::from("ct_isolation_exit, nothing deferred", "one exit (CAS fast path, no hold)", he, out);
+    r.with_work = latency_result::from("ct_isolation_exit, one deferred bit",
+                                       "one exit running one callback (cancellation hold included)", hw, out);
+    r.hold = latency_result::from("cancel_hold engage + restore", "pthread_setcancelstate/type x2 each way", hh, out);
+    rep.add(r.empty);
+    rep.add(r.with_work);
+    rep.add(r.hold);
     return r;
 }
 
@@ -330,6 +391,9 @@ int main(int argc, char** argv) {
     std::printf("\n1. sender cost (sender CPU %d, target CPU %d):\n", cpu_a, cpu_b);
     const sender_costs sc = measure_sender_cost(opts, rep, cpu_a, cpu_b);
 
+    std::printf("\n1b. cancellation hold on the exit (CPU %d):\n", cpu_b);
+    const exit_costs ec = measure_exit_cost(opts, rep, cpu_b);
+
     std::printf("\n2. isolated-loop jitter (loop CPU %d, sender CPU %d, 10k requests/s):\n", cpu_b, cpu_a);
     const double phase_s = opts.pick(0.4, 0.15);
     const int rounds = static_cast<int>(opts.pick<std::size_t>(3, 1) * opts.repeat);
@@ -369,6 +433,11 @@ int main(int argc, char** argv) {
     rep.compare("ct_set_work (sender)", "p50", sc.set_work.s.p50, unit::ns, "pthread_kill", "p50", sc.kill.s.p50);
     rep.compare("ct_set_work (sender)", "p99", sc.set_work.s.p99, unit::ns, "pthread_kill", "p99", sc.kill.s.p99);
     rep.compare("ct_set_work_or_ipi, busy target", "p50", sc.or_ipi.s.p50, unit::ns, "pthread_kill", "p50", sc.kill.s.p50);
+    rep.compare("exit running one bit", "p50", ec.with_work.s.p50, unit::ns, "cancel_hold alone", "p50", ec.hold.s.p50);
+    rep.compare("exit, nothing deferred", "p50", ec.empty.s.p50, unit::ns, "exit running one bit", "p50",
+                ec.with_work.s.p50);
+    rep.compare("send_ipi tagged (sigqueue)", "p50", sc.sigqueue.s.p50, unit::ns, "send_ipi (tgkill)", "p50", sc.tgkill.s.p50);
+    rep.compare("send_ipi tagged (sigqueue)", "p99", sc.sigqueue.s.p99, unit::ns, "send_ipi (tgkill)", "p99", sc.tgkill.s.p99);
     for (int i = 1; i < n_modes; ++i) {
         rep.compare(mode_name(modes[i]), "p99.9", jl[i].s.p999, unit::ns, "no requests", "p99.9", jl[0].s.p999);
         rep.compare(mode_name(modes[i]), "p99.99", p9999[i], unit::ns, "no requests", "p99.99", p9999[0]);

@@ -9,7 +9,10 @@
 #include "test_util.hpp"
 
 #include <atomic>
+#include <chrono>
 #include <csignal>
+#include <cstdint>
+#include <random>
 #include <thread>
 
 #include <pthread.h>
@@ -404,7 +407,7 @@ TEST_CASE("misuse is an assertion, not a hang: exit outside a section, enter ins
         /*quiet=*/true)));
 }
 
-TEST_CASE("a failed tgkill withdraws INFLIGHT; the work runs at the target's next enter") {
+TEST_CASE("a full signal queue (EAGAIN) is no_space: INFLIGHT withdrawn, the work runs at the target's next enter") {
     setup();
     // RLIMIT_SIGPENDING 0 makes queueing a real-time signal fail with EAGAIN (in a child only).
     const int rc = rtdefer_test::in_child([] {
@@ -431,7 +434,7 @@ TEST_CASE("a failed tgkill withdraws INFLIGHT; the work runs at the target's nex
         const std::uint32_t w = tgt.ct.word.load();
         phase.store(1, std::memory_order_release);
         t.join();
-        if (s != status::system_error)
+        if (s != status::no_space)
             return 11;
         if ((w & detail::ct_inflight) != 0 || (w & (A << detail::ct_ipi_shift)) == 0)
             return 12;
@@ -440,4 +443,189 @@ TEST_CASE("a failed tgkill withdraws INFLIGHT; the work runs at the target's nex
         return 0;
     });
     CHECK(rc == 0);
+}
+
+TEST_CASE("a foreign interrupt takes IPI work but leaves INFLIGHT to the deferred_word signal still coming") {
+    setup();
+    reset_counters();
+    // The sender's window between its CAS and its send, made deterministic: the test sets the word
+    // as a sender's CAS would (INFLIGHT|A in the IPI field), then sends foreign interrupts (another
+    // subsystem's tag, a plain tgkill) before the deferred_word signal itself.
+    std::atomic<thread_ctx*> target{nullptr};
+    std::atomic<int> phase{0};
+    status while_in_flight = status::ok, after_signal = status::busy;
+    std::uint64_t irq_inside = 0;
+    std::thread t([&] {
+        thread_ctx& self = attach_this_thread();
+        target.store(&self, std::memory_order_release);
+        wait_until([&] { return phase.load(std::memory_order_acquire) == 1; });
+        while_in_flight = ct_isolation_enter(self); // our signal is still coming: refused
+        if (while_in_flight == status::ok)
+            ct_isolation_exit(self);
+        phase.store(2, std::memory_order_release);
+        wait_until([&] { return phase.load(std::memory_order_acquire) == 3; });
+        after_signal = ct_isolation_enter(self);
+        const std::uint64_t before = interrupts_received(self);
+        if (after_signal == status::ok) {
+            ct_isolation_exit(self);
+            irq_inside = interrupts_received(self) - before;
+        }
+    });
+    wait_until([&] { return target.load(std::memory_order_acquire) != nullptr; });
+    thread_ctx& tgt = *target.load();
+    auto interrupt_and_wait = [&](auto send) {
+        const std::uint64_t r0 = interrupts_received(tgt);
+        REQUIRE(send() == status::ok);
+        wait_until([&] { return interrupts_received(tgt) > r0; });
+    };
+    // release: publishes like the sender's CAS (D1).
+    tgt.ct.word.fetch_or(detail::ct_inflight | (A << detail::ct_ipi_shift), std::memory_order_release);
+    interrupt_and_wait([&] { return send_ipi(tgt, interrupt_source::task_work); });
+    const std::uint32_t after_foreign = tgt.ct.word.load();
+    const int a_after_foreign = runs_a.load(std::memory_order_acquire);
+    interrupt_and_wait([&] { return send_ipi(tgt); }); // untagged: not ours either
+    const std::uint32_t after_plain = tgt.ct.word.load();
+    phase.store(1, std::memory_order_release);
+    wait_until([&] { return phase.load(std::memory_order_acquire) == 2; });
+    interrupt_and_wait([&] { return detail::ct_signal(tgt); }); // the sender's tagged send
+    const std::uint32_t after_ours = tgt.ct.word.load();
+    phase.store(3, std::memory_order_release);
+    t.join();
+    CHECK(a_after_foreign == 1); // the foreign interrupt ran A, in interrupt context
+    CHECK(a_in_interrupt.load() == 1);
+    CHECK(after_foreign == (detail::ct_disabled | detail::ct_inflight));
+    CHECK(after_plain == (detail::ct_disabled | detail::ct_inflight));
+    CHECK(while_in_flight == status::busy);
+    CHECK(after_ours == detail::ct_disabled);
+    CHECK(after_signal == status::ok);
+    CHECK(irq_inside == 0);
+    CHECK(runs_a.load() == 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Asynchronous cancellation of a host thread (as jack2 cancels its real-time thread)
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+#if defined(__SANITIZE_THREAD__)
+constexpr bool tsan_build = true;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+constexpr bool tsan_build = true;
+#else
+constexpr bool tsan_build = false;
+#endif
+#else
+constexpr bool tsan_build = false;
+#endif
+
+constexpr unsigned bit_cancel = 5;
+constexpr unsigned CANCEL = 1u << bit_cancel;
+std::atomic<std::uint64_t> cancel_runs{0};
+
+// Spins (~2 µs) so that cancellation often arrives while work is in hand (inside the hold).
+void cb_cancel(thread_ctx&, unsigned) noexcept RTDEFER_NONBLOCKING {
+    for (int i = 0; i < 5000; ++i)
+        asm volatile("" ::: "memory");
+    cancel_runs.fetch_add(1, std::memory_order_release);
+}
+
+std::atomic<thread_ctx*> cancel_target{nullptr};
+thread_ref cancel_target_ref; // taken by the thread itself, before it turns asynchronous
+
+// The host's loop: a plain function (no destructors, not noexcept) so that the forced unwind of an
+// asynchronous cancellation may pass through it; it calls nothing but rtdefer's section functions.
+void* cancelled_host(void*) {
+    thread_ctx& self = attach_this_thread();
+    cancel_target_ref = thread_ref(self);
+    int old = 0;
+    ::pthread_setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, &old);
+    cancel_target.store(&self, std::memory_order_release);
+    for (;;) {
+        if (ct_isolation_enter(self) == status::ok) {
+            for (int i = 0; i < 300; ++i)
+                asm volatile("" ::: "memory");
+            ct_isolation_exit(self);
+        }
+    }
+    return nullptr;
+}
+
+} // namespace
+
+TEST_CASE("asynchronous cancellation at random points never aborts and never loses an accepted request") {
+    setup();
+    if (tsan_build) {
+        rtdefer_test::skip_test("asynchronous cancellation inside ThreadSanitizer's runtime is not supported by TSan");
+        return;
+    }
+    if (RTDEFER_HAS_RTSAN) {
+        // __rtsan_disable/__rtsan_enable (rtsan_trust) are not declared nothrow, so under RTSan our
+        // noexcept frames carry terminate regions and a forced unwind through them terminates.
+        rtdefer_test::skip_test("RTSan build: the rtsan interface is not nothrow, a cancel unwind would terminate");
+        return;
+    }
+    REQUIRE(ct_register_work(bit_cancel, &cb_cancel) == status::ok);
+    const std::size_t rounds = rtdefer_test::scaled(200, 20);
+    const int rc = rtdefer_test::in_child([rounds] {
+        std::mt19937 rng(12345);
+        std::uint64_t total_accepted = 0;
+        for (std::size_t r = 0; r < rounds; ++r) {
+            cancel_runs.store(0);
+            cancel_target.store(nullptr);
+            pthread_t host;
+            if (::pthread_create(&host, nullptr, &cancelled_host, nullptr) != 0)
+                return 10;
+            wait_until([] { return cancel_target.load(std::memory_order_acquire) != nullptr; });
+            thread_ctx& tgt = *cancel_target.load();
+            std::atomic<bool> stop{false};
+            std::uint64_t accepted = 0, bad = 0;
+            // One request outstanding at a time: every accepted request is one run (no coalescing).
+            std::thread sender([&] {
+                while (!stop.load(std::memory_order_acquire)) {
+                    const status s = ct_set_work_or_ipi(tgt, CANCEL);
+                    if (s == status::exited)
+                        return;
+                    if (s != status::ok) {
+                        ++bad;
+                        return;
+                    }
+                    ++accepted;
+                    while (cancel_runs.load(std::memory_order_acquire) < accepted && !tgt.exited())
+                        std::this_thread::yield();
+                }
+            });
+            std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
+            const int cancel_rc = ::pthread_cancel(host);
+            void* res = nullptr;
+            const int join_rc = ::pthread_join(host, &res);
+            stop.store(true, std::memory_order_release);
+            sender.join();
+            if (cancel_rc != 0)
+                return 11;
+            if (join_rc != 0 || res != PTHREAD_CANCELED) {
+                std::fprintf(stderr, "round %zu: pthread_join %d, result %p\n", r, join_rc, res);
+                return 12;
+            }
+            // The host exited: its exit hook ran whatever was still in the word.
+            if (bad != 0)
+                return 13;
+            if (cancel_runs.load() != accepted) {
+                std::fprintf(stderr, "round %zu: %llu accepted, %llu run; word %#x, runs deferred %llu ipi %llu local %llu\n",
+                             r, (unsigned long long)accepted, (unsigned long long)cancel_runs.load(),
+                             tgt.ct.word.load(), (unsigned long long)tgt.ct.deferred_runs.load(),
+                             (unsigned long long)tgt.ct.ipi_runs.load(), (unsigned long long)tgt.ct.local_runs.load());
+                return 14;
+            }
+            total_accepted += accepted;
+            cancel_target_ref.reset();
+        }
+        std::printf("async cancel: %zu rounds, %llu accepted requests, each run once\n", rounds,
+                    (unsigned long long)total_accepted);
+        std::fflush(stdout); // the child leaves with _exit()
+        return total_accepted > 0 ? 0 : 15;
+    });
+    CHECK(rc == 0);
+    CHECK(ct_unregister_work(bit_cancel) == status::ok);
 }

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -720,7 +721,9 @@ struct buffer {
 struct retirer {
     llist_head retired;
     std::atomic<std::size_t> freed{0};
-    pid_t freeing_tid = 0;
+    // Atomic: the thread migrates, so two reclaim runs may overlap on two CPUs' workers; relaxed:
+    // read after irq_work_sync(), whose acquire orders the last run's store before the read.
+    std::atomic<pid_t> freeing_tid{0};
     irq_work_fn<std::function<void()>> reclaim{[this] {
         llist_node* n = retired.del_all();
         while (n != nullptr) {
@@ -729,7 +732,7 @@ struct retirer {
             freed.fetch_add(1, std::memory_order_relaxed);
             n = next;
         }
-        freeing_tid = static_cast<pid_t>(syscall(SYS_gettid));
+        freeing_tid.store(static_cast<pid_t>(syscall(SYS_gettid)), std::memory_order_relaxed);
     }};
 };
 
@@ -781,7 +784,7 @@ TEST_CASE("irq_work: an RT thread frees memory via a lazy item; RealtimeSanitize
     REQUIRE(irq_work_sync(r.reclaim) == status::ok);
     CHECK(r.freed.load() == n);
     CHECK(queued >= 1);
-    CHECK(r.freeing_tid != rt_tid); // the free happened in the worker
+    CHECK(r.freeing_tid.load(std::memory_order_relaxed) != rt_tid); // the free happened in the worker
     const std::string rtsan = RTDEFER_HAS_RTSAN ? "yes" : "no (not a -fsanitize=realtime build)";
     MESSAGE("RTSan active: " << rtsan);
 }
@@ -817,3 +820,146 @@ TEST_CASE("irq_work: RealtimeSanitizer is really watching (freeing inline in the
     delete b;
 }
 #endif
+
+// ---------------------------------------------------------------------------------------------
+// irq_work_run() on a host thread cancelled asynchronously
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+#if defined(__SANITIZE_THREAD__)
+constexpr bool irq_tsan_build = true;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+constexpr bool irq_tsan_build = true;
+#else
+constexpr bool irq_tsan_build = false;
+#endif
+#else
+constexpr bool irq_tsan_build = false;
+#endif
+
+std::atomic<std::uint64_t> cancel_item_runs{0};
+std::atomic<std::uint64_t> cancel_item_runs_on_host{0};
+std::atomic<thread_ctx*> cancel_host_ctx{nullptr};
+std::atomic<irq_work_domain*> cancel_domain{nullptr};
+
+// Spins ~50 µs, so that a chain is in hand on the host most of the time when the cancel arrives.
+void cancel_item_fn(irq_work&) noexcept {
+    for (int i = 0; i < 125'000; ++i) // no clock call: this runs in a real-time (RTSan) context
+        asm volatile("" ::: "memory");
+    if (current_thread_ctx() == cancel_host_ctx.load(std::memory_order_relaxed))
+        cancel_item_runs_on_host.fetch_add(1, std::memory_order_relaxed);
+    cancel_item_runs.fetch_add(1, std::memory_order_release);
+}
+
+// The host: pinned to the worker's CPU, it runs the raised list with irq_work_run() (the worker is
+// held with the interrupt signal blocked, so only the host runs hard items). A plain function (no destructors, not noexcept), so that the forced unwind of
+// an asynchronous cancellation may pass through it.
+void* irq_cancel_host(void*) {
+    thread_ctx& self = attach_this_thread();
+    int old = 0;
+    ::pthread_setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, &old);
+    irq_work_domain& d = *cancel_domain.load(std::memory_order_acquire);
+    cancel_host_ctx.store(&self, std::memory_order_release);
+    for (;;)
+        (void)irq_work_run(d);
+    return nullptr;
+}
+
+} // namespace
+
+TEST_CASE("irq_work_run: asynchronous cancellation of the host never loses a taken chain") {
+    if (irq_tsan_build) {
+        rtdefer_test::skip_test("asynchronous cancellation inside ThreadSanitizer's runtime is not supported by TSan");
+        return;
+    }
+    if (RTDEFER_HAS_RTSAN) {
+        // __rtsan_disable/__rtsan_enable (rtsan_trust) are not declared nothrow, so under RTSan our
+        // noexcept frames carry terminate regions and a forced unwind through them terminates.
+        rtdefer_test::skip_test("RTSan build: the rtsan interface is not nothrow, a cancel unwind would terminate");
+        return;
+    }
+    const std::size_t rounds = rtdefer_test::scaled(100, 10);
+    const int rc = rtdefer_test::in_child([rounds] {
+        irq_work_domain d(no_tick());
+        const int cpu = d.cpus().front();
+        cancel_domain.store(&d, std::memory_order_release);
+        // Hold the worker in a callback with the interrupt signal blocked (as the irq_work_run test
+        // above): its IPIs stay pending, one per empty->non-empty raise, until the end.
+        std::atomic<int> phase{0};
+        irq_work_fn holder{[&] {
+            sigset_t sigs, old;
+            sigemptyset(&sigs);
+            sigaddset(&sigs, interrupt_signal());
+            pthread_sigmask(SIG_BLOCK, &sigs, &old);
+            phase.store(1, std::memory_order_release);
+            phase.notify_all();
+            while (phase.load(std::memory_order_acquire) != 2)
+                phase.wait(1, std::memory_order_acquire);
+            pthread_sigmask(SIG_SETMASK, &old, nullptr); // pending IPIs run whatever is left
+        }};
+        if (!irq_work_queue_on(d, holder, cpu))
+            return 9;
+        while (phase.load(std::memory_order_acquire) != 1)
+            phase.wait(0, std::memory_order_acquire);
+        irq_work items[] = {irq_work_init_hard(&cancel_item_fn), irq_work_init_hard(&cancel_item_fn),
+                            irq_work_init_hard(&cancel_item_fn), irq_work_init_hard(&cancel_item_fn)};
+        std::mt19937 rng(777);
+        std::uint64_t queued = 0;
+        for (std::size_t r = 0; r < rounds; ++r) {
+            cancel_host_ctx.store(nullptr);
+            pthread_attr_t attr;
+            pthread_attr_init(&attr);
+            cpu_set_t set;
+            CPU_ZERO(&set);
+            CPU_SET(cpu, &set);
+            pthread_attr_setaffinity_np(&attr, sizeof set, &set);
+            pthread_t host;
+            const int create_rc = ::pthread_create(&host, &attr, &irq_cancel_host, nullptr);
+            pthread_attr_destroy(&attr);
+            if (create_rc != 0)
+                return 10;
+            while (cancel_host_ctx.load(std::memory_order_acquire) == nullptr)
+                std::this_thread::yield();
+            std::atomic<bool> stop{false};
+            // Bursts of the four items (each re-queued only once its last run finished), so chains form.
+            std::thread sender([&] {
+                while (!stop.load(std::memory_order_acquire)) {
+                    for (irq_work& w : items)
+                        if (!irq_work_is_busy(w) && irq_work_queue_on(d, w, cpu))
+                            ++queued;
+                    std::this_thread::yield();
+                }
+            });
+            std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
+            const int cancel_rc = ::pthread_cancel(host);
+            void* res = nullptr;
+            const int join_rc = ::pthread_join(host, &res);
+            stop.store(true, std::memory_order_release);
+            sender.join();
+            if (cancel_rc != 0 || join_rc != 0 || res != PTHREAD_CANCELED) {
+                phase.store(2, std::memory_order_release);
+                phase.notify_all();
+                return 11;
+            }
+        }
+        phase.store(2, std::memory_order_release); // the worker runs what the last host left queued
+        phase.notify_all();
+        // A chain taken by a host and dropped by its cancel would leave its items BUSY forever.
+        for (irq_work& w : items)
+            if (irq_work_sync_until(w, std::chrono::steady_clock::now() + 10s) != status::ok) {
+                std::fprintf(stderr, "an item stayed busy after its host was cancelled\n");
+                return 12;
+            }
+        if (irq_work_sync(holder) != status::ok)
+            return 14;
+        const std::uint64_t runs = cancel_item_runs.load();
+        std::printf("irq_work_run async cancel: %zu rounds, %llu queued, %llu run (%llu by the host)\n", rounds,
+                    (unsigned long long)queued, (unsigned long long)runs,
+                    (unsigned long long)cancel_item_runs_on_host.load());
+        std::fflush(stdout); // the child leaves with _exit()
+        return runs == queued && cancel_item_runs_on_host.load() > 0 ? 0 : 13;
+    });
+    CHECK(rc == 0);
+}

@@ -42,6 +42,7 @@
 //   DISABLED|I                the handler came while the owner was         handler: clears INFLIGHT only;
 //                             running work: I is left to that run's drain    drain: takes I
 //   DISABLED|INFLIGHT         signal still on its way, I already drained   handler: clears INFLIGHT
+//                             (by a drain, or by a foreign interrupt)      (foreign: takes I, keeps INFLIGHT)
 //   DISABLED|EXITED           the thread has exited                        exit hook: exchange
 //
 //   enter:  DISABLED -> 0 only (a CAS from exactly DISABLED). With INFLIGHT set it refuses (busy):
@@ -68,19 +69,23 @@
 //   - Never lost: S is taken at the next exit (or at thread exit); I with INFLIGHT has a signal
 //     coming whose handler takes it or leaves it to a drain that loops until I is empty (and every
 //     enter drains I too); I without INFLIGHT exists only inside a run (drained before it returns)
-//     or after a failed tgkill (drained at the next enter or by the next interrupt).
+//     or after a failed send (drained at the next enter or by the next interrupt, of any source).
 //   - Zero interrupts while isolated: INFLIGHT is set by the one sender that moves it from clear
 //     to set (the "raise only on empty -> non-empty" rule: coalesced senders do not signal) and is
-//     cleared only by the handler (or withdrawn by its sender after a failed tgkill); enter needs
-//     it clear. So a signal sent by deferred_word is handled before the next section begins.
-//     LIMIT: this holds only while deferred_word is the only user of the interrupt signal on that
-//     thread. The handler cannot tell whose signal it runs for: a foreign interrupt (task_work
-//     notify::signal, hard irq_work) that reaches the hook while a sender sits between its CAS and
-//     its tgkill clears INFLIGHT early, the thread may enter a section, and that sender's signal
-//     lands inside it (its hook finds nothing to do; exactly-once is unaffected). The same early
-//     clear lets a failed tgkill's withdrawal clear a later sender's INFLIGHT.
-//     tests/model/deferred_word_foreign_flawed.pml shows the trace. Closing it needs a signal the
-//     hook can recognise as deferred_word's (a tag in si_value, siginfo passed to hooks: core work).
+//     cleared only by the handler run for THAT signal (or withdrawn by its sender after a failed
+//     send); enter needs it clear. So a signal sent by deferred_word is handled before the next
+//     section begins. The handler knows the signal is ours by its tag: the sender queues it with
+//     send_ipi(target, interrupt_source::deferred_word) (rt_tgsigqueueinfo, the tag in si_value),
+//     and the hook clears INFLIGHT only for that source. Other interrupts of the same signal (task_work
+//     notify::signal, hard irq_work, a plain tgkill, a timer) run the hook too: they may take and
+//     run I (opportunistic, exactly once like any take) but leave INFLIGHT alone, so a sender between
+//     its CAS and its send still holds the door shut. Foreign interrupts may of course arrive inside
+//     a section; the guarantee is about the deferred word's own. Before tags the hook treated every
+//     interrupt as its own and a foreign one cleared INFLIGHT early:
+//     tests/model/deferred_word_foreign_flawed.pml is spin's trace of that; with tags,
+//     tests/model/deferred_word_foreign_ok.pml verifies the guarantee under foreign interrupts.
+//     Remaining limit: another sender that queues our tag (interrupt_tag(deferred_word)) with the
+//     same signal would be taken for ours; the source is reserved for the library.
 // tests/model/deferred_word_ok.pml checks all of this with spin (no request lost, none run twice,
 // no run without a request, no nesting, no deferred_word interrupt inside a section).
 //
@@ -97,7 +102,8 @@
 //                                  sender wrote before requesting
 //   (D2) sender CAS failure/loads, relaxed: the value only seeds the next CAS; decisions are made by
 //                                  a CAS on the whole word
-//   (D3) exit exchange, seq_cst    the fully ordered flush the issue and the kernel's review ask
+//   (D3) exit exchange, seq_cst    (or, with nothing deferred, a CAS 0 -> DISABLED: the same RMW)
+//                                  the fully ordered flush the issue and the kernel's review ask
 //                                  for. The protocol relies only on its acquire half (pairs with
 //                                  (D1)): every hand-off is a release CAS read by an acquiring RMW on
 //                                  the one word. Its store->load half orders the DISABLED store only
@@ -114,6 +120,7 @@
 #pragma once
 
 #include <rtdefer/config.hpp>
+#include <rtdefer/detail/cancel_hold.hpp>
 #include <rtdefer/detail/deferred_word_state.hpp>
 #include <rtdefer/detail/exit_hooks.hpp>
 #include <rtdefer/interrupt.hpp>
@@ -181,6 +188,9 @@ inline void ct_set_running(thread_ctx& self, bool v) noexcept RTDEFER_NONBLOCKIN
 
 /// Runs `work` on the owner thread, then drains IPI work left by a handler that interrupted the run,
 /// until none is left. Callbacks never nest: the handler sees `running` and only acknowledges.
+/// Thread-context callers hold cancellation off around it (detail::cancel_hold, engaged before
+/// their take); the interrupt hook does not need to: the handler runs with the cancellation signal
+/// blocked (interrupt_install), so a cancel is acted on only after it returned.
 [[gnu::noinline]] inline void ct_run_local(thread_ctx& self, std::uint32_t work) noexcept RTDEFER_NONBLOCKING {
     ct_set_running(self, true);
     for (;;) {
@@ -201,24 +211,30 @@ inline void ct_set_running(thread_ctx& self, bool v) noexcept RTDEFER_NONBLOCKIN
     }
 }
 
-/// The interrupt hook: runs the IPI work on the interrupted thread.
-inline void ct_interrupt_hook(thread_ctx* self) noexcept RTDEFER_NONBLOCKING {
+/// The interrupt hook (tagged): runs the IPI work on the interrupted thread. Only a deferred_word
+/// signal acknowledges INFLIGHT; any other interrupt (another subsystem's, a plain tgkill) may take
+/// and run I but leaves INFLIGHT to the signal that is still coming for it.
+inline void ct_interrupt_hook(thread_ctx* self, interrupt_source src) noexcept RTDEFER_NONBLOCKING {
     if (self == nullptr)
         return;
     auto& word = self->ct.word;
+    const bool ours = src == interrupt_source::deferred_word;
+    const std::uint32_t mine = ours ? (ct_inflight | ct_ipi_mask) : ct_ipi_mask;
     // (D2) relaxed cheap check (every interrupt calls every hook): the sender's CAS precedes its
-    // tgkill, and the kernel's signal delivery (siglock taken by the sender, then by this thread's
-    // dequeue) orders it before this load.
-    if ((word.load(std::memory_order_relaxed) & (ct_inflight | ct_ipi_mask)) == 0)
+    // send, and the kernel's signal delivery (siglock taken by the sender, then by this thread's
+    // dequeue) orders it before this load. For a foreign interrupt the check is opportunistic: bits it
+    // misses have a signal of ours coming, or are drained at the next enter.
+    if ((word.load(std::memory_order_relaxed) & mine) == 0)
         return;
     if (self->ct.running.load(std::memory_order_relaxed)) {
-        // The thread is inside ct_run_local: acknowledge the signal, leave the bits to its drain.
+        // The thread is inside ct_run_local: acknowledge our signal, leave the bits to its drain.
         // relaxed: no bits are taken here, so nothing to acquire; the drain's (D6) does that.
-        word.fetch_and(~ct_inflight, std::memory_order_relaxed);
+        if (ours)
+            word.fetch_and(~ct_inflight, std::memory_order_relaxed);
         return;
     }
-    // (D5) acquire: pairs with (D1). Acknowledges the signal and takes I in one RMW.
-    const std::uint32_t old = word.fetch_and(~(ct_inflight | ct_ipi_mask), std::memory_order_acquire);
+    // (D5) acquire: pairs with (D1). Takes I (and, for our signal, acknowledges it) in one RMW.
+    const std::uint32_t old = word.fetch_and(~mine, std::memory_order_acquire);
     const std::uint32_t work = (old & ct_ipi_mask) >> ct_ipi_shift;
     if (work != 0) {
         self->ct.ipi_runs.fetch_add(static_cast<unsigned>(std::popcount(work)), std::memory_order_relaxed);
@@ -305,21 +321,27 @@ inline status ct_queue(thread_ctx& target, std::uint32_t work, ct_path& path) no
         word.fetch_or(work << ct_ipi_shift, std::memory_order_release);
         return status::ok;
     }
+    // The request is in hand from here until its callbacks returned: hold cancellation off
+    // (detail/cancel_hold.hpp).
+    cancel_hold hold;
+    hold.engage();
     self.ct.local_runs.fetch_add(static_cast<unsigned>(std::popcount(work)), std::memory_order_relaxed);
     ct_run_local(self, work);
     return status::ok;
 }
 
-/// Slow path of ct_set_work_or_ipi: the signal.
+/// Slow path of ct_set_work_or_ipi: the signal, tagged so that only its own handler run clears
+/// INFLIGHT (a foreign interrupt must not open the door for a section while it is on its way).
 [[gnu::noinline, gnu::cold]] inline status ct_signal(thread_ctx& target) noexcept RTDEFER_NONBLOCKING {
-    const status s = send_ipi(target);
+    const status s = send_ipi(target, interrupt_source::deferred_word);
     // exited: send_ipi saw the thread exited, i.e. its exit hook ran after our CAS (before it, our
     // CAS would have seen EXITED) and ran our bits.
     if (s == status::ok || s == status::exited)
         return status::ok;
-    // No signal is coming: withdraw INFLIGHT so the thread may isolate again; the bits (ours and any
-    // rider's) stay in I and run at its next enter (drained there), the next interrupt or its exit.
-    // Only a foreign interrupt can have cleared and re-set INFLIGHT meanwhile (see LIMIT above).
+    // No signal is coming (no_space: the signal queue is full; system_error): withdraw INFLIGHT so
+    // the thread may isolate again; the bits (ours and any rider's) stay in I and run at its next
+    // enter (drained there), the next interrupt of any source, or its exit. INFLIGHT is still the
+    // one we set: only our own signal clears it, and we sent none.
     // relaxed: nothing published.
     target.ct.word.fetch_and(~ct_inflight, std::memory_order_relaxed);
     return s;
@@ -395,15 +417,18 @@ inline status ct_queue(thread_ctx& target, std::uint32_t work, ct_path& path) no
 
 /// Effects: as ct_set_work(); if the target is not isolated, the work runs on the target by
 /// interrupt instead: the bits go to the word's IPI field and the first such sender sends the
-/// interrupt signal (send_ipi), whose handler runs them; a sender that finds a signal already in
-/// flight does not send another (its bits ride on that one). If `target` is the calling thread and
-/// it is not isolated, the work runs at once (or, from inside a callback, right after it).
+/// interrupt signal (send_ipi tagged interrupt_source::deferred_word), whose handler runs them; a
+/// sender that finds a signal already in flight does not send another (its bits ride on that one).
+/// If `target` is the calling thread and it is not isolated, the work runs at once (or, from inside
+/// a callback, right after it).
 /// Returns: ok (deferred, delivered by interrupt, or run); exited; invalid_argument; not_installed
-/// (ct_work_setup() has not run); system_error (tgkill failed: the work stays pending and runs at
-/// the target's next enter or interrupt, or at its exit). A request that rode on another sender's
-/// signal has returned ok; if that tgkill fails, its work waits the same way (never lost, later).
-/// Progress: lock-free CAS loop, plus at most one syscall (tgkill). Real-time safety: no allocation,
-/// no lock; the only syscall is the interrupt; async-signal-safe.
+/// (ct_work_setup() has not run); no_space (the target's signal queue is full, RLIMIT_SIGPENDING) or
+/// system_error (the send failed): no signal was sent, the work stays pending and runs at the
+/// target's next enter or interrupt (of any source), or at its exit. A request that rode on another
+/// sender's signal has returned ok; if that send fails, its work waits the same way (never lost,
+/// later).
+/// Progress: lock-free CAS loop, plus at most one syscall (rt_tgsigqueueinfo). Real-time safety: no
+/// allocation, no lock; the only syscall is the interrupt; async-signal-safe.
 [[nodiscard]] inline status ct_set_work_or_ipi(thread_ctx& target, unsigned work) noexcept RTDEFER_NONBLOCKING {
     if (const status s = detail::ct_check_work(work); s != status::ok)
         return s;
@@ -443,8 +468,12 @@ inline status ct_queue(thread_ctx& target, std::uint32_t work, ct_path& path) no
             return status::exited;
         if (RTDEFER_UNLIKELY(cur & (detail::ct_inflight | detail::ct_ipi_mask))) {
             // IPI work runs here, at a safe point, even while its signal is still coming: a signal
-            // blocked in this thread, or a sender preempted between its CAS and its tgkill, must not
+            // blocked in this thread, or a sender preempted between its CAS and its send, must not
             // hold the requests back. The handler, when it comes, takes only what is left (disjoint).
+            // Cancellation is held off from the take until the run is done (detail/cancel_hold.hpp);
+            // a request acted on at the restore finds nothing in hand.
+            detail::cancel_hold hold;
+            hold.engage();
             if (const std::uint32_t work = detail::ct_take_ipi(self)) {
                 self.ct.ipi_runs.fetch_add(static_cast<unsigned>(std::popcount(work)), std::memory_order_relaxed);
                 detail::ct_run_local(self, work);
@@ -467,8 +496,10 @@ inline status ct_queue(thread_ctx& target, std::uint32_t work, ct_path& path) no
 /// Effects: leaves the isolated section (`self` must be the calling thread's ctx and isolated): one
 /// fully ordered exchange sets DISABLED and takes the deferred work, whose callbacks then run here,
 /// once each, followed by any interrupt work that arrived meanwhile.
+/// Cancellation: with work to run, pthread cancellation is held off from the take until the last
+/// callback returned (detail/cancel_hold.hpp); a request that came meanwhile is acted on at the end.
 /// Returns: nothing. Progress: wait-free plus the callbacks. Real-time safety: no allocation, no lock,
-/// no syscall (callbacks are nonblocking).
+/// no syscall (callbacks are nonblocking; the hold is two CAS each way on the thread's descriptor).
 inline void ct_isolation_exit(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
     RTDEFER_ASSERT(self.is_current(), "ct_isolation_exit() on another thread's ctx");
     // relaxed: `running` is this thread's own flag.
@@ -478,6 +509,17 @@ inline void ct_isolation_exit(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
     RTDEFER_ASSERT((word.load(std::memory_order_relaxed) & detail::ct_disabled) == 0,
                    "ct_isolation_exit() outside an isolated section");
     // (D3) seq_cst: the fully ordered flush; acquire pairs with (D1) (see the table at the top).
+    // Nothing deferred (the common case): a CAS 0 -> DISABLED is the same fully ordered RMW and
+    // takes nothing, so no cancellation hold is needed.
+    std::uint32_t expected = 0;
+    if (word.compare_exchange_strong(expected, detail::ct_disabled, std::memory_order_seq_cst,
+                                     std::memory_order_relaxed)) // relaxed: only says "work is there"
+        return;
+    // Work is there: hold cancellation off before taking it, until its callbacks returned
+    // (detail/cancel_hold.hpp: an asynchronous cancel must not lose what the exchange took).
+    detail::cancel_hold hold;
+    hold.engage();
+    // (D3) seq_cst, as above; nothing else writes DISABLED, so this is still the one flush.
     const std::uint32_t work = word.exchange(detail::ct_disabled, std::memory_order_seq_cst);
     if (work != 0) {
         self.ct.deferred_runs.fetch_add(static_cast<unsigned>(std::popcount(work)), std::memory_order_relaxed);

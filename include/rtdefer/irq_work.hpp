@@ -53,6 +53,7 @@
 #pragma once
 
 #include <rtdefer/config.hpp>
+#include <rtdefer/detail/cancel_hold.hpp>
 #include <rtdefer/detail/irq_work_percpu.hpp>
 #include <rtdefer/detail/syscall.hpp>
 #include <rtdefer/interrupt.hpp>
@@ -236,7 +237,9 @@ struct irq_work_domain_options {
     int interrupt_signal = 0;
 };
 
-/// Per-CPU counters of a domain (for tests and benchmarks; a snapshot).
+/// Per-CPU counters of a domain (for tests and benchmarks; a snapshot). Consistent with sync: a run
+/// (and the tick that ran it) is counted before its item's BUSY clear, so stats() read after
+/// irq_work_sync(w) returned ok include w's last run (runs_hard/runs_lazy, ticks).
 struct irq_work_stats {
     std::uint64_t hard_raises = 0;  ///< IPIs sent (raised list went empty→non-empty)
     std::uint64_t lazy_raises = 0;  ///< worker wakes attempted (lazy list went empty→non-empty)
@@ -362,8 +365,9 @@ inline std::uint32_t irq_work_claim(irq_work& w) noexcept RTDEFER_NONBLOCKING {
     // relaxed: statistics.
     pc.hard_raises.fetch_add(1, std::memory_order_relaxed);
     if (RTDEFER_UNLIKELY(send_ipi(*pc.worker) != status::ok)) {
-        // Cannot happen while the domain lives (the signal is installed, the worker alive); be
-        // robust anyway: the worker checks its raised list when woken and interrupts itself.
+        // Only a full signal queue (no_space: RLIMIT_SIGPENDING) can refuse it while the domain
+        // lives; the worker checks its raised list when woken and interrupts itself (or, refused
+        // again, runs the list in thread context).
         pc.ipi_failures.fetch_add(1, std::memory_order_relaxed);
         (void)unpark(*pc.worker);
     }
@@ -458,8 +462,18 @@ inline void irq_work_single_end(irq_work& w) noexcept RTDEFER_NONBLOCKING {
         irq_work_wake_syncers(addr);
 }
 
-/// Runs one hard item (in interrupt context or irq_work_run()), its frame pushed on `runs`.
-inline void irq_work_single_hard(irq_work& w, irq_work_run_stack& runs) noexcept RTDEFER_NONBLOCKING {
+/// Counts one finished run in `counter` BEFORE the run's BUSY clear (4): a thread whose
+/// irq_work_sync() returned, or that read BUSY clear, reads statistics that include this run.
+/// relaxed: sequenced before the release (4), which the syncer's acquire (7)/(S5) reads, so the
+/// syncer's later load of the counter sees this increment (write-read coherence); no other order.
+inline void irq_work_count_run(std::atomic<std::uint64_t>& counter) noexcept RTDEFER_NONBLOCKING {
+    counter.fetch_add(1, std::memory_order_relaxed);
+}
+
+/// Runs one hard item (in interrupt context or irq_work_run()), its frame pushed on `runs`; counted
+/// in `counter` before its BUSY clear.
+inline void irq_work_single_hard(irq_work& w, irq_work_run_stack& runs,
+                                 std::atomic<std::uint64_t>& counter) noexcept RTDEFER_NONBLOCKING {
     irq_work_single_begin(w);
     // relaxed: see irq_work_run_stack (one thread; the call below is opaque, so the push is done).
     const irq_work_run_frame frame{&w, runs.top.load(std::memory_order_relaxed)};
@@ -468,17 +482,20 @@ inline void irq_work_single_hard(irq_work& w, irq_work_run_stack& runs) noexcept
     w.func(w);
     RTDEFER_IRQ_WORK_TRUST_END
     runs.top.store(frame.outer, std::memory_order_relaxed); // relaxed: as above
+    irq_work_count_run(counter);
     irq_work_single_end(w);
 }
 
-/// Runs one lazy item in the worker. Deliberately not nonblocking: lazy callbacks may lock and free.
-inline void irq_work_single_lazy(irq_work& w, irq_work_run_stack& runs) noexcept {
+/// Runs one lazy item in the worker, counted as irq_work_single_hard. Deliberately not nonblocking:
+/// lazy callbacks may lock and free.
+inline void irq_work_single_lazy(irq_work& w, irq_work_run_stack& runs, std::atomic<std::uint64_t>& counter) noexcept {
     irq_work_single_begin(w);
     // relaxed: as in irq_work_single_hard.
     const irq_work_run_frame frame{&w, runs.top.load(std::memory_order_relaxed)};
     runs.top.store(&frame, std::memory_order_relaxed);
     w.func(w);
     runs.top.store(frame.outer, std::memory_order_relaxed);
+    irq_work_count_run(counter);
     irq_work_single_end(w);
 }
 
@@ -495,28 +512,29 @@ inline std::size_t irq_work_run_hard_list(irq_work_cpu& pc, irq_work_run_stack& 
     std::size_t count = 0;
     while (n != nullptr) {
         llist_node* next = n->next; // read before the callback: it may re-queue the item
-        irq_work_single_hard(irq_work_of(n), runs);
+        irq_work_single_hard(irq_work_of(n), runs, pc.runs_hard);
         n = next;
         ++count;
     }
-    if (count != 0)
-        pc.runs_hard.fetch_add(count, std::memory_order_relaxed); // relaxed: statistics
     return count;
 }
 
 /// irq_work_run_list for the lazy and tick lists, in the worker (or the destructor's drain); frames
-/// go on `runs`. Returns: callbacks run.
-inline std::size_t irq_work_run_lazy_list(irq_work_cpu& pc, llist_head& list, irq_work_run_stack& runs) noexcept {
+/// go on `runs`. A non-empty list counts one in `batches` (if given: the tick's `ticks`) before its
+/// first item's BUSY clear, so a syncer of any of its items sees the tick counted.
+/// Returns: callbacks run.
+inline std::size_t irq_work_run_lazy_list(irq_work_cpu& pc, llist_head& list, irq_work_run_stack& runs,
+                                          std::atomic<std::uint64_t>* batches = nullptr) noexcept {
     llist_node* n = llist_reverse_order(list.del_all());
+    if (n != nullptr && batches != nullptr)
+        irq_work_count_run(*batches);
     std::size_t count = 0;
     while (n != nullptr) {
         llist_node* next = n->next;
-        irq_work_single_lazy(irq_work_of(n), runs);
+        irq_work_single_lazy(irq_work_of(n), runs, pc.runs_lazy);
         n = next;
         ++count;
     }
-    if (count != 0)
-        pc.runs_lazy.fetch_add(count, std::memory_order_relaxed); // relaxed: statistics
     return count;
 }
 
@@ -578,12 +596,23 @@ inline void irq_work_interrupt(thread_ctx* self) noexcept RTDEFER_NONBLOCKING {
 /// does from the IPI handler; if the CPU's lazy list is non-empty, wakes its worker (wake_irq_workd).
 /// Meant for hard context (a signal handler of your own, or a real-time thread that wants its hard
 /// items now); the worker's interrupt hook does the same thing on its own.
+/// Cancellation: held off while a chain is in hand (an asynchronous pthread_cancel of the caller
+/// is acted on when it returns; every item it took has run).
 /// Returns: the number of callbacks run. Progress: runs callbacks. Real-time safety: no allocation,
-/// no lock in the library; async-signal-safe if the callbacks are.
+/// no lock in the library, no syscall for the hold; async-signal-safe if the callbacks are.
 inline std::size_t irq_work_run(irq_work_domain& d) noexcept RTDEFER_NONBLOCKING {
     detail::irq_work_cpu& pc = detail::irq_work_access::local_slot(d, detail::current_cpu());
-    // Not necessarily pc's worker: frames go on this thread's own stack (one TLS access per call).
-    const std::size_t n = detail::irq_work_run_hard_list(pc, detail::irq_work_thread_stack());
+    // The caller's thread is not ours: hold cancellation off from the detach until the chain has
+    // run and the worker is woken (detail/cancel_hold.hpp); restored on return, with nothing in hand.
+    // Engaged only when there is a chain to take; with none we take nothing (no del_all): an item
+    // added after the check raised the worker's interrupt, which runs it.
+    detail::cancel_hold hold;
+    std::size_t n = 0;
+    if (!pc.raised.empty()) {
+        hold.engage();
+        // Not necessarily pc's worker: frames go on this thread's own stack (one TLS access per call).
+        n = detail::irq_work_run_hard_list(pc, detail::irq_work_thread_stack());
+    }
     if (!pc.lazy.empty())
         (void)unpark(*pc.worker);
     return n;
@@ -791,8 +820,8 @@ inline void irq_work_domain::worker_main(thread_ctx& self, detail::irq_work_cpu&
                     next_tick = now + tick_;
                 }
             } else if (now >= next_tick) {
-                if (detail::irq_work_run_lazy_list(pc, pc.tick, pc.running) != 0) {
-                    pc.ticks.fetch_add(1, std::memory_order_relaxed); // relaxed: statistics
+                // `ticks` is counted inside, before the tick's items are released (BUSY clear).
+                if (detail::irq_work_run_lazy_list(pc, pc.tick, pc.running, &pc.ticks) != 0) {
                     idle_ticks = 0;
                 } else {
                     ++idle_ticks;

@@ -13,10 +13,10 @@
  *   sender   tgkill: the signal lands inside the section (its hook finds nothing to do)
  *
  * Exactly-once still holds with foreign interrupts: with the same model and CHECK_QUIET 0 (one or two
- * foreign interrupts) spin reports 0 errors (22 and 49 million states, ~2.5 and ~3.5 min here; too slow
- * for the test suite, so not a committed _ok model). Fixing the quiet guarantee needs the hook to
- * know that the signal is deferred_word's (e.g. rt_tgsigqueueinfo with a tag in si_value, and the
- * siginfo passed to hooks): a change to interrupt.hpp/syscall.hpp.
+ * foreign interrupts) spin reports 0 errors. The fix is in the library: interrupts carry their
+ * sender's tag (interrupt.hpp, "Tags") and the hook clears INFLIGHT only for its own;
+ * deferred_word_foreign_ok.pml verifies that variant. This model keeps the untagged hook (TAGGED 0)
+ * as the counterexample.
  */
 #define FOREIGN 1
 #include "deferred_word_ok.pml"

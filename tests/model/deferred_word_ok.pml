@@ -14,8 +14,9 @@
  *   handler    the interrupt hook, run on the target's thread: while it runs the target does not
  *              move (every target step is guarded by !in_handler); senders do. At its end
  *              (sigreturn) a signal that is still pending is delivered before the target moves.
- *   foreign    with FOREIGN > 0 only (deferred_word_foreign_flawed.pml): another user of the same
- *              signal; its interrupts run the hook too.
+ *   foreign    with FOREIGN > 0 only (deferred_word_foreign_*.pml): another user of the same
+ *              signal; its interrupts run the hook too. With TAGGED (deferred_word_foreign_ok.pml)
+ *              the hook knows them by their tag: it may take I but leaves INF to our signal.
  *   exit       with THREAD_EXIT only (deferred_word_exit_ok.pml): the target's exit hook races the
  *              senders, inside or outside its last section.
  *   run_local  the owner's run: running=1, run, drain I until empty, running=0, drain once more.
@@ -35,6 +36,9 @@
 #endif
 #ifndef THREAD_EXIT
 #define THREAD_EXIT 0   /* the target exits (exit hook) racing the senders; see *_exit_ok.pml */
+#endif
+#ifndef TAGGED
+#define TAGGED 0        /* the hook tells our signals from foreign ones (si_value tag) */
 #endif
 #ifndef CHECK_QUIET
 #define CHECK_QUIET 1   /* assert that no deferred_word signal starts inside a section */
@@ -137,19 +141,30 @@ proctype sender(byte b) {
 
 active proctype handler() {
   byte cur, got;
+  bool ours;            /* the signal being handled is deferred_word's (what its tag says) */
   do
-  :: atomic { sig > 0 -> sig--; in_handler = 1; assert(!CHECK_QUIET || !isolated) };
+  :: atomic { sig > 0 -> sig--; in_handler = 1; ours = 1; assert(!CHECK_QUIET || !isolated) };
      goto hook
-  :: atomic { fsig > 0 -> fsig--; in_handler = 1 };  /* a foreign interrupt runs every hook too */
+  :: atomic { fsig > 0 -> fsig--; in_handler = 1; ours = 0 };  /* a foreign interrupt runs every hook too */
 hook:
      /* cheap check, then acknowledge-only or take: running cannot change while the handler runs
-        (the owner is interrupted), so the check and the RMW may be one step here. */
+        (the owner is interrupted), so the check and the RMW may be one step here. Untagged, every
+        signal is taken for ours; tagged, a foreign one may take I but never touches INF. */
      atomic {
        if
-       :: (W & (INF | IMASK)) == 0 -> got = 0
-       :: (W & (INF | IMASK)) != 0 && running -> W = W & ~INF; got = 0
-       :: (W & (INF | IMASK)) != 0 && !running ->
-          got = (W & IMASK) / 4; W = W & ~(INF | IMASK); take(got)       /* (D5) */
+       :: TAGGED && !ours ->
+          if
+          :: (W & IMASK) != 0 && !running ->
+             got = (W & IMASK) / 4; W = W & ~IMASK; take(got)             /* (D5), INF kept */
+          :: else -> got = 0
+          fi
+       :: else ->
+          if
+          :: (W & (INF | IMASK)) == 0 -> got = 0
+          :: (W & (INF | IMASK)) != 0 && running -> W = W & ~INF; got = 0
+          :: (W & (INF | IMASK)) != 0 && !running ->
+             got = (W & IMASK) / 4; W = W & ~(INF | IMASK); take(got)    /* (D5) */
+          fi
        fi
      };
      if
@@ -161,8 +176,8 @@ hook:
      atomic {
        got = 0;
        if
-       :: sig > 0 -> sig--; assert(!CHECK_QUIET || !isolated); cur = 1
-       :: fsig > 0 -> fsig--; cur = 1
+       :: sig > 0 -> sig--; assert(!CHECK_QUIET || !isolated); ours = 1; cur = 1
+       :: fsig > 0 -> fsig--; ours = 0; cur = 1
        :: else -> in_handler = 0; cur = 0
        fi
      };

@@ -14,8 +14,12 @@
 //   The request payload is written with plain stores before the request and read with plain loads
 //   in the callback: the only happens-before between them is the word's release CAS (D1) and the
 //   runner's acquire (D3/D5/D6), so TSan checks the memory orders too.
-// Zero interrupts inside isolated sections: an extra interrupt hook counts every interrupt that
-// finds its thread isolated, and the target also compares interrupts_received() inside each section.
+// Zero deferred_word interrupts inside isolated sections, under foreign traffic: a third thread
+// hammers the target with other users' interrupts of the same signal (send_ipi tagged task_work, and
+// plain untagged tgkill), which may land anywhere, inside sections too. An extra tagged interrupt
+// hook counts every deferred_word-tagged interrupt that finds its thread isolated, and the target
+// also compares the count of deferred_word interrupts it received inside each section. Before tags a
+// foreign interrupt cleared INFLIGHT early and a deferred_word signal could land inside a section.
 #include <rtdefer/deferred_word.hpp>
 
 #include "../test_util.hpp"
@@ -56,7 +60,11 @@ struct stress_state {
     std::uint64_t doubles = 0;                              // runs of an owned bit without a request
     std::uint64_t bad_seq = 0;
     std::atomic<thread_ctx*> target{nullptr};
-    std::atomic<std::uint64_t> irq_while_isolated{0}; // counted by the test's own interrupt hook
+    // Counted by the test's own (tagged) interrupt hook, for the target thread only:
+    std::atomic<std::uint64_t> irq_while_isolated{0};     // deferred_word interrupts inside a section
+    std::atomic<std::uint64_t> dw_received{0};            // deferred_word interrupts
+    std::atomic<std::uint64_t> foreign_received{0};       // any other interrupt (tagged or not)
+    std::atomic<std::uint64_t> foreign_while_isolated{0}; // ... that landed inside a section
 };
 
 stress_state* S = nullptr;
@@ -90,9 +98,20 @@ void shared_cb(thread_ctx&, unsigned) noexcept RTDEFER_NONBLOCKING {
     }
 }
 
-void isolation_probe_hook(thread_ctx* self) noexcept RTDEFER_NONBLOCKING {
-    if (self != nullptr && S != nullptr && self == S->target.load(std::memory_order_relaxed) && ct_isolated(*self))
-        S->irq_while_isolated.fetch_add(1, std::memory_order_relaxed);
+// relaxed counters: read by the target itself (same thread) or after joins.
+void isolation_probe_hook(thread_ctx* self, interrupt_source src) noexcept RTDEFER_NONBLOCKING {
+    if (self == nullptr || S == nullptr || self != S->target.load(std::memory_order_relaxed))
+        return;
+    const bool isolated = ct_isolated(*self);
+    if (src == interrupt_source::deferred_word) {
+        S->dw_received.fetch_add(1, std::memory_order_relaxed);
+        if (isolated)
+            S->irq_while_isolated.fetch_add(1, std::memory_order_relaxed);
+    } else {
+        S->foreign_received.fetch_add(1, std::memory_order_relaxed);
+        if (isolated)
+            S->foreign_while_isolated.fetch_add(1, std::memory_order_relaxed);
+    }
 }
 
 struct xorshift {
@@ -112,7 +131,8 @@ void spin(std::uint64_t n) noexcept {
 
 } // namespace
 
-TEST_CASE("deferred_word stress: random isolation, 2 senders, every request exactly once, no interrupt while isolated") {
+TEST_CASE("deferred_word stress: random isolation, 2 senders and foreign interrupts, every request exactly once, "
+          "no deferred_word interrupt while isolated") {
     REQUIRE(ct_work_setup() == status::ok);
     for (unsigned b = 0; b < shared_bit; ++b)
         REQUIRE(ct_register_work(b, &owned_cb) == status::ok);
@@ -127,6 +147,7 @@ TEST_CASE("deferred_word stress: random isolation, 2 senders, every request exac
         o.assign(per_sender, 0);
 
     std::atomic<bool> senders_done{false};
+    std::atomic<std::uint64_t> foreign_total{~std::uint64_t{0}}; // foreign interrupts sent, once done
     std::atomic<bool> stuck{false};
     std::atomic<std::chrono::steady_clock::time_point> done_at{std::chrono::steady_clock::time_point::max()};
     const auto stuck_after = std::chrono::seconds(60);
@@ -152,12 +173,12 @@ TEST_CASE("deferred_word stress: random isolation, 2 senders, every request exac
             if ((r & 7) != 0) { // mostly isolated, as an isolated loop is
                 const status st = ct_isolation_enter(self);
                 if (st == status::ok) {
-                    const std::uint64_t irq0 = interrupts_received(self);
+                    const std::uint64_t irq0 = S->dw_received.load(std::memory_order_relaxed);
                     // Mostly short sections (requests arriving now are deferred); one in 16 is
                     // longer than a signal takes to arrive here (~10 µs), so a signal sent before the
                     // enter would land inside it.
                     spin((r & 0xf0) == 0 ? (r >> 47) : (r >> 51));
-                    irq_in_sections += interrupts_received(self) - irq0;
+                    irq_in_sections += S->dw_received.load(std::memory_order_relaxed) - irq0;
                     ct_isolation_exit(self);
                     ++sections;
                 } else {
@@ -170,10 +191,12 @@ TEST_CASE("deferred_word stress: random isolation, 2 senders, every request exac
                     sched_yield();
             }
             if (senders_done.load(std::memory_order_acquire) &&
-                ((all_consumed() && self.ct.word.load(std::memory_order_relaxed) == detail::ct_disabled) ||
+                ((all_consumed() && self.ct.word.load(std::memory_order_relaxed) == detail::ct_disabled &&
+                  // relaxed: our own hook's counter; acquire: pairs with the foreign thread's release.
+                  S->foreign_received.load(std::memory_order_relaxed) == foreign_total.load(std::memory_order_acquire)) ||
                  stuck.load(std::memory_order_relaxed) ||
                  std::chrono::steady_clock::now() - done_at.load() > stuck_after)) {
-                if (!all_consumed())
+                if (!all_consumed() || S->foreign_received.load(std::memory_order_relaxed) != foreign_total.load())
                     stuck.store(true, std::memory_order_relaxed);
                 break;
             }
@@ -233,10 +256,35 @@ TEST_CASE("deferred_word stress: random isolation, 2 senders, every request exac
             }
         });
     }
+    // Foreign traffic: another subsystem's tagged interrupts and plain tgkills, paced to at most 4
+    // unhandled at a time (real-time signals queue; an unpaced flood would exhaust RLIMIT_SIGPENDING
+    // and make the deferred word's own sends fail with no_space).
+    std::uint64_t foreign_sent = 0;
+    std::atomic<std::uint64_t> foreign_bad{0};
+    std::thread foreign([&] {
+        xorshift rng{0x51afd7ed558ccd1dull};
+        while (!senders_done.load(std::memory_order_acquire)) {
+            const std::uint64_t r = rng.next();
+            // relaxed: pacing only.
+            if (foreign_sent - S->foreign_received.load(std::memory_order_relaxed) < 4) {
+                const status st = (r & 1) ? send_ipi(tgt, interrupt_source::task_work) : send_ipi(tgt);
+                if (st == status::ok)
+                    ++foreign_sent;
+                else
+                    foreign_bad.fetch_add(1, std::memory_order_relaxed);
+            }
+            if ((r & 6) == 0)
+                std::this_thread::yield();
+            else
+                spin(r >> 54);
+        }
+        foreign_total.store(foreign_sent, std::memory_order_release); // the target may now finish
+    });
     for (auto& t : senders)
         t.join();
     done_at.store(std::chrono::steady_clock::now());
     senders_done.store(true, std::memory_order_release);
+    foreign.join(); // before the target can exit: it sends to the target's ctx
     target.join();
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
@@ -251,13 +299,16 @@ TEST_CASE("deferred_word stress: random isolation, 2 senders, every request exac
         shared_requests += per_sender / shared_every;
     std::printf("deferred_word stress: %u senders x %zu requests in %.2f s; %llu sections (%llu enters refused: "
                 "interrupt in flight); bits run at exit %llu, by interrupt/drain %llu; shared bit: %llu requests, "
-                "%llu runs; lost %llu, doubled %llu, runs without request %llu; interrupts inside sections %llu "
-                "(hook) / %llu (interrupts_received)\n",
+                "%llu runs; lost %llu, doubled %llu, runs without request %llu; deferred_word interrupts inside "
+                "sections %llu (hook) / %llu (counted by the target); foreign interrupts %llu sent, %llu handled, "
+                "%llu of them inside sections\n",
                 n_senders, per_sender, secs, (unsigned long long)sections, (unsigned long long)refused,
                 (unsigned long long)deferred_runs, (unsigned long long)ipi_runs,
                 (unsigned long long)shared_requests, (unsigned long long)S->shared_runs,
                 (unsigned long long)lost, (unsigned long long)doubled, (unsigned long long)S->doubles,
-                (unsigned long long)S->irq_while_isolated.load(), (unsigned long long)irq_in_sections);
+                (unsigned long long)S->irq_while_isolated.load(), (unsigned long long)irq_in_sections,
+                (unsigned long long)foreign_sent, (unsigned long long)S->foreign_received.load(),
+                (unsigned long long)S->foreign_while_isolated.load());
     INFO("a request was never consumed (hang guard: no progress for 60 s)");
     CHECK_FALSE(stuck.load());
     CHECK(bad_status.load() == 0);
@@ -270,6 +321,9 @@ TEST_CASE("deferred_word stress: random isolation, 2 senders, every request exac
     CHECK(S->shared_runs <= shared_requests);
     CHECK(S->irq_while_isolated.load() == 0);
     CHECK(irq_in_sections == 0);
+    CHECK(foreign_bad.load() == 0);
+    CHECK(foreign_sent > 0);
+    CHECK(S->foreign_received.load() == foreign_sent); // every foreign interrupt handled, none counted twice
     CHECK(final_word == detail::ct_disabled);
     CHECK(sections > 0);
     for (unsigned b = 0; b <= shared_bit; ++b)

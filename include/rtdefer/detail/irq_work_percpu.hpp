@@ -73,7 +73,8 @@ struct irq_work_cpu {
     /// worker; read by a LAZY add that made the tick list non-empty (tick_nohz_tick_stopped()).
     std::atomic<std::uint32_t> tick_stopped{0};
 
-    // Statistics. relaxed: counters only; readers want totals, not ordering with the lists.
+    // Statistics. relaxed: counters only; readers want totals, not ordering with the lists. runs_*
+    // and ticks are bumped before the run's BUSY clear (irq_work_count_run), so a syncer sees them.
     alignas(cacheline_size) std::atomic<std::uint64_t> hard_raises{0}; ///< empty→non-empty on raised
     std::atomic<std::uint64_t> lazy_raises{0};  ///< empty→non-empty on lazy (worker wake attempted)
     std::atomic<std::uint64_t> ipi_failures{0}; ///< send_ipi refused (worker falls back to a self-IPI)

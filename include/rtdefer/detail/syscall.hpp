@@ -1,9 +1,10 @@
 // rtdefer/detail/syscall.hpp: the only place rtdefer makes raw syscalls.
 //
-// The wrappers marked RTDEFER_NONBLOCKING make a syscall on purpose (a futex wake, a tgkill): the
-// documented exception to "no syscall on a hot path", paid only on an empty→non-empty transition or an
-// explicit interrupt. They are exempted from -Wfunction-effects and RealtimeSanitizer here, once,
-// instead of at every call site. Every wrapper is async-signal-safe and preserves errno.
+// The wrappers marked RTDEFER_NONBLOCKING make a syscall on purpose (a futex wake, a tgkill or
+// rt_tgsigqueueinfo): the documented exception to "no syscall on a hot path", paid only on an
+// empty→non-empty transition or an explicit interrupt. They are exempted from -Wfunction-effects and
+// RealtimeSanitizer here, once, instead of at every call site. Every wrapper is async-signal-safe
+// and preserves errno.
 #pragma once
 
 #include <rtdefer/config.hpp>
@@ -16,6 +17,7 @@
 
 #include <linux/futex.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -104,6 +106,21 @@ inline pid_t gettid() noexcept RTDEFER_NONBLOCKING {
 /// Real-time safety: one syscall, async-signal-safe (used to raise an interrupt).
 inline int tgkill(pid_t tgid, pid_t tid, int sig) noexcept RTDEFER_NONBLOCKING {
     return static_cast<int>(raw_syscall(SYS_tgkill, tgid, tid, sig));
+}
+
+/// Effects: queues `sig` for thread `tid` of thread group `tgid` (our own process) with
+/// rt_tgsigqueueinfo: si_code SI_QUEUE, si_pid = tgid and si_uid = `uid` (ours, as sigqueue() sets
+/// them), si_value.sival_int = `value`. Returns: 0 or -errno (-EAGAIN: RLIMIT_SIGPENDING reached).
+/// Real-time safety: one syscall, async-signal-safe (the siginfo is on our stack).
+inline int tgsigqueue(pid_t tgid, pid_t tid, int sig, int value, uid_t uid) noexcept RTDEFER_NONBLOCKING {
+    siginfo_t info;
+    __builtin_memset(&info, 0, sizeof info); // the kernel copies all of it
+    info.si_signo = sig;
+    info.si_code = SI_QUEUE;
+    info.si_pid = tgid;
+    info.si_uid = uid;
+    info.si_value.sival_int = value;
+    return static_cast<int>(raw_syscall(SYS_rt_tgsigqueueinfo, tgid, tid, sig, &info));
 }
 
 /// Returns: the CPU the caller runs on, or 0 if unknown. Uses glibc's sched_getcpu, which reads the

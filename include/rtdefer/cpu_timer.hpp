@@ -1,6 +1,6 @@
 // rtdefer/cpu_timer.hpp: per-thread CPU-time timers, the posix-CPU-timer path end to end: a quick
 // check in interrupt context, expiry in the owner's task_work under its expiry lock ("posix-cpu-timers:
-// Provide mechanisms to defer timer handling to task_work", e5cf970cb55c... see docs/cpu_timer.md),
+// Provide mechanisms to defer timer handling to task_work", Linux 5.9; see docs/cpu_timer.md),
 // and a canceller that blocks on the expirer's PI lock ("posix-cpu-timers: Implement the missing
 // timer_wait_running callback", 2aaae4bf41b1).
 //

@@ -37,8 +37,9 @@
 //
 // Concurrency (same owner): arm: the owner only (it alone re-arms the kernel timer, so the hook and
 // the owner never race on timer_settime). cancel, cancel_sync: any thread, any number. The pass and
-// the hook: the owner. A callback may arm/cancel timers of its owner; cancel_sync of its own timer
-// from a deferred callback returns would_deadlock. Free a timer after cancel_sync returned
+// the hook: the owner. A deferred callback may arm/cancel timers of its owner (cancel_sync of its
+// own timer returns would_deadlock); an urgent one may not (they take the queue lock: not
+// async-signal-safe; asserted). Free a timer after cancel_sync returned
 // removed/waited/idle, or when never armed; never from its own callback.
 //
 // Thread exit disarms every timer (they never fire afterwards; cancel_sync returns idle) and deletes

@@ -407,9 +407,13 @@ inline cpu_timer::~cpu_timer() {
         if (hook_.queued() && mode_ == cpu_timer_mode::urgent &&
             hard_state_.load(std::memory_order_acquire) == detail::hs_idle) {
             q->urgent.erase(*this);
-            q->publish(owner_->is_current());
+            q->publish(owner_->is_current()); // (CT1)
         }
         q->unlock_q();
+        // (CT1) seq_cst, as in cancel_sync: a hook that read this timer from `urgent` before the
+        // unpublish holds `hard` until it is done with it.
+        if (!owner_->is_current() && owner_->cpu_timer.hard.load(std::memory_order_seq_cst) != 0)
+            detail::hard_wait(owner_->cpu_timer.hard, static_cast<std::uint32_t>(detail::gettid()));
     }
     // relaxed: misuse check; a correct caller synchronised with cancel_sync.
     RTDEFER_ASSERT(!hook_.queued() && !item_.running() && hard_state_.load(std::memory_order_relaxed) != detail::hs_firing,
@@ -432,6 +436,7 @@ inline status cpu_timer::arm(std::uint64_t cpu_deadline_ns, callback fn, void* a
         return status::invalid_argument;
     thread_ctx& o = *owner_;
     RTDEFER_ASSERT(o.is_current(), "cpu_timer::arm: only the owner thread arms its timers");
+    RTDEFER_ASSERT(!in_interrupt(), "cpu_timer::arm from a signal handler (an urgent callback)");
     detail::cpu_timer_queue* q = o.cpu_timer.queue;
     if (q == nullptr)
         return status::not_installed;

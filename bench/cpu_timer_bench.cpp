@@ -39,11 +39,7 @@ using clk = std::chrono::steady_clock;
 
 namespace {
 
-std::uint64_t cpu_ns() {
-    timespec ts{};
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
-}
+std::uint64_t cpu_ns() { return rtdefer::detail::clock_ns(CLOCK_THREAD_CPUTIME_ID); }
 
 // One unit of "work": a fixed number of iterations, calibrated to ~20 µs of CPU.
 std::atomic<std::uint64_t> sink{0};

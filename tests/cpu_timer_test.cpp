@@ -115,6 +115,37 @@ TEST_CASE("cpu_timer: each policy and model fires once, not before the budget, i
     }
 }
 
+TEST_CASE("cpu_timer: urgent callbacks run in a real-time context: RealtimeSanitizer stops an allocation there") {
+    if (!RTDEFER_HAS_RTSAN) {
+        rtdefer_test::skip_test("not a -fsanitize=realtime build (the clang-rtsan configuration runs it)");
+        return;
+    }
+    const int rc = rtdefer_test::in_child([] {
+        int ran = 1;
+        on_thread([&](thread_ctx& self) {
+            REQUIRE(interrupt_install() == status::ok);
+            REQUIRE(cpu_timer_setup(self) == status::ok);
+            cpu_timer t(self);
+            static std::atomic<bool> done{false};
+            REQUIRE(t.arm(cpu_time_ns(self) + 500'000, [](cpu_timer&, void*) noexcept {
+                        static int* volatile keep;
+                        keep = new int(1); // not async-signal-safe: RTSan must report it
+                        delete keep;
+                        done.store(true);
+                    }, nullptr, cpu_timer_mode::urgent) == status::ok);
+            // Burn without syscalls: a signal that lands inside a trusted syscall wrapper (RTSan
+            // disabled there) would run the hook unchecked.
+            for (std::uint64_t i = 0; i < 20'000'000'000ULL && !done.load(std::memory_order_relaxed); ++i) {
+            }
+            ran = done.load() ? 0 : 2;
+            (void)t.cancel_sync(self);
+        });
+        return ran;
+    }, true);
+    CAPTURE(rc);
+    CHECK(rtdefer_test::aborted(rc));
+}
+
 TEST_CASE("cpu_timer: timers run in deadline order; a moved timer returns removed and runs once") {
     on_thread([](thread_ctx& self) {
         setup_or_fail(self);

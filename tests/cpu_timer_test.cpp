@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <sched.h>
 
@@ -172,6 +173,34 @@ TEST_CASE("cpu_timer: timers run in deadline order; a moved timer returns remove
         CHECK(log[0] == 1);
         CHECK(log[1] == 2);
         CHECK(log[2] == 3);
+    });
+}
+
+TEST_CASE("cpu_timer: a pass expires at most cpu_timer_max_collected timers; the rest follow, each once") {
+    on_thread([](thread_ctx& self) {
+        REQUIRE(interrupt_install() == status::ok);
+        REQUIRE(cpu_timer_setup(self, {.capacity = 64}) == status::ok);
+        constexpr int n = 50;
+        std::vector<std::unique_ptr<cpu_timer>> ts;
+        std::vector<probe> ps(n);
+        for (int i = 0; i < n; ++i) {
+            ts.push_back(std::make_unique<cpu_timer>(self));
+            REQUIRE(ts.back()->arm(0, &probe_cb, &ps[static_cast<std::size_t>(i)]) == status::ok); // all due
+        }
+        const std::uint64_t passes0 = cpu_timer_statistics(self).passes;
+        REQUIRE(send_ipi(self) == status::ok);
+        int total = 0;
+        CHECK(burn_until(self, [&] {
+            total = 0;
+            for (auto& p : ps)
+                total += p.runs.load();
+            return total == n;
+        }));
+        for (auto& p : ps)
+            CHECK(p.runs.load() == 1);
+        const std::uint64_t passes = cpu_timer_statistics(self).passes - passes0;
+        CHECK(passes >= (n + cpu_timer_max_collected - 1) / cpu_timer_max_collected);
+        MESSAGE(n << " due timers expired in " << passes << " passes");
     });
 }
 

@@ -7,11 +7,13 @@
 //   task_work.hpp      per-thread callbacks run at the owner's safe point (kernel/task_work.c)
 //   expiry_lock.hpp    block on the expirer's PI lock instead of spinning (hrtimer/posix-cpu-timers)
 //   timer.hpp          a timer service with blocking cancel_sync built on the expiry lock
+//   cpu_timer.hpp      per-thread CPU-time timers and per-cycle budgets (posix-cpu-timers)
 //   irq_work.hpp       hard and lazy work with per-CPU SCHED_FIFO-low workers (kernel/irq_work.c)
 //   deferred_word.hpp  per-thread work word so isolated threads are never interrupted
 #pragma once
 
 #include <rtdefer/config.hpp>
+#include <rtdefer/cpu_timer.hpp>
 #include <rtdefer/deferred_word.hpp>
 #include <rtdefer/expiry_lock.hpp>
 #include <rtdefer/interrupt.hpp>

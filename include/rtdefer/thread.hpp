@@ -25,6 +25,7 @@
 #pragma once
 
 #include <rtdefer/config.hpp>
+#include <rtdefer/detail/cpu_timer_state.hpp>
 #include <rtdefer/detail/deferred_word_state.hpp>
 #include <rtdefer/detail/exit_hooks.hpp>
 #include <rtdefer/detail/expiry_lock_state.hpp>
@@ -120,6 +121,7 @@ struct thread_ctx {
     detail::task_work_state task_work;   ///< task_work list (task_work.hpp)
     detail::deferred_word_state ct;      ///< deferred work word (deferred_word.hpp)
     detail::expiry_lock_state expiry;    ///< expiry lock (expiry_lock.hpp)
+    detail::cpu_timer_state cpu_timer;   ///< CPU-time timers (cpu_timer.hpp)
 
     /// Returns: true once the thread has run its exit hooks (later adds must fail).
     /// acquire: pairs with release (T2) in detach: whoever sees `exited` sees the hooks' effects.

@@ -45,6 +45,7 @@
 
 #include <rtdefer/config.hpp>
 #include <rtdefer/detail/expiry_lock_state.hpp>
+#include <rtdefer/detail/intrusive_heap.hpp>
 #include <rtdefer/expiry_lock.hpp>
 #include <rtdefer/status.hpp>
 #include <rtdefer/thread.hpp>
@@ -56,7 +57,6 @@
 #include <cstdint>
 #include <optional>
 #include <type_traits>
-#include <vector>
 
 namespace rtdefer {
 
@@ -88,7 +88,7 @@ public:
     basic_timer(const basic_timer&) = delete;
     basic_timer& operator=(const basic_timer&) = delete;
     ~basic_timer() {
-        RTDEFER_ASSERT(heap_index_ == npos && !item_.running(),
+        RTDEFER_ASSERT(!hook_.queued() && !item_.running(),
                        "timer destroyed while armed or running: cancel_sync() it first");
     }
 
@@ -109,18 +109,15 @@ public:
 private:
     template <class, class>
     friend class timer_service;
-    static constexpr std::size_t npos = ~std::size_t{0};
-
-    std::size_t heap_index_ = npos;  // position in the heap, npos when not queued
+    detail::heap_hook hook_;         // heap position (npos when not queued) and FIFO tie-break stamp
     time_point expires_{};
     duration period_{};              // zero: one-shot
-    std::uint64_t order_ = 0;        // FIFO tie-break among equal deadlines
     callback fn_ = nullptr;
     void* arg_ = nullptr;
     std::uint32_t seq_ = 0;          // bumped by every arm/cancel: a periodic re-arm needs it unchanged
     std::uint32_t cancelling_ = 0;   // cancel_sync calls in progress: arm() refused meanwhile
     std::uint64_t overruns_ = 0;
-    const void* service_ = nullptr;  // the service whose heap holds it (valid while heap_index_ < npos)
+    const void* service_ = nullptr;  // the service whose heap holds it (valid while hook_.queued())
     expiry_item item_;               // handling: the expirer running the callback
 };
 using timer = basic_timer<>;
@@ -154,7 +151,7 @@ public:
     /// opts.thread.require_rt; see sched_status()). Throws: std::bad_alloc, std::system_error.
     /// Progress: blocking. Real-time safety: setup path (allocates, creates a thread).
     explicit timer_service(timer_service_options opts = {}, WaitPolicy policy = WaitPolicy{})
-        : policy_(policy), heap_(opts.capacity, nullptr), recheck_(opts.clock_recheck) {
+        : policy_(policy), heap_(opts.capacity), recheck_(opts.clock_recheck) {
         RTDEFER_ASSERT(q_.init_error() == 0, "timer_service: pthread_mutex_init failed");
         RTDEFER_ASSERT(recheck_ > std::chrono::nanoseconds::zero(), "timer_service: clock_recheck must be positive");
         if (opts.start_thread) {
@@ -176,9 +173,7 @@ public:
             thread_.join();
         }
         lock_q();
-        for (std::size_t i = 0; i < size_; ++i)
-            heap_[i]->heap_index_ = timer_type::npos;
-        size_ = 0;
+        heap_.clear();
         unlock_q();
     }
     timer_service(const timer_service&) = delete;
@@ -205,8 +200,8 @@ public:
             unlock_q();
             return status::not_accepting;
         }
-        const bool was_queued = t.heap_index_ != timer_type::npos;
-        if (!was_queued && size_ == heap_.size()) {
+        const bool was_queued = t.hook_.queued();
+        if (!was_queued && heap_.full()) {
             unlock_q();
             return status::no_space;
         }
@@ -215,15 +210,14 @@ public:
         t.arg_ = arg;
         t.period_ = period;
         t.expires_ = when;
-        t.order_ = next_order_++;
         if (was_queued) {
-            heap_update(t.heap_index_);
+            heap_.update(t);
             result = status::removed;
         } else {
             heap_push(t);
             result = status::ok;
         }
-        wake = t.heap_index_ == 0 && expirer_ != nullptr;
+        wake = heap_.top() == &t && expirer_ != nullptr;
         unlock_q();
         if (wake)
             (void)unpark(*expirer_);
@@ -238,9 +232,9 @@ public:
         lock_q();
         assert_not_foreign(t);
         ++t.seq_;
-        const bool was_queued = t.heap_index_ != timer_type::npos;
+        const bool was_queued = t.hook_.queued();
         if (was_queued)
-            heap_erase(t.heap_index_);
+            heap_.erase(t);
         unlock_q();
         return was_queued;
     }
@@ -271,8 +265,8 @@ public:
         ++t.cancelling_;
         for (;;) {
             ++t.seq_;
-            if (t.heap_index_ != timer_type::npos) {
-                heap_erase(t.heap_index_);
+            if (t.hook_.queued()) {
+                heap_.erase(t);
                 dequeued = true;
             }
             // relaxed: `handling` is written only inside q_ critical sections, and we hold q_.
@@ -331,7 +325,7 @@ public:
     /// Real-time safety: PI mutex, no allocation.
     [[nodiscard]] bool pending(const timer_type& t) noexcept RTDEFER_BLOCKING {
         lock_q();
-        const bool p = t.heap_index_ != timer_type::npos;
+        const bool p = t.hook_.queued();
         unlock_q();
         return p;
     }
@@ -341,8 +335,8 @@ public:
     [[nodiscard]] std::optional<time_point> next_expiry() noexcept RTDEFER_BLOCKING {
         lock_q();
         std::optional<time_point> r;
-        if (size_ != 0)
-            r = heap_[0]->expires_;
+        if (const timer_type* head = heap_.top())
+            r = head->expires_;
         unlock_q();
         return r;
     }
@@ -351,12 +345,12 @@ public:
     /// Real-time safety: PI mutex, no allocation.
     [[nodiscard]] std::size_t size() noexcept RTDEFER_BLOCKING {
         lock_q();
-        const std::size_t n = size_;
+        const std::size_t n = heap_.size();
         unlock_q();
         return n;
     }
     /// Returns: the maximum number of armed timers (timer_service_options::capacity). Wait-free.
-    [[nodiscard]] std::size_t capacity() const noexcept { return heap_.size(); }
+    [[nodiscard]] std::size_t capacity() const noexcept { return heap_.capacity(); }
     /// Returns: the number of periodic re-arms dropped because the heap was full (0 normally).
     /// Progress: wait-free. Real-time safety: one relaxed load.
     [[nodiscard]] std::uint64_t dropped_rearms() const noexcept {
@@ -390,7 +384,7 @@ private:
     // A timer pending on another service carries that heap's index: using it here would corrupt
     // both heaps. (Racy read in exactly that misuse; fine otherwise: q_ of its service is ours.)
     void assert_not_foreign(const timer_type& t) const noexcept RTDEFER_NONBLOCKING {
-        RTDEFER_ASSERT(t.heap_index_ == timer_type::npos || t.service_ == this,
+        RTDEFER_ASSERT(!t.hook_.queued() || t.service_ == this,
                        "timer is pending on another timer_service: cancel_sync it there first");
     }
 
@@ -398,23 +392,24 @@ private:
     std::size_t expire_due(time_point now, thread_ctx& self) noexcept RTDEFER_BLOCKING {
         std::size_t ran = 0;
         bool first = true;
-        std::uint64_t pass_order = 0; // arms from here on (order_ >= this) wait for the next pass
+        std::uint64_t pass_order = 0; // arms from here on (stamps >= this) wait for the next pass
         expiry_pass pass(self);
         for (;;) {
             lock_q();
             if (first) {
-                pass_order = next_order_;
+                pass_order = heap_.next_order();
                 first = false;
             }
             // A timer (re-)armed during this pass waits for the next one even if it is due: a
             // callback that re-arms itself at a deadline <= now would otherwise keep the pass (and
             // the expiry lock) forever, and the expiry thread would never see stop_.
-            if (size_ == 0 || heap_[0]->expires_ > now || heap_[0]->order_ >= pass_order) {
+            timer_type* head = heap_.top();
+            if (head == nullptr || head->expires_ > now || head->hook_.order >= pass_order) {
                 unlock_q();
                 break;
             }
-            timer_type& t = *heap_[0];
-            heap_erase(0);
+            timer_type& t = *head;
+            heap_.erase(t);
             // Pop and mark in one q_ section: see "the window" at the top of this file.
             pass.mark(t.item_);
             const callback fn = t.fn_;
@@ -427,7 +422,7 @@ private:
 
             lock_q();
             if (t.period_ > duration::zero() && t.seq_ == seq && t.cancelling_ == 0 &&
-                t.heap_index_ == timer_type::npos)
+                !t.hook_.queued())
                 rearm_periodic(t, now);
             // The clear is the expirer's last access to `t` (expiry_clear_handling's contract): a
             // waiter polling `handling` without q_ (wait_running on t.expiry() with a polling
@@ -511,78 +506,30 @@ private:
         std::uint64_t skipped = 0;
         if (!next_periodic(t, now, next, skipped))
             return;
-        if (size_ == heap_.size()) {
+        if (heap_.full()) {
             // relaxed: a statistic.
             dropped_rearms_.fetch_add(1, std::memory_order_relaxed);
             return;
         }
         t.overruns_ = skipped;
         t.expires_ = next;
-        t.order_ = next_order_++;
         heap_push(t);
     }
 
-    // ---- intrusive binary min-heap; index stored in the timer (all under q_) ----
-    static bool before(const timer_type* a, const timer_type* b) noexcept RTDEFER_NONBLOCKING {
-        return a->expires_ < b->expires_ || (a->expires_ == b->expires_ && a->order_ < b->order_);
-    }
-    void place(std::size_t i, timer_type* t) noexcept RTDEFER_NONBLOCKING {
-        heap_[i] = t;
-        t->heap_index_ = i;
-        t->service_ = this;
-    }
-    void sift_up(std::size_t i) noexcept RTDEFER_NONBLOCKING {
-        timer_type* t = heap_[i];
-        while (i > 0) {
-            const std::size_t parent = (i - 1) / 2;
-            if (!before(t, heap_[parent]))
-                break;
-            place(i, heap_[parent]);
-            i = parent;
-        }
-        place(i, t);
-    }
-    void sift_down(std::size_t i) noexcept RTDEFER_NONBLOCKING {
-        timer_type* t = heap_[i];
-        for (;;) {
-            std::size_t child = 2 * i + 1;
-            if (child >= size_)
-                break;
-            if (child + 1 < size_ && before(heap_[child + 1], heap_[child]))
-                ++child;
-            if (!before(heap_[child], t))
-                break;
-            place(i, heap_[child]);
-            i = child;
-        }
-        place(i, t);
-    }
+    // The heap (detail/intrusive_heap.hpp) under q_; a queued timer records its service.
+    struct heap_traits {
+        static detail::heap_hook& hook(timer_type& t) noexcept RTDEFER_NONBLOCKING { return t.hook_; }
+        static const detail::heap_hook& hook(const timer_type& t) noexcept RTDEFER_NONBLOCKING { return t.hook_; }
+        static time_point key(const timer_type& t) noexcept RTDEFER_NONBLOCKING { return t.expires_; }
+    };
     void heap_push(timer_type& t) noexcept RTDEFER_NONBLOCKING {
-        place(size_++, &t);
-        sift_up(size_ - 1);
-    }
-    void heap_update(std::size_t i) noexcept RTDEFER_NONBLOCKING {
-        if (i > 0 && before(heap_[i], heap_[(i - 1) / 2]))
-            sift_up(i);
-        else
-            sift_down(i);
-    }
-    void heap_erase(std::size_t i) noexcept RTDEFER_NONBLOCKING {
-        timer_type* victim = heap_[i];
-        victim->heap_index_ = timer_type::npos;
-        --size_;
-        if (i != size_) {
-            place(i, heap_[size_]);
-            heap_update(i);
-        }
-        heap_[size_] = nullptr;
+        t.service_ = this;
+        heap_.push(t);
     }
 
     WaitPolicy policy_;
     detail::pi_mutex q_;                  // the queue lock (PI): guards the heap and timer fields
-    std::vector<timer_type*> heap_;       // allocated once; size_ entries used
-    std::size_t size_ = 0;
-    std::uint64_t next_order_ = 0;
+    detail::intrusive_heap<timer_type, heap_traits> heap_; // allocated once, at construction
     std::atomic<std::uint64_t> dropped_rearms_{0};
     std::atomic<bool> stop_{false};
     std::atomic<bool> in_pass_{false};    // misuse check: one run_expired at a time

@@ -118,9 +118,11 @@ public:
                 (void)io_uring_submit(&ring_);
                 sqe = io_uring_get_sqe(&ring_);
             }
-            io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
-            sqe->user_data = tag_cancel;
-            ++cqes_due_;
+            if (sqe != nullptr) {
+                io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+                sqe->user_data = tag_cancel;
+                ++cqes_due_;
+            }
             while (cqes_due_ != 0) {
                 const int rc = io_uring_submit_and_wait(&ring_, 1);
                 if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
@@ -165,6 +167,8 @@ public:
         if (st != status::ok)
             return st;
         io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+        if (sqe == nullptr) // not after can_submit's space check; keeps the compiler's null path honest
+            return status::no_space;
         prep(*sqe);
         start(op, *sqe, 1);
         return status::ok;
@@ -182,12 +186,15 @@ public:
         if (st != status::ok)
             return st;
         io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+        if (sqe == nullptr) // as above
+            return status::no_space;
         prep(*sqe);
         sqe->flags |= IOSQE_IO_LINK;
         start(op, *sqe, 2);
         op.timeout_.tv_sec = timeout.count() / 1'000'000'000;
         op.timeout_.tv_nsec = timeout.count() % 1'000'000'000;
         io_uring_sqe* tsqe = io_uring_get_sqe(&ring_);
+        RTDEFER_ASSERT(tsqe != nullptr, "uring_loop: SQ space vanished between check and use");
         io_uring_prep_link_timeout(tsqe, &op.timeout_, 0);
         tsqe->user_data = reinterpret_cast<std::uintptr_t>(&op) | tag_timeout_bit;
         return status::ok;
@@ -205,6 +212,8 @@ public:
         if (io_uring_sq_space_left(&ring_) < 1)
             return status::no_space;
         io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+        if (sqe == nullptr)
+            return status::no_space;
         io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(&op), 0);
         sqe->user_data = tag_cancel;
         ++cqes_due_;
@@ -354,6 +363,10 @@ private:
                 (void)io_uring_submit(&ring_);
             }
             io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+            if (sqe == nullptr) { // the submit above failed (-EBUSY: CQ backlog): reap first
+                (void)detail::park_abandon(self);
+                return status::ok;
+            }
             detail::uring_prep_futex_wait(*sqe, detail::futex_addr(self.park.word), detail::park_parked, tag_futex);
             futex_armed_ = true;
             ++cqes_due_;

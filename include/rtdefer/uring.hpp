@@ -314,18 +314,19 @@ private:
         return n;
     }
 
-    /// Returns: whether the kernel holds completions or SQEs that need an io_uring_enter.
-    [[nodiscard]] bool enter_needed() const noexcept RTDEFER_NONBLOCKING {
+    /// Returns: whether the kernel holds completions that only an io_uring_enter delivers. Queued
+    /// SQEs alone do not count: the wait submits them in the same enter.
+    [[nodiscard]] bool completions_held() const noexcept RTDEFER_NONBLOCKING {
         // relaxed: a hint written by the kernel; a flag missed here is acted on by the next enter
         // (each wait enters with GETEVENTS, which runs the kernel's pending completions).
         const unsigned kflags = __atomic_load_n(ring_.sq.kflags, __ATOMIC_RELAXED);
-        return io_uring_sq_ready(&ring_) != 0 || (kflags & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) != 0;
+        return (kflags & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) != 0;
     }
 
     status turn(thread_ctx& self, std::chrono::steady_clock::time_point deadline) noexcept RTDEFER_BLOCKING {
         for (;;) {
             std::size_t done = task_work_run(self) + reap();
-            if (done == 0 && enter_needed()) {
+            if (done == 0 && completions_held()) {
                 ++enters_;
                 (void)io_uring_submit_and_get_events(&ring_);
                 done = reap();

@@ -10,6 +10,9 @@
 //   cpu_timer.hpp      per-thread CPU-time timers and per-cycle budgets (posix-cpu-timers)
 //   irq_work.hpp       hard and lazy work with per-CPU SCHED_FIFO-low workers (kernel/irq_work.c)
 //   deferred_word.hpp  per-thread work word so isolated threads are never interrupted
+//
+// Not included: uring.hpp (the io_uring loop) needs liburing; include it yourself and link the
+// rtdefer-uring dependency. This header and everything it includes stay liburing-free.
 #pragma once
 
 #include <rtdefer/config.hpp>

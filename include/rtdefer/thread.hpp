@@ -333,44 +333,72 @@ inline bool unpark(thread_ctx& target) noexcept RTDEFER_NONBLOCKING {
     return true;
 }
 
+namespace detail {
+
+// The halves of park_until(), for waits that are not a plain futex_wait (the io_uring loop waits
+// on the park word with an in-ring FUTEX_WAIT). Every token consumption returns through
+// park_consumed(), so (F2) is on each path.
+
+/// (F2) seq_cst fence: orders a token's consumption before the caller's next look at its work.
+/// Pairs with (F1) in unpark().
+inline bool park_consumed() noexcept RTDEFER_NONBLOCKING {
+    full_fence();
+    return true;
+}
+
+/// Effects: first half of a park. Consumes a waiting token, or commits to sleeping (EMPTY→PARKED):
+/// an unpark after this sees PARKED and makes the futex_wake.
+/// Returns: true if a token was consumed (do not sleep), false if the word is now PARKED.
+inline bool park_commit(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
+    // (P1) acquire: NOTIFIED→EMPTY consumes a token and pairs with release (P2) in unpark().
+    if (self.park.word.fetch_sub(1, std::memory_order_acquire) == park_notified)
+        return park_consumed();
+    return false;
+}
+
+/// Effects: after a wait on PARKED returned: consumes the token if one arrived (NOTIFIED→EMPTY).
+/// Returns: true if consumed; false if the word is still PARKED (spurious wake, keep waiting).
+inline bool park_try_consume(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
+    // (P3) acquire: pairs with (P2); a successful NOTIFIED→EMPTY consumes the token.
+    std::uint32_t expected = park_notified;
+    if (self.park.word.compare_exchange_strong(expected, park_empty, std::memory_order_acquire,
+                                               std::memory_order_relaxed))
+        return park_consumed();
+    return false;
+}
+
+/// Effects: leaves the parked state without sleeping further (timeout, signal, other event).
+/// Returns: true if a token raced in (it is consumed), false otherwise.
+inline bool park_abandon(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
+    // (P4) acquire, as (P3): a token that raced in is consumed here.
+    if (self.park.word.exchange(park_empty, std::memory_order_acquire) == park_notified)
+        return park_consumed();
+    return false;
+}
+
+} // namespace detail
+
 /// Effects: blocks the calling thread (which must own `self`) until a token arrives (unpark), the
 /// deadline passes, or a signal interrupts the wait. A token set before the call makes it return at
 /// once. Returns: ok (token consumed), timed_out, or interrupted (EINTR: the interrupt signal or
 /// another handler ran). Progress: blocking. Real-time safety: blocking by design (the safe point).
 inline status park_until(thread_ctx& self, std::chrono::steady_clock::time_point deadline) noexcept RTDEFER_BLOCKING {
     RTDEFER_ASSERT(self.is_current(), "park_until() called on another thread's ctx");
-    auto& word = self.park.word;
-    // Every path that consumes a token returns through here: (F2) orders the consumption before the
-    // caller's next look at its work. seq_cst fence: pairs with (F1) in unpark().
-    const auto consumed = [] {
-        detail::full_fence();
+    if (detail::park_commit(self))
         return status::ok;
-    };
-    // (P1) acquire: NOTIFIED→EMPTY consumes a token and pairs with release (P2) in unpark().
-    // EMPTY→PARKED commits to sleeping: an unpark after this sees PARKED and calls futex_wake.
-    if (word.fetch_sub(1, std::memory_order_acquire) == detail::park_notified)
-        return consumed();
     const bool timed = deadline != std::chrono::steady_clock::time_point::max();
     const timespec abs = detail::to_timespec(deadline);
     for (;;) {
-        const int rc = detail::futex_wait(word, detail::park_parked, timed ? &abs : nullptr);
-        // (P3) acquire: pairs with (P2); a successful NOTIFIED→EMPTY consumes the token.
-        std::uint32_t expected = detail::park_notified;
-        if (word.compare_exchange_strong(expected, detail::park_empty, std::memory_order_acquire,
-                                         std::memory_order_relaxed))
-            return consumed();
-        if (rc == -ETIMEDOUT || rc == -EINTR) {
-            // Leave the parked state; a token that raced in is still consumed (acquire, as (P3)).
-            if (word.exchange(detail::park_empty, std::memory_order_acquire) == detail::park_notified)
-                return consumed();
-            return rc == -ETIMEDOUT ? status::timed_out : status::interrupted;
-        }
+        const int rc = detail::futex_wait(self.park.word, detail::park_parked, timed ? &abs : nullptr);
+        if (detail::park_try_consume(self))
+            return status::ok;
+        if (rc == -ETIMEDOUT || rc == -EINTR)
+            return detail::park_abandon(self) ? status::ok
+                   : rc == -ETIMEDOUT         ? status::timed_out
+                                              : status::interrupted;
         // 0 (woken for someone else / spurious) or -EAGAIN (word changed): re-check and wait again.
-        if (timed && std::chrono::steady_clock::now() >= deadline) {
-            if (word.exchange(detail::park_empty, std::memory_order_acquire) == detail::park_notified)
-                return consumed();
-            return status::timed_out;
-        }
+        if (timed && std::chrono::steady_clock::now() >= deadline)
+            return detail::park_abandon(self) ? status::ok : status::timed_out;
     }
 }
 

@@ -120,6 +120,7 @@
 #pragma once
 
 #include <rtdefer/config.hpp>
+#include <rtdefer/detail/setup_lock.hpp>
 #include <rtdefer/detail/cancel_hold.hpp>
 #include <rtdefer/detail/deferred_word_state.hpp>
 #include <rtdefer/detail/exit_hooks.hpp>
@@ -131,7 +132,6 @@
 #include <atomic>
 #include <bit>
 #include <cstdint>
-#include <mutex>
 
 namespace rtdefer {
 
@@ -148,7 +148,7 @@ struct ct_globals {
     std::array<std::atomic<ct_work_fn>, ct_work_max> fns{};
     std::atomic<std::uint32_t> bound{0};     ///< bits with a callback; (D8) release/acquire
     std::atomic<bool> hook_ready{false};     ///< interrupt hook registered; release/acquire
-    std::mutex setup;                        ///< serialises registration (setup path only)
+    detail::setup_mutex setup;                        ///< serialises registration (setup path only)
 };
 
 /// constinit: usable from the signal handler at any time.
@@ -357,7 +357,7 @@ inline status ct_queue(thread_ctx& target, std::uint32_t work, ct_path& path) no
     if (bit >= ct_work_max || fn == nullptr)
         return status::invalid_argument;
     auto& g = detail::ct();
-    std::lock_guard<std::mutex> guard(g.setup);
+    detail::setup_guard guard(g.setup);
     // relaxed: writers are serialised by `setup`.
     const ct_work_fn cur = g.fns[bit].load(std::memory_order_relaxed);
     if (cur == fn)
@@ -377,7 +377,7 @@ inline status ct_queue(thread_ctx& target, std::uint32_t work, ct_path& path) no
     if (bit >= ct_work_max)
         return status::invalid_argument;
     auto& g = detail::ct();
-    std::lock_guard<std::mutex> guard(g.setup);
+    detail::setup_guard guard(g.setup);
     g.bound.fetch_and(~(1u << bit), std::memory_order_release);
     g.fns[bit].store(nullptr, std::memory_order_release);
     return status::ok;

@@ -41,6 +41,7 @@
 #pragma once
 
 #include <rtdefer/config.hpp>
+#include <rtdefer/detail/setup_lock.hpp>
 #include <rtdefer/detail/syscall.hpp>
 #include <rtdefer/status.hpp>
 #include <rtdefer/thread.hpp>
@@ -51,7 +52,6 @@
 #include <csignal>
 #include <cstddef>
 #include <cstdint>
-#include <mutex>
 
 #include <signal.h>
 
@@ -111,7 +111,7 @@ struct interrupt_globals {
     std::array<std::atomic<interrupt_hook>, max_hooks> hooks{};
     std::array<std::atomic<interrupt_tagged_hook>, max_hooks> tagged{};
     std::atomic<std::size_t> count{0};
-    std::mutex setup;
+    setup_mutex setup;
 };
 
 /// constinit: constant-initialised before any code runs, so the handler may read it at any time.
@@ -192,7 +192,7 @@ inline void interrupt_handler(int, siginfo_t* info, void*) noexcept RTDEFER_NONB
     if (signo < SIGRTMIN || signo > SIGRTMAX)
         return status::invalid_argument;
     auto& g = detail::interrupts();
-    std::lock_guard<std::mutex> guard(g.setup);
+    detail::setup_guard guard(g.setup);
     // relaxed: writers are serialised by `setup`.
     const int current = g.signo.load(std::memory_order_relaxed);
     if (current == signo)
@@ -237,7 +237,7 @@ status interrupt_add_hook(std::array<std::atomic<Hook>, interrupt_globals::max_h
     if (hook == nullptr)
         return status::invalid_argument;
     auto& g = interrupts();
-    std::lock_guard<std::mutex> guard(g.setup);
+    detail::setup_guard guard(g.setup);
     // relaxed: writers are serialised by `setup`.
     const std::size_t n = g.count.load(std::memory_order_relaxed);
     for (std::size_t i = 0; i < n; ++i)

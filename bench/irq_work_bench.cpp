@@ -11,6 +11,8 @@
 //      std::mutex + std::condition_variable + std::deque work queue (notify_one after each push)
 //      boost::lockfree::queue (bounded, no allocation) + futex wake (rtdefer::unpark, syscall only
 //      if the consumer sleeps)
+//      liburcu call_rcu (memb flavour), the peer of LAZY irq_work: memory handed to a worker thread
+//      that runs the callbacks later (after a grace period), no wake per item
 //    plus the producer's allocations per 1000 enqueues.
 // 2. Wake syscalls per 1000 enqueues in bursts of 1, 10 and 100 (gap between bursts).
 // 3. Enqueue-to-run latency: a normal item to a sleeping worker, as a ratio to the futex wake-to-run
@@ -25,6 +27,10 @@
 #include <rtdefer/irq_work.hpp>
 
 #include <boost/lockfree/queue.hpp>
+
+#if RTDEFER_BENCH_HAVE_URCU // bench/meson.build: liburcu found
+#include <urcu/urcu-memb.h>
+#endif
 
 #include <atomic>
 #include <chrono>
@@ -59,6 +65,9 @@ struct bench_item {
     std::atomic<std::uint64_t> ran_at{0};
     std::atomic<std::uint64_t> runs{0};
     std::atomic<bool> in_flight{false}; // handed to a consumer, not yet run (peers have no BUSY bit)
+#if RTDEFER_BENCH_HAVE_URCU
+    rcu_head rcu{}; // the call_rcu peer's link
+#endif
 };
 static_assert(std::is_standard_layout_v<bench_item>);
 
@@ -197,6 +206,31 @@ private:
     rtdefer::rt_thread consumer_;
 };
 
+#if RTDEFER_BENCH_HAVE_URCU
+/// liburcu's call_rcu, the peer of LAZY irq_work: the documented way to hand memory to a worker that
+/// frees it later. Each call enqueues on the calling thread's call_rcu queue (a wait-free queue) and
+/// wakes liburcu's call_rcu thread only when it sleeps; the worker runs the callbacks after a grace
+/// period. The calling thread must be a registered RCU thread (urcu_memb_register_thread): the
+/// producer registers before its timed loop (register_thread below) and unregisters at its end.
+class call_rcu_peer {
+public:
+    static bool push(bench_item& it) noexcept {
+        urcu_memb_call_rcu(&it.rcu, &run);
+        return true;
+    }
+    /// On the producer thread, outside its timed region.
+    struct thread_registration {
+        thread_registration() { urcu_memb_register_thread(); }
+        ~thread_registration() { urcu_memb_unregister_thread(); }
+    };
+    /// Waits until every callback queued so far ran (teardown).
+    static void barrier() { urcu_memb_barrier(); }
+
+private:
+    static void run(rcu_head* h) { bench_item_run(caa_container_of(h, bench_item, rcu)->work); }
+};
+#endif
+
 // ---------------------------------------------------------------------------------------------
 // Measurements
 // ---------------------------------------------------------------------------------------------
@@ -213,7 +247,9 @@ struct enqueue_run {
 /// Enqueue cost: `rounds` bursts of `burst` enqueues on a SCHED_FIFO producer pinned to cpu_a.
 /// `enq(item)` returns false if the enqueue was refused (counted).
 /// `syscalls()` (optional, untimed) counts the wake syscalls made so far, to split the figures.
-template <class Enq, class Count = std::nullptr_t>
+/// `ThreadSetup` (optional) is constructed on the producer thread before its timed loop and destroyed
+/// after it (a peer that needs per-thread registration).
+template <class Enq, class Count = std::nullptr_t, class ThreadSetup = std::nullptr_t>
 enqueue_run measure_enqueue(const std::string& name, item_pool& pool, std::size_t rounds, std::size_t burst,
                             std::chrono::microseconds gap, int cpu_a, Enq&& enq, Count syscalls = nullptr) {
     enqueue_run r;
@@ -223,6 +259,7 @@ enqueue_run measure_enqueue(const std::string& name, item_pool& pool, std::size_
     std::vector<bench_item*> batch(burst);
     std::uint64_t allocs = 0;
     rt_outcome o = run_measured({.fifo = true, .priority = producer_priority, .cpu = cpu_a}, [&] {
+        [[maybe_unused]] std::conditional_t<std::is_same_v<ThreadSetup, std::nullptr_t>, int, ThreadSetup> setup{};
         for (std::size_t k = 0; k < rounds; ++k) {
             for (auto& b : batch)
                 b = &pool.take(); // untimed: make sure each item is free
@@ -375,6 +412,17 @@ int main(int argc, char** argv) {
         rep.add(bq_run.no_wake);
         rep.check(bq.full() == 0, "boost queue full (capacity too small for the burst)");
     }
+    enqueue_run rcu_run;
+#if RTDEFER_BENCH_HAVE_URCU
+    {
+        rcu_run = measure_enqueue<decltype(&call_rcu_peer::push), std::nullptr_t, call_rcu_peer::thread_registration>(
+            "liburcu call_rcu (memb)", peer_pool, rounds, burst, gap, cpu_a, &call_rcu_peer::push);
+        call_rcu_peer::barrier();
+        rep.add(rcu_run.lat);
+    }
+#else
+    rcu_run.lat = latency_result::unavailable("liburcu call_rcu (memb)", "", "liburcu-dev not installed");
+#endif
     for (const auto* r : {&rt_normal, &rt_lazy, &cv_run, &bq_run})
         rep.check(r->claim_failures == 0, r->lat.name + ": an enqueue of a free item was refused");
     rep.check(s2.lazy_raises == s1.lazy_raises, "LAZY items were treated as normal ones (lazy list raised)");
@@ -531,6 +579,8 @@ int main(int argc, char** argv) {
         cmp("rtdefer LAZY", stat, pick(rt_lazy.lat), "boost+futex", stat, pick(bq_run.lat));
         cmp("rtdefer queue_on (no-wake calls)", stat, pick(rt_normal.no_wake), "boost+futex (no-wake calls)", stat,
             pick(bq_run.no_wake));
+        if (rcu_run.lat.valid)
+            cmp("rtdefer LAZY", stat, pick(rt_lazy.lat), "liburcu call_rcu", stat, pick(rcu_run.lat));
     }
     if (base.futex_wake.valid && e2r_lazy.valid) {
         cmp("enqueue-to-run normal (asleep)", "p50", e2r_lazy.s.p50, "futex wake-to-run", "p50", base.futex_wake.s.p50);
@@ -550,8 +600,9 @@ int main(int argc, char** argv) {
     for (const auto& r : wake_rows)
         std::printf("  %5zu | %7.1f | %12.1f | %13.1f | %11.1f\n", r.burst, r.rt, r.rt_lazy, r.cv, r.bq);
     std::printf("\nproducer allocations per 1000 enqueues: rtdefer %.1f, rtdefer LAZY %.1f, mutex+condvar %.1f, "
-                "boost+futex %.1f\n",
-                rt_normal.allocs_per_1000, rt_lazy.allocs_per_1000, cv_run.allocs_per_1000, bq_run.allocs_per_1000);
+                "boost+futex %.1f, call_rcu %.1f\n",
+                rt_normal.allocs_per_1000, rt_lazy.allocs_per_1000, cv_run.allocs_per_1000, bq_run.allocs_per_1000,
+                rcu_run.allocs_per_1000);
     rep.check(rt_normal.allocs_per_1000 == 0 && rt_lazy.allocs_per_1000 == 0, "rtdefer enqueue allocated");
     auto verdict = [](double v) { return v < 1000.0 ? "met" : "NOT met"; };
     std::printf("target: enqueue p99.9 < 1 µs with no syscall except the empty->non-empty wake:\n"

@@ -77,10 +77,10 @@ TEST_CASE("uring stress: 10^6 task_work adds to a loop in io_uring, with pipe I/
     constexpr std::size_t pool = 512;
     std::vector<std::unique_ptr<item[]>> pools;
     std::vector<std::thread> producers;
-    for (std::size_t p = 0; p < 2; ++p) {
+    for (std::size_t p = 0; p < 2; ++p) // all pools first: a producer must not see the vector grow
         pools.emplace_back(new item[pool]);
-        producers.emplace_back([&, p] {
-            item* items = pools[p].get();
+    for (std::size_t p = 0; p < 2; ++p) {
+        producers.emplace_back([&, items = pools[p].get(), p] {
             for (std::size_t i = 0; i < per_producer; ++i) {
                 item& it = items[i % pool];
                 // acquire: pairs with the release in run_item before the item is reused.

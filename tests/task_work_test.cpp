@@ -715,7 +715,7 @@ TEST_CASE("notify::signal interrupts a blocking syscall (EINTR) and sends one IP
 }
 
 namespace {
-// The posix CPU timer pattern (seeds/002): a quick check in interrupt context queues the expiry
+// The posix CPU timer pattern ("posix-cpu-timers: Provide mechanisms to defer timer handling to task_work"): a quick check in interrupt context queues the expiry
 // work, deduplicated by a "scheduled" flag that the work clears when it has run.
 struct cpu_timer_sim {
     std::atomic<thread_ctx*> target{nullptr};

@@ -1,7 +1,7 @@
 // rtdefer/deferred_word.hpp: defer small housekeeping jobs to an isolated thread's next exit from
 // isolation instead of interrupting it — the userspace analogue of "context-tracking: Introduce
-// work deferral infrastructure" (Valentin Schneider, Nicolas Saenz Julienne, Peter Zijlstra;
-// seeds/004_*.txt) and its later versions ("context_tracking,x86: Defer some IPIs until a
+// work deferral infrastructure" (Valentin Schneider, Nicolas Saenz Julienne, Peter Zijlstra; RFC
+// PATCH 11/14) and its later versions ("context_tracking,x86: Defer some IPIs until a
 // user->kernel transition").
 //
 //   kernel                               rtdefer

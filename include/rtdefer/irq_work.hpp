@@ -45,7 +45,7 @@
 //   runner (worker/hook)               -           -              -
 //   irq_work_sync                                  -              -
 //
-// Lifetimes (DESIGN §3): the item is the caller's memory. A runner's last access to it is its ACTIVE
+// Lifetimes: the item is the caller's memory. A runner's last access to it is its ACTIVE
 // decrement (4); after that it touches only a static wait bucket. So once irq_work_sync() returned ok (or
 // irq_work_is_busy() read false), the caller may free the item. A callback must not free its own item
 // (the runner still updates the flag word after func returns): hand memory over instead, e.g. push

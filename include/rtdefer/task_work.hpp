@@ -4,7 +4,7 @@
 // Any thread, or a signal handler, hands a callback_head to a target thread with task_work_add();
 // the target runs it when it next calls task_work_run(self) at a point where it holds no locks (the
 // top of its loop: our "return to user space"), or when it exits. This is how the posix CPU timer
-// patch (seeds/001, seeds/002) splits timer expiry into a quick check in interrupt context and the
+// patch ("posix-cpu-timers: Provide mechanisms to defer timer handling to task_work") splits timer expiry into a quick check in interrupt context and the
 // real work in thread context.
 //
 //   kernel                              rtdefer

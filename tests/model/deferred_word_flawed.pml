@@ -1,8 +1,8 @@
 // pan: -DSAFETY
 // run: -m100000
 /*
- * deferred_word_flawed.pml: the earlier design the RFC's cover letter rejects (PeterZ's variant,
- * seeds/004_*.txt): the work bits live in a separate word `work`, and only a flag CT_SEQ_WORK in the
+ * deferred_word_flawed.pml: the earlier design the RFC's cover letter rejects (PeterZ's variant):
+ * the work bits live in a separate word `work`, and only a flag CT_SEQ_WORK in the
  * state word `st` says "there is work". The sender:
  *
  *     seq = atomic_read(&ct->seq);

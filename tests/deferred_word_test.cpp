@@ -473,21 +473,29 @@ TEST_CASE("a foreign interrupt takes IPI work but leaves INFLIGHT to the deferre
     });
     wait_until([&] { return target.load(std::memory_order_acquire) != nullptr; });
     thread_ctx& tgt = *target.load();
-    auto interrupt_and_wait = [&](auto send) {
+    // The handler counts an interrupt before it runs the hooks: wait for the effect, not the count
+    // (bounded: a wrong hook shows as a failed CHECK below, not a hang).
+    auto interrupt_and_wait = [&](auto send, auto done) {
         const std::uint64_t r0 = interrupts_received(tgt);
         REQUIRE(send() == status::ok);
-        wait_until([&] { return interrupts_received(tgt) > r0; });
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+        while (!(interrupts_received(tgt) > r0 && done()) && std::chrono::steady_clock::now() < deadline)
+            std::this_thread::yield();
+        // One more pass lets a hook that is still running finish (it changes nothing we check then).
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
     };
     // release: publishes like the sender's CAS (D1).
     tgt.ct.word.fetch_or(detail::ct_inflight | (A << detail::ct_ipi_shift), std::memory_order_release);
-    interrupt_and_wait([&] { return send_ipi(tgt, interrupt_source::task_work); });
+    interrupt_and_wait([&] { return send_ipi(tgt, interrupt_source::task_work); },
+                       [&] { return runs_a.load(std::memory_order_acquire) == 1; });
     const std::uint32_t after_foreign = tgt.ct.word.load();
     const int a_after_foreign = runs_a.load(std::memory_order_acquire);
-    interrupt_and_wait([&] { return send_ipi(tgt); }); // untagged: not ours either
+    interrupt_and_wait([&] { return send_ipi(tgt); }, [] { return true; }); // untagged: not ours either
     const std::uint32_t after_plain = tgt.ct.word.load();
     phase.store(1, std::memory_order_release);
     wait_until([&] { return phase.load(std::memory_order_acquire) == 2; });
-    interrupt_and_wait([&] { return detail::ct_signal(tgt); }); // the sender's tagged send
+    interrupt_and_wait([&] { return detail::ct_signal(tgt); }, // the sender's tagged send
+                       [&] { return tgt.ct.word.load() == detail::ct_disabled; });
     const std::uint32_t after_ours = tgt.ct.word.load();
     phase.store(3, std::memory_order_release);
     t.join();

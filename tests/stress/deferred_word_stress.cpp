@@ -39,6 +39,22 @@ using namespace rtdefer;
 
 namespace {
 
+// ThreadSanitizer defers a signal to the next intercepted call and keeps one pending instance per
+// signal number: a second one arriving meanwhile is dropped, unlike the kernel's queue of real-time
+// signals. With foreign traffic on the same signal that can drop the deferred word's own signal
+// (INFLIGHT then stays set and every enter is refused), so TSan runs this test without it.
+#if defined(__SANITIZE_THREAD__)
+constexpr bool foreign_traffic = false;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+constexpr bool foreign_traffic = false;
+#else
+constexpr bool foreign_traffic = true;
+#endif
+#else
+constexpr bool foreign_traffic = true;
+#endif
+
 constexpr unsigned n_senders = 2;
 constexpr unsigned bits_per_sender = 4;
 constexpr unsigned shared_bit = n_senders * bits_per_sender; // 8
@@ -263,7 +279,7 @@ TEST_CASE("deferred_word stress: random isolation, 2 senders and foreign interru
     std::atomic<std::uint64_t> foreign_bad{0};
     std::thread foreign([&] {
         xorshift rng{0x51afd7ed558ccd1dull};
-        while (!senders_done.load(std::memory_order_acquire)) {
+        while (foreign_traffic && !senders_done.load(std::memory_order_acquire)) {
             const std::uint64_t r = rng.next();
             // relaxed: pacing only.
             if (foreign_sent - S->foreign_received.load(std::memory_order_relaxed) < 4) {
@@ -322,7 +338,7 @@ TEST_CASE("deferred_word stress: random isolation, 2 senders and foreign interru
     CHECK(S->irq_while_isolated.load() == 0);
     CHECK(irq_in_sections == 0);
     CHECK(foreign_bad.load() == 0);
-    CHECK(foreign_sent > 0);
+    CHECK((foreign_sent > 0 || !foreign_traffic));
     CHECK(S->foreign_received.load() == foreign_sent); // every foreign interrupt handled, none counted twice
     CHECK(final_word == detail::ct_disabled);
     CHECK(sections > 0);

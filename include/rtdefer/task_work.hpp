@@ -304,7 +304,7 @@ inline void init_task_work(callback_head& cb, task_work_func_t fn) noexcept RTDE
             (void)unpark(target);
         // (A3) likewise for the interrupt: one IPI per run pass.
         if (n == notify::signal && !s.signal_pending.exchange(true, std::memory_order_acq_rel))
-            (void)send_ipi(target); // exited: the exit hook drains w; not_installed: checked above
+            (void)send_ipi(target, interrupt_source::task_work); // exited: the exit hook drains w
     }
     return status::ok;
 }

@@ -295,9 +295,9 @@ inline int cpu_timer_queue::create_kernel_timer(pid_t tid, cpu_timer_policy p) n
     sev.sigev_notify = SIGEV_THREAD_ID;
     sev.sigev_signo = interrupt_signal();
     sev._sigev_un._tid = tid; // glibc 2.36 has no sigev_notify_thread_id
-    // sigev_value is where a tagged interrupt signal would carry "cpu_timer" (the hook then need not
-    // run for other interrupts); with the untagged signal every interrupt runs every hook.
-    sev.sigev_value.sival_ptr = nullptr;
+    // Tagged (interrupt.hpp): the handler passes interrupt_source::cpu_timer to tagged hooks, and
+    // hooks of other subsystems (the deferred word's INFLIGHT) know this signal is not theirs.
+    sev.sigev_value.sival_int = interrupt_tag(interrupt_source::cpu_timer);
     int id = -1;
     const clockid_t clk = p == cpu_timer_policy::hybrid ? CLOCK_MONOTONIC : CLOCK_THREAD_CPUTIME_ID;
     const long rc = raw_syscall(SYS_timer_create, clk, &sev, &id);

@@ -24,16 +24,7 @@ using clk = std::chrono::steady_clock;
 
 namespace {
 
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit = 10s) {
-    const auto end = clk::now() + limit;
-    while (!pred()) {
-        if (clk::now() > end)
-            return false;
-        std::this_thread::sleep_for(100us);
-    }
-    return true;
-}
+using rtdefer_test::eventually;
 
 // Burns CPU on the calling (owner) thread until `done()` or `limit` of CPU time; runs the owner's
 // safe point (task_work_run) every ~20 us, as a real-time loop would at its top.

@@ -19,17 +19,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// Sleep-poll until `pred` holds or `limit` passes; returns whether it held. Never spins hot.
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit = 10s) {
-    const auto end = std::chrono::steady_clock::now() + limit;
-    while (!pred()) {
-        if (std::chrono::steady_clock::now() > end)
-            return false;
-        std::this_thread::sleep_for(100us);
-    }
-    return true;
-}
+using rtdefer_test::eventually;
 
 // An Atom whose acquire load can be told to stop right after loading, until released: a reader
 // preempted inside wait_running's grace-period section (between reading handling and taking its

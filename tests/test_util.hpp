@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <cmath>
 #include <cstddef>
@@ -39,6 +40,19 @@ namespace rtdefer_test {
 // Defined in tests/main.cpp (linked into every test executable).
 const char* current_test_name() noexcept;
 void note_skip(const std::string& reason); // records the current test case as skipped, once
+
+/// Polls `pred` every 100 µs until it holds or `limit` passes. Returns: whether it held. For waiting
+/// on another thread's progress; the limit only bounds a hang (never a timing assertion).
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+    const auto end = std::chrono::steady_clock::now() + limit;
+    while (!pred()) {
+        if (std::chrono::steady_clock::now() > end)
+            return false;
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    return true;
+}
 
 /// RTDEFER_STRESS_SCALE as a positive double; 1.0 when unset or malformed (with a warning).
 inline double stress_scale() {

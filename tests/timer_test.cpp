@@ -46,16 +46,7 @@ timer_service_options threaded_other(std::size_t capacity = 64) {
     return o;
 }
 
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit = 10s) {
-    const auto end = clk::now() + limit;
-    while (!pred()) {
-        if (clk::now() > end)
-            return false;
-        std::this_thread::sleep_for(100us);
-    }
-    return true;
-}
+using rtdefer_test::eventually;
 
 struct log_entry {
     int id;

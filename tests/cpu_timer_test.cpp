@@ -382,13 +382,8 @@ TEST_CASE("cpu_budget: catches an overrun while it runs and reports the CPU used
 
 TEST_CASE("cpu_timer: priority inversion for real: cancel_sync boosts the low-priority owner on one CPU") {
     RTDEFER_REQUIRE_RT_OR_SKIP();
-    cpu_set_t allowed;
-    CPU_ZERO(&allowed);
-    REQUIRE(sched_getaffinity(0, sizeof(allowed), &allowed) == 0);
-    int cpu = 0;
-    while (cpu < CPU_SETSIZE && !CPU_ISSET(cpu, &allowed))
-        ++cpu;
-    REQUIRE(cpu < CPU_SETSIZE);
+    const int cpu = rtdefer_test::first_allowed_cpu();
+    REQUIRE(cpu >= 0);
     // Owner FIFO 10 (its callback burns 2 ms of CPU and wakes the canceller and the hog), hog FIFO
     // 15, canceller FIFO 20, all on `cpu`. With priority inheritance (the expiry lock for deferred,
     // the hard lock for urgent) the owner runs at 20 until its callback returns, so the hog's first

@@ -54,6 +54,19 @@ bool eventually(Pred pred, std::chrono::milliseconds limit = std::chrono::second
     return true;
 }
 
+/// Returns: the lowest CPU the calling thread may run on, or -1 if the affinity cannot be read
+/// (tests that pin several threads to one CPU to force an inversion).
+inline int first_allowed_cpu() {
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0)
+        return -1;
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
+        if (CPU_ISSET(cpu, &allowed))
+            return cpu;
+    return -1;
+}
+
 /// RTDEFER_STRESS_SCALE as a positive double; 1.0 when unset or malformed (with a warning).
 inline double stress_scale() {
     static const double scale = [] {

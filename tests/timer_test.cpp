@@ -794,13 +794,8 @@ TEST_CASE("timer: priority inversion for real: pi_block cancel_sync boosts a low
     RTDEFER_REQUIRE_RT_OR_SKIP();
     thread_ctx& self = attach_this_thread();
     (void)self;
-    cpu_set_t allowed;
-    CPU_ZERO(&allowed);
-    REQUIRE(sched_getaffinity(0, sizeof(allowed), &allowed) == 0);
-    int cpu = 0;
-    while (cpu < CPU_SETSIZE && !CPU_ISSET(cpu, &allowed))
-        ++cpu;
-    REQUIRE(cpu < CPU_SETSIZE);
+    const int cpu = rtdefer_test::first_allowed_cpu();
+    REQUIRE(cpu >= 0);
 
     // Expirer SCHED_FIFO 10, a medium-priority hog SCHED_FIFO 15, canceller SCHED_FIFO 20, all on
     // `cpu`. The callback burns 1 ms of CPU and wakes the canceller and the hog at its start. With

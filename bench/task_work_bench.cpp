@@ -20,6 +20,7 @@
 #include "harness/peers.hpp"
 #include "harness/report.hpp"
 
+#include <rtdefer/park.hpp>
 #include <rtdefer/task_work.hpp>
 #include <rtdefer/thread.hpp>
 

@@ -19,6 +19,7 @@
 #include "harness/baseline.hpp"
 #include "harness/report.hpp"
 
+#include <rtdefer/park.hpp>
 #include <rtdefer/task_work.hpp>
 #include <rtdefer/thread.hpp>
 #include <rtdefer/uring.hpp>

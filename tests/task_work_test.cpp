@@ -5,6 +5,8 @@
 // Callbacks run inside task_work_run, which is [[clang::nonblocking]]: under RealtimeSanitizer they
 // must not allocate, so they record into fixed arrays and atomics; the CHECKs come afterwards.
 #include <rtdefer/interrupt.hpp>
+#include <rtdefer/park.hpp>
+#include <rtdefer/rt_thread.hpp>
 #include <rtdefer/task_work.hpp>
 #include <rtdefer/thread.hpp>
 

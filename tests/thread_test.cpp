@@ -1,6 +1,9 @@
-// Unit tests for rtdefer/thread.hpp: attach/detach and exit hooks, thread_ref lifetimes, rt_thread
-// scheduling (checked from inside the thread) and its EPERM fallback, and the futex parker.
+// Unit tests for rtdefer/thread.hpp (attach/detach and exit hooks, thread_ref lifetimes),
+// rtdefer/rt_thread.hpp (scheduling checked from inside the thread, its EPERM fallback) and
+// rtdefer/park.hpp (the futex parker).
 #include <rtdefer/interrupt.hpp>
+#include <rtdefer/park.hpp>
+#include <rtdefer/rt_thread.hpp>
 #include <rtdefer/thread.hpp>
 
 #include "test_util.hpp"

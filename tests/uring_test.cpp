@@ -6,6 +6,7 @@
 //
 // Callbacks run inside nonblocking code (task_work_run, the loop's reap): they record into atomics.
 #include <rtdefer/irq_work.hpp>
+#include <rtdefer/rt_thread.hpp>
 #include <rtdefer/task_work.hpp>
 #include <rtdefer/thread.hpp>
 #include <rtdefer/timer.hpp>

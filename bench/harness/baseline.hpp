@@ -29,6 +29,7 @@
 #include <thread>
 
 #include <rtdefer/interrupt.hpp>
+#include <rtdefer/park.hpp>
 #include <rtdefer/status.hpp>
 #include <rtdefer/thread.hpp>
 

@@ -8,6 +8,7 @@
 // Full figures for task_work itself: bench/task_work_bench.
 #include "scene.hpp"
 
+#include <rtdefer/rt_thread.hpp>
 #include <rtdefer/task_work.hpp>
 #include <rtdefer/thread.hpp>
 

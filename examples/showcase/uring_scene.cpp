@@ -7,6 +7,7 @@
 // with no reconfiguration traffic, measured in the same run. Full figures: bench/uring_bench.
 #include "scene.hpp"
 
+#include <rtdefer/park.hpp>
 #include <rtdefer/task_work.hpp>
 #include <rtdefer/thread.hpp>
 #include <rtdefer/uring.hpp>

@@ -58,6 +58,8 @@
 #include <rtdefer/detail/syscall.hpp>
 #include <rtdefer/interrupt.hpp>
 #include <rtdefer/llist.hpp>
+#include <rtdefer/park.hpp>
+#include <rtdefer/rt_thread.hpp>
 #include <rtdefer/status.hpp>
 #include <rtdefer/thread.hpp>
 

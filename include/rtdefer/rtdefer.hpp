@@ -2,7 +2,9 @@
 //
 //   llist.hpp          intrusive lock-free list (include/linux/llist.h)
 //   status.hpp         the result type, with std::error_code interop
-//   thread.hpp         thread_ctx, thread_ref, rt_thread, park/unpark
+//   thread.hpp         thread_ctx, thread_ref, attach/detach
+//   park.hpp           park/unpark/park_until: the token parker safe-point loops sleep on
+//   rt_thread.hpp      rt_thread: real-time pthreads, their options and sched_report
 //   interrupt.hpp      the interrupt signal (IPI) and its hooks
 //   task_work.hpp      per-thread callbacks run at the owner's safe point (kernel/task_work.c)
 //   expiry_lock.hpp    block on the expirer's PI lock instead of spinning (hrtimer/posix-cpu-timers)
@@ -22,6 +24,8 @@
 #include <rtdefer/interrupt.hpp>
 #include <rtdefer/irq_work.hpp>
 #include <rtdefer/llist.hpp>
+#include <rtdefer/park.hpp>
+#include <rtdefer/rt_thread.hpp>
 #include <rtdefer/status.hpp>
 #include <rtdefer/task_work.hpp>
 #include <rtdefer/thread.hpp>

@@ -77,6 +77,7 @@
 #include <rtdefer/detail/exit_hooks.hpp>
 #include <rtdefer/detail/task_work_state.hpp>
 #include <rtdefer/interrupt.hpp>
+#include <rtdefer/park.hpp>
 #include <rtdefer/status.hpp>
 #include <rtdefer/thread.hpp>
 

@@ -1,27 +1,16 @@
 // rtdefer/thread.hpp: the per-thread control block (the kernel's task_struct), counted references to
-// it (get_task_struct/put_task_struct), real-time threads, and the park/wake pair that safe-point loops
-// sleep on.
+// it (get_task_struct/put_task_struct), and attaching/detaching the calling thread.
 //
 //   thread_ctx     one per attached thread; holds every subsystem's per-thread state.
 //   thread_ref     counted reference: copy = get, destroy = put. A waiter that blocks on another
 //                  thread's lock holds one, so the ctx cannot be freed under it.
-//   rt_thread      a pthread with a name, SCHED_FIFO/RR/OTHER, priority, CPU, optional mlockall. When
-//                  real-time scheduling is refused (EPERM) it runs SCHED_OTHER and says so in
-//                  sched_status(), unless the caller required RT, in which case it throws. The lock
-//                  is sized against RLIMIT_MEMLOCK (detail/memlock.hpp), so it never makes a later
-//                  thread fail to start; sched_status().memory says what was locked.
-//   park / unpark  a token parker on a futex: a wake before the park leaves a token, so the park
-//                  returns at once (no lost wake-ups); unpark makes a syscall only when the owner is
-//                  actually parked.
+//   attach / detach  attach_this_thread(), try_attach_this_thread(), detach_this_thread(),
+//                  current_thread_ctx(); a thread's exit runs the exit hooks (detail/exit_hooks.hpp).
 //
-// Park word states (one 32-bit futex word per thread):
-//
-//   value        meaning                                  who moves it
-//   EMPTY    0   no token, owner running                  park: EMPTY→PARKED (fetch_sub)
-//   NOTIFIED 1   a token is waiting for the owner         unpark: any→NOTIFIED (exchange)
-//   PARKED  ~0   owner is (about to be) in futex_wait     park: NOTIFIED→EMPTY on return
-//
-// unpark sees PARKED only if the owner committed to sleeping, and only then calls futex_wake.
+// The rest of the thread layer lives in its own headers:
+//   <rtdefer/park.hpp>       park / unpark / park_until: the token parker safe-point loops sleep on
+//   <rtdefer/rt_thread.hpp>  rt_thread, rt_thread_options, sched_policy, sched_report,
+//                            rt_scheduling_permitted()
 #pragma once
 
 #include <rtdefer/config.hpp>
@@ -29,28 +18,17 @@
 #include <rtdefer/detail/deferred_word_state.hpp>
 #include <rtdefer/detail/exit_hooks.hpp>
 #include <rtdefer/detail/expiry_lock_state.hpp>
-#include <rtdefer/detail/memlock.hpp>
+#include <rtdefer/detail/interrupt_state.hpp>
+#include <rtdefer/detail/park_state.hpp>
 #include <rtdefer/detail/syscall.hpp>
 #include <rtdefer/detail/task_work_state.hpp>
-#include <rtdefer/status.hpp>
 
 #include <atomic>
-#include <cerrno>
-#include <chrono>
 #include <cstdint>
-#include <cstring>
-#include <exception>
-#include <functional>
-#include <memory>
 #include <new>
-#include <string>
-#include <system_error>
-#include <type_traits>
 #include <utility>
 
 #include <pthread.h>
-#include <sched.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 namespace rtdefer {
@@ -60,23 +38,6 @@ thread_ctx& attach_this_thread();
 void detach_this_thread() noexcept;
 
 namespace detail {
-
-/// Park word values (see the state table at the top of this file).
-inline constexpr std::uint32_t park_empty = 0;
-inline constexpr std::uint32_t park_notified = 1;
-inline constexpr std::uint32_t park_parked = ~std::uint32_t{0};
-
-struct park_state {
-    // Own cache line: wakers on other CPUs write it; keep it off the owner's hot fields.
-    alignas(cacheline_size) std::atomic<std::uint32_t> word{park_empty};
-    // Statistics for benchmarks and tests. relaxed: counters, no ordering with anything.
-    std::atomic<std::uint64_t> futex_wakes{0};
-};
-
-struct interrupt_state {
-    // relaxed counter bumped by the interrupt handler on this thread; readers only want totals.
-    std::atomic<std::uint64_t> received{0};
-};
 
 /// Lifecycle of a thread_ctx.
 enum class life : std::uint32_t { alive, exiting, exited };
@@ -300,344 +261,6 @@ inline void detach_this_thread() noexcept {
     ::pthread_setspecific(detail::exit_key(), nullptr);
     detail::tls_ctx = nullptr;
     detail::release_ctx(ctx);
-}
-
-// ---------------------------------------------------------------------------------------------
-// park / unpark
-// ---------------------------------------------------------------------------------------------
-
-/// Effects: sets the wake token of `target`; if its owner is parked, wakes it (one futex_wake).
-/// Returns: true if a syscall was made (the owner was parked).
-/// Progress: wait-free apart from that syscall. Real-time safety: no allocation, no lock; the only
-/// syscall is the wake of a parked owner; async-signal-safe.
-inline bool unpark(thread_ctx& target) noexcept RTDEFER_NONBLOCKING {
-    auto& word = target.park.word;
-    // Cheap test first: a token already waiting makes this wake redundant, and a plain load keeps
-    // the line shared instead of bouncing it. This is a store→load (Dekker) pair against the owner:
-    //   waker: publish work; (F1) fence; load word == NOTIFIED → skip
-    //   owner: consume token (RMW on word); (F2) fence; load work
-    // (F1) seq_cst fence: pairs with (F2) in park_until(). Without the pair, both loads could read
-    // the old values (ARM, the C++ model): the waker skips, the owner misses the work and sleeps.
-    // With it, if our load saw the token before the owner consumed it, the owner sees our work.
-    detail::full_fence();
-    // relaxed: ordered by (F1); a stale NOTIFIED is covered by the argument above.
-    if (word.load(std::memory_order_relaxed) == detail::park_notified)
-        return false;
-    // (P2) release: everything the waker wrote (the work) happens-before the owner's acquire (P1)/(P3)
-    // that consumes this token. acquire: if we see PARKED we must see the owner's commit to sleep.
-    if (word.exchange(detail::park_notified, std::memory_order_acq_rel) != detail::park_parked)
-        return false;
-    // relaxed: statistics only.
-    target.park.futex_wakes.fetch_add(1, std::memory_order_relaxed);
-    (void)detail::futex_wake(word, 1);
-    return true;
-}
-
-namespace detail {
-
-// The halves of park_until(), for waits that are not a plain futex_wait (the io_uring loop waits
-// on the park word with an in-ring FUTEX_WAIT). Every token consumption returns through
-// park_consumed(), so (F2) is on each path.
-
-/// (F2) seq_cst fence: orders a token's consumption before the caller's next look at its work.
-/// Pairs with (F1) in unpark().
-inline bool park_consumed() noexcept RTDEFER_NONBLOCKING {
-    full_fence();
-    return true;
-}
-
-/// Effects: first half of a park. Consumes a waiting token, or commits to sleeping (EMPTY→PARKED):
-/// an unpark after this sees PARKED and makes the futex_wake.
-/// Returns: true if a token was consumed (do not sleep), false if the word is now PARKED.
-inline bool park_commit(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
-    // (P1) acquire: NOTIFIED→EMPTY consumes a token and pairs with release (P2) in unpark().
-    if (self.park.word.fetch_sub(1, std::memory_order_acquire) == park_notified)
-        return park_consumed();
-    return false;
-}
-
-/// Effects: after a wait on PARKED returned: consumes the token if one arrived (NOTIFIED→EMPTY).
-/// Returns: true if consumed; false if the word is still PARKED (spurious wake, keep waiting).
-inline bool park_try_consume(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
-    // (P3) acquire: pairs with (P2); a successful NOTIFIED→EMPTY consumes the token.
-    std::uint32_t expected = park_notified;
-    if (self.park.word.compare_exchange_strong(expected, park_empty, std::memory_order_acquire,
-                                               std::memory_order_relaxed))
-        return park_consumed();
-    return false;
-}
-
-/// Effects: leaves the parked state without sleeping further (timeout, signal, other event).
-/// Returns: true if a token raced in (it is consumed), false otherwise.
-inline bool park_abandon(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
-    // (P4) acquire, as (P3): a token that raced in is consumed here.
-    if (self.park.word.exchange(park_empty, std::memory_order_acquire) == park_notified)
-        return park_consumed();
-    return false;
-}
-
-} // namespace detail
-
-/// Effects: blocks the calling thread (which must own `self`) until a token arrives (unpark), the
-/// deadline passes, or a signal interrupts the wait. A token set before the call makes it return at
-/// once. Returns: ok (token consumed), timed_out, or interrupted (EINTR: the interrupt signal or
-/// another handler ran). Progress: blocking. Real-time safety: blocking by design (the safe point).
-inline status park_until(thread_ctx& self, std::chrono::steady_clock::time_point deadline) noexcept RTDEFER_BLOCKING {
-    RTDEFER_ASSERT(self.is_current(), "park_until() called on another thread's ctx");
-    if (detail::park_commit(self))
-        return status::ok;
-    const bool timed = deadline != std::chrono::steady_clock::time_point::max();
-    const timespec abs = detail::to_timespec(deadline);
-    for (;;) {
-        const int rc = detail::futex_wait(self.park.word, detail::park_parked, timed ? &abs : nullptr);
-        if (detail::park_try_consume(self))
-            return status::ok;
-        if (rc == -ETIMEDOUT || rc == -EINTR)
-            return detail::park_abandon(self) ? status::ok
-                   : rc == -ETIMEDOUT         ? status::timed_out
-                                              : status::interrupted;
-        // 0 (woken for someone else / spurious) or -EAGAIN (word changed): re-check and wait again.
-        if (timed && std::chrono::steady_clock::now() >= deadline)
-            return detail::park_abandon(self) ? status::ok : status::timed_out;
-    }
-}
-
-/// Effects, returns: as park_until() with no deadline (ok or interrupted).
-inline status park(thread_ctx& self) noexcept RTDEFER_BLOCKING {
-    return park_until(self, std::chrono::steady_clock::time_point::max());
-}
-
-// ---------------------------------------------------------------------------------------------
-// rt_thread
-// ---------------------------------------------------------------------------------------------
-
-enum class sched_policy { other, fifo, rr };
-
-[[nodiscard]] constexpr const char* to_string(sched_policy p) noexcept {
-    return p == sched_policy::fifo ? "SCHED_FIFO" : p == sched_policy::rr ? "SCHED_RR" : "SCHED_OTHER";
-}
-
-struct rt_thread_options {
-    std::string name;                          ///< thread name (truncated to 15 characters)
-    sched_policy policy = sched_policy::fifo;  ///< requested policy
-    int priority = 10;                         ///< 1..99 for fifo/rr; ignored for other
-    int cpu = -1;                              ///< pin to this CPU; -1: no pinning
-    bool lock_memory = false;                  ///< mlockall as RLIMIT_MEMLOCK allows (process-wide)
-    bool require_rt = false;                   ///< throw instead of falling back to SCHED_OTHER
-};
-
-/// What the thread actually got.
-struct sched_report {
-    sched_policy requested = sched_policy::other;
-    sched_policy actual = sched_policy::other;
-    int priority = 0;        ///< actual priority (0 for SCHED_OTHER)
-    int requested_priority = 0; ///< the priority asked for
-    int error = 0;           ///< 0, or the errno that made it fall back (EPERM)
-    int mlock_error = 0;     ///< 0, or the errno of a failed mlockall
-    memlock_result memory;   ///< with lock_memory: what was decided and locked (describe() says why)
-    [[nodiscard]] bool degraded() const noexcept { return requested != actual; }
-    /// Returns: what the thread got, e.g. "SCHED_FIFO 50" or "SCHED_OTHER (SCHED_FIFO 50 refused:
-    /// Operation not permitted)". For headers and reports: print this, not the request.
-    /// Progress: blocking (allocates). Real-time safety: setup and reporting paths only.
-    [[nodiscard]] std::string describe() const {
-        std::string s = to_string(actual);
-        if (actual != sched_policy::other)
-            s += " " + std::to_string(priority);
-        if (degraded())
-            s += std::string(" (") + to_string(requested) + " " + std::to_string(requested_priority) +
-                 " refused: " + std::strerror(error) + ")";
-        return s;
-    }
-};
-
-namespace detail {
-
-inline int to_native(sched_policy p) noexcept {
-    return p == sched_policy::fifo ? SCHED_FIFO : p == sched_policy::rr ? SCHED_RR : SCHED_OTHER;
-}
-
-struct rt_start_block {
-    std::function<void(thread_ctx&)> fn;
-    std::string name;
-    bool lock_memory = false;
-    memlock_result memory;
-    thread_ref creator_ref; // taken by the child for the creator, before the child can exit
-    std::atomic<thread_ctx*> ctx{nullptr};
-};
-
-inline void* rt_trampoline(void* arg) {
-    auto* sb = static_cast<rt_start_block*>(arg);
-    thread_ctx& self = attach_this_thread();
-    if (!sb->name.empty())
-        ::pthread_setname_np(::pthread_self(), sb->name.substr(0, 15).c_str());
-    // Sized against RLIMIT_MEMLOCK: an unconditional MCL_FUTURE would make the next thread's
-    // stack mapping fail (EAGAIN) under the unprivileged default limit.
-    if (sb->lock_memory)
-        sb->memory = detail::lock_process_memory();
-    auto fn = std::move(sb->fn);
-    // The creator's reference is taken here, not after the handshake: a short fn could otherwise
-    // finish and drop the thread's own (last) reference before the creator got one.
-    sb->creator_ref = thread_ref(self);
-    // release: pairs with the acquire wait in rt_thread's constructor; the ctx and the memlock
-    // result are published together. After this store the start block belongs to the creator again.
-    sb->ctx.store(&self, std::memory_order_release);
-    sb->ctx.notify_one();
-    try {
-        fn(self);
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "rtdefer: rt_thread: uncaught exception: %s\n", e.what());
-        std::terminate();
-    }
-    detach_this_thread();
-    return nullptr;
-}
-
-} // namespace detail
-
-/// A joinable pthread with real-time attributes, attached before its function runs.
-class rt_thread {
-public:
-    rt_thread() noexcept = default;
-
-    /// Effects: starts a thread running `fn(self)` (or `fn()`), with the requested name, policy,
-    /// priority, CPU and memory locking. If SCHED_FIFO/RR is refused (EPERM) it falls back to
-    /// SCHED_OTHER and records that in sched_status(), unless opts.require_rt.
-    /// Throws: std::system_error (EPERM with require_rt; EINVAL for a bad priority or CPU; EAGAIN).
-    /// Progress: blocking until the thread is attached. Real-time safety: setup path (allocates).
-    template <class F>
-    rt_thread(rt_thread_options opts, F&& fn) {
-        auto sb = std::make_unique<detail::rt_start_block>();
-        if constexpr (std::is_invocable_v<F&, thread_ctx&>)
-            sb->fn = std::forward<F>(fn);
-        else
-            sb->fn = [f = std::forward<F>(fn)](thread_ctx&) mutable { f(); };
-        sb->name = opts.name;
-        sb->lock_memory = opts.lock_memory;
-        report_.requested = opts.policy;
-        report_.requested_priority = opts.policy == sched_policy::other ? 0 : opts.priority;
-
-        int rc = create(opts, opts.policy, sb.get());
-        if (rc == EPERM && opts.policy != sched_policy::other) {
-            if (opts.require_rt)
-                throw std::system_error(EPERM, std::generic_category(),
-                                        "rtdefer::rt_thread '" + opts.name + "': " + to_string(opts.policy) +
-                                            " priority " + std::to_string(opts.priority) +
-                                            " refused; run as root or grant CAP_SYS_NICE / RLIMIT_RTPRIO");
-            report_.error = EPERM;
-            rc = create(opts, sched_policy::other, sb.get());
-        }
-        if (rc != 0)
-            throw std::system_error(rc, std::generic_category(),
-                                    "rtdefer::rt_thread '" + opts.name + "': pthread_create");
-        // acquire: pairs with the release store in rt_trampoline().
-        while (sb->ctx.load(std::memory_order_acquire) == nullptr)
-            sb->ctx.wait(nullptr, std::memory_order_acquire);
-        ref_ = std::move(sb->creator_ref);
-        report_.memory = sb->memory;
-        report_.mlock_error = sb->memory.error;
-        start_ = std::move(sb);
-    }
-
-    rt_thread(rt_thread&& o) noexcept
-        : handle_(o.handle_), joinable_(std::exchange(o.joinable_, false)), ref_(std::move(o.ref_)),
-          report_(o.report_), start_(std::move(o.start_)) {}
-    rt_thread& operator=(rt_thread&& o) noexcept {
-        if (this != &o) {
-            join();
-            handle_ = o.handle_;
-            joinable_ = std::exchange(o.joinable_, false);
-            ref_ = std::move(o.ref_);
-            report_ = o.report_;
-            start_ = std::move(o.start_);
-        }
-        return *this;
-    }
-    ~rt_thread() { join(); }
-
-    /// Effects: waits for the thread to finish (no-op if not joinable).
-    void join() noexcept {
-        if (joinable_) {
-            ::pthread_join(handle_, nullptr);
-            joinable_ = false;
-        }
-    }
-    [[nodiscard]] bool joinable() const noexcept { return joinable_; }
-
-    /// Returns: the thread's ctx (stays valid while this object lives, even after the thread exits).
-    [[nodiscard]] thread_ctx& ctx() const noexcept { return *ref_; }
-    [[nodiscard]] thread_ref ref() const noexcept { return ref_; }
-    [[nodiscard]] pid_t tid() const noexcept { return ref_ ? ref_->tid : 0; }
-    [[nodiscard]] pthread_t native_handle() const noexcept { return handle_; }
-    /// Returns: the scheduling the thread got (policy, priority, the errno of a fallback).
-    [[nodiscard]] const sched_report& sched_status() const noexcept { return report_; }
-
-private:
-    int create(const rt_thread_options& opts, sched_policy policy, detail::rt_start_block* sb) {
-        pthread_attr_t attr;
-        ::pthread_attr_init(&attr);
-        struct attr_guard {
-            pthread_attr_t* a;
-            ~attr_guard() { ::pthread_attr_destroy(a); }
-        } guard{&attr};
-        if (policy != sched_policy::other) {
-            ::pthread_attr_setinheritsched(&attr, PTHREAD_EXPLICIT_SCHED);
-            if (::pthread_attr_setschedpolicy(&attr, detail::to_native(policy)) != 0)
-                return EINVAL;
-            sched_param sp{};
-            sp.sched_priority = opts.priority;
-            if (::pthread_attr_setschedparam(&attr, &sp) != 0)
-                return EINVAL;
-        } else {
-            // Explicit SCHED_OTHER: do not inherit a real-time policy from the creator.
-            ::pthread_attr_setinheritsched(&attr, PTHREAD_EXPLICIT_SCHED);
-            ::pthread_attr_setschedpolicy(&attr, SCHED_OTHER);
-            sched_param sp{};
-            ::pthread_attr_setschedparam(&attr, &sp);
-        }
-        if (opts.cpu >= 0) {
-            if (opts.cpu >= CPU_SETSIZE)
-                return EINVAL;
-            cpu_set_t set;
-            CPU_ZERO(&set);
-            CPU_SET(opts.cpu, &set);
-            if (::pthread_attr_setaffinity_np(&attr, sizeof(set), &set) != 0)
-                return EINVAL;
-        }
-        const int rc = ::pthread_create(&handle_, &attr, &detail::rt_trampoline, sb);
-        if (rc == 0) {
-            joinable_ = true;
-            report_.actual = policy;
-            report_.priority = policy == sched_policy::other ? 0 : opts.priority;
-        }
-        return rc;
-    }
-
-    pthread_t handle_{};
-    bool joinable_ = false;
-    thread_ref ref_;
-    sched_report report_;
-    std::unique_ptr<detail::rt_start_block> start_;
-};
-
-/// Returns: whether this process may create SCHED_FIFO threads (probed once by creating one).
-/// For tests and examples that skip with a message where real-time scheduling is refused.
-[[nodiscard]] inline bool rt_scheduling_permitted() noexcept {
-    static const bool permitted = [] {
-        pthread_attr_t attr;
-        ::pthread_attr_init(&attr);
-        ::pthread_attr_setinheritsched(&attr, PTHREAD_EXPLICIT_SCHED);
-        ::pthread_attr_setschedpolicy(&attr, SCHED_FIFO);
-        sched_param sp{};
-        sp.sched_priority = 1;
-        ::pthread_attr_setschedparam(&attr, &sp);
-        pthread_t t;
-        const int rc = ::pthread_create(&t, &attr, [](void*) -> void* { return nullptr; }, nullptr);
-        ::pthread_attr_destroy(&attr);
-        if (rc == 0)
-            ::pthread_join(t, nullptr);
-        return rc == 0;
-    }();
-    return permitted;
 }
 
 } // namespace rtdefer

@@ -47,6 +47,8 @@
 #include <rtdefer/detail/expiry_lock_state.hpp>
 #include <rtdefer/detail/intrusive_heap.hpp>
 #include <rtdefer/expiry_lock.hpp>
+#include <rtdefer/park.hpp>
+#include <rtdefer/rt_thread.hpp>
 #include <rtdefer/status.hpp>
 #include <rtdefer/thread.hpp>
 

@@ -44,6 +44,7 @@
 
 #include <rtdefer/config.hpp>
 #include <rtdefer/detail/uring_setup.hpp>
+#include <rtdefer/park.hpp>
 #include <rtdefer/status.hpp>
 #include <rtdefer/task_work.hpp>
 #include <rtdefer/thread.hpp>

@@ -5,6 +5,7 @@
 #include <rtdefer/rtdefer.hpp>
 #else
 #include <rtdefer/llist.hpp>
+#include <rtdefer/rt_thread.hpp>
 #include <rtdefer/status.hpp>
 #include <rtdefer/thread.hpp>
 #endif

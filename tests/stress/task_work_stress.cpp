@@ -4,6 +4,7 @@
 //   - nothing is still queued at the end (0 leaked), runs per producer are in FIFO order.
 // Work is scaled by RTDEFER_STRESS_SCALE (sanitizer configurations lower it).
 #include <rtdefer/interrupt.hpp>
+#include <rtdefer/park.hpp>
 #include <rtdefer/task_work.hpp>
 #include <rtdefer/thread.hpp>
 

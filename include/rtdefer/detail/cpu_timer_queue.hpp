@@ -14,6 +14,7 @@
 #include <rtdefer/detail/syscall.hpp>
 #include <rtdefer/expiry_lock.hpp>
 #include <rtdefer/interrupt.hpp>
+#include <rtdefer/park.hpp>
 #include <rtdefer/status.hpp>
 #include <rtdefer/task_work.hpp>
 #include <rtdefer/thread.hpp>

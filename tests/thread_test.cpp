@@ -45,8 +45,8 @@ void late_hook(thread_ctx& ctx) noexcept {
     late_hook_seen.store(hook_sequence.fetch_add(1), std::memory_order_relaxed);
 }
 // Registered late-first to show that order, not registration order, decides.
-const bool late_registered = detail::register_exit_hook(&late_hook, 90);
-const bool early_registered = detail::register_exit_hook(&early_hook, -90);
+const bool late_registered = detail::register_exit_hook(&late_hook, detail::exit_order::last);
+const bool early_registered = detail::register_exit_hook(&early_hook, detail::exit_order::first);
 
 } // namespace
 

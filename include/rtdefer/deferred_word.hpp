@@ -253,8 +253,8 @@ inline void ct_thread_exit(thread_ctx& self) noexcept {
         ct_run_local(self, work | ipi);
 }
 
-// Before task_work's hook (10): a callback that queues task_work on its own thread still gets it run.
-inline const bool ct_exit_registered = register_exit_hook(&ct_thread_exit, 5);
+// Before task_work's hook (exit_order): a callback that queues task_work on its own thread still gets it run.
+inline const bool ct_exit_registered = register_exit_hook(&ct_thread_exit, exit_order::deferred_word);
 
 /// Validates a request. Returns ok or invalid_argument (empty, out of range, or unbound bits).
 inline status ct_check_work(unsigned work) noexcept RTDEFER_NONBLOCKING {

@@ -181,7 +181,7 @@ inline void expiry_lock_exit(thread_ctx& self) noexcept {
     }
 }
 
-inline const bool expiry_lock_exit_registered = register_exit_hook(&expiry_lock_exit, 50);
+inline const bool expiry_lock_exit_registered = register_exit_hook(&expiry_lock_exit, exit_order::expiry_lock);
 
 [[gnu::cold, gnu::noinline]] inline void expiry_lock_failed(int rc) noexcept {
     std::fprintf(stderr, "rtdefer: expiry lock: pthread_mutex error %d\n", rc);

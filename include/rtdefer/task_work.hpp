@@ -549,9 +549,9 @@ inline void task_work_exit(thread_ctx& self) noexcept {
 
 } // namespace detail
 
-/// Registers the exit hook. Order 10: early, as exit_task_work() is in do_exit(); hooks with a
+/// Registers the exit hook, early (exit_order), as exit_task_work() is in do_exit(); hooks with a
 /// higher order that queue task_work on the exiting thread get status::exited.
-inline const bool task_work_exit_registered = detail::register_exit_hook(&detail::task_work_exit, 10);
+inline const bool task_work_exit_registered = detail::register_exit_hook(&detail::task_work_exit, detail::exit_order::task_work);
 
 } // namespace rtdefer
 

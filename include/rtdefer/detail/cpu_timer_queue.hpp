@@ -305,7 +305,7 @@ inline int cpu_timer_queue::create_kernel_timer(pid_t tid, cpu_timer_policy p) n
     return rc == 0 ? id : static_cast<int>(rc);
 }
 
-/// Exit: disarm everything, delete the kernel timer (order 8: before task_work's drain at 10, so a
+/// Exit: disarm everything, delete the kernel timer (exit_order::cpu_timer: before task_work's drain, so a
 /// queued pass finds nothing to run).
 inline void cpu_timer_queue::on_exit(thread_ctx& self) noexcept {
     cpu_timer_state& s = st(self);
@@ -353,7 +353,7 @@ inline void cpu_timer_queue::on_fork_child() noexcept {
     q.ktimer = create_kernel_timer(gettid(), q.policy);
 }
 
-inline const bool cpu_timer_exit_registered = register_exit_hook(&cpu_timer_queue::on_exit, 8);
+inline const bool cpu_timer_exit_registered = register_exit_hook(&cpu_timer_queue::on_exit, exit_order::cpu_timer);
 
 } // namespace detail
 

@@ -379,7 +379,7 @@ inline std::uint32_t irq_work_claim(irq_work& w) noexcept RTDEFER_NONBLOCKING {
 [[gnu::noinline]] inline void irq_work_wake_worker(irq_work_cpu& pc) noexcept RTDEFER_NONBLOCKING {
     // relaxed: statistics.
     pc.lazy_raises.fetch_add(1, std::memory_order_relaxed);
-    // unpark's release exchange (P2) orders our llist add before the worker's token consumption;
+    // unpark's release exchange (PK2) orders our llist add before the worker's token consumption;
     // futex_wake only if the worker sleeps.
     (void)unpark(*pc.worker);
 }

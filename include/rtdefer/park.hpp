@@ -38,16 +38,16 @@ inline bool unpark(thread_ctx& target) noexcept RTDEFER_NONBLOCKING {
     auto& word = target.park.word;
     // Cheap test first: a token already waiting makes this wake redundant, and a plain load keeps
     // the line shared instead of bouncing it. This is a store→load (Dekker) pair against the owner:
-    //   waker: publish work; (F1) fence; load word == NOTIFIED → skip
-    //   owner: consume token (RMW on word); (F2) fence; load work
-    // (F1) seq_cst fence: pairs with (F2) in park_until(). Without the pair, both loads could read
-    // the old values (ARM, the C++ model): the waker skips, the owner misses the work and sleeps.
+    //   waker: publish work; (PK5) fence; load word == NOTIFIED → skip
+    //   owner: consume token (RMW on word); (PK6) fence; load work
+    // (PK5) seq_cst fence: pairs with (PK6) in park_consumed(). Without the pair, both loads could
+    // read the old values (ARM, the C++ model): the waker skips, the owner misses the work and sleeps.
     // With it, if our load saw the token before the owner consumed it, the owner sees our work.
     detail::full_fence();
-    // relaxed: ordered by (F1); a stale NOTIFIED is covered by the argument above.
+    // relaxed: ordered by (PK5); a stale NOTIFIED is covered by the argument above.
     if (word.load(std::memory_order_relaxed) == detail::park_notified)
         return false;
-    // (P2) release: everything the waker wrote (the work) happens-before the owner's acquire (P1)/(P3)
+    // (PK2) release: everything the waker wrote (the work) happens-before the owner's acquire (PK1)/(PK3)
     // that consumes this token. acquire: if we see PARKED we must see the owner's commit to sleep.
     if (word.exchange(detail::park_notified, std::memory_order_acq_rel) != detail::park_parked)
         return false;
@@ -61,10 +61,10 @@ namespace detail {
 
 // The halves of park_until(), for waits that are not a plain futex_wait (the io_uring loop waits
 // on the park word with an in-ring FUTEX_WAIT). Every token consumption returns through
-// park_consumed(), so (F2) is on each path.
+// park_consumed(), so (PK6) is on each path.
 
-/// (F2) seq_cst fence: orders a token's consumption before the caller's next look at its work.
-/// Pairs with (F1) in unpark().
+/// (PK6) seq_cst fence: orders a token's consumption before the caller's next look at its work.
+/// Pairs with (PK5) in unpark().
 inline bool park_consumed() noexcept RTDEFER_NONBLOCKING {
     full_fence();
     return true;
@@ -74,7 +74,7 @@ inline bool park_consumed() noexcept RTDEFER_NONBLOCKING {
 /// an unpark after this sees PARKED and makes the futex_wake.
 /// Returns: true if a token was consumed (do not sleep), false if the word is now PARKED.
 inline bool park_commit(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
-    // (P1) acquire: NOTIFIED→EMPTY consumes a token and pairs with release (P2) in unpark().
+    // (PK1) acquire: NOTIFIED→EMPTY consumes a token and pairs with release (PK2) in unpark().
     if (self.park.word.fetch_sub(1, std::memory_order_acquire) == park_notified)
         return park_consumed();
     return false;
@@ -83,7 +83,7 @@ inline bool park_commit(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
 /// Effects: after a wait on PARKED returned: consumes the token if one arrived (NOTIFIED→EMPTY).
 /// Returns: true if consumed; false if the word is still PARKED (spurious wake, keep waiting).
 inline bool park_try_consume(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
-    // (P3) acquire: pairs with (P2); a successful NOTIFIED→EMPTY consumes the token.
+    // (PK3) acquire: pairs with (PK2); a successful NOTIFIED→EMPTY consumes the token.
     std::uint32_t expected = park_notified;
     if (self.park.word.compare_exchange_strong(expected, park_empty, std::memory_order_acquire,
                                                std::memory_order_relaxed))
@@ -94,7 +94,7 @@ inline bool park_try_consume(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
 /// Effects: leaves the parked state without sleeping further (timeout, signal, other event).
 /// Returns: true if a token raced in (it is consumed), false otherwise.
 inline bool park_abandon(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
-    // (P4) acquire, as (P3): a token that raced in is consumed here.
+    // (PK4) acquire, as (PK3): a token that raced in is consumed here.
     if (self.park.word.exchange(park_empty, std::memory_order_acquire) == park_notified)
         return park_consumed();
     return false;

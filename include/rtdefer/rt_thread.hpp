@@ -99,8 +99,8 @@ inline void* rt_trampoline(void* arg) {
     // The creator's reference is taken here, not after the handshake: a short fn could otherwise
     // finish and drop the thread's own (last) reference before the creator got one.
     sb->creator_ref = thread_ref(self);
-    // release: pairs with the acquire wait in rt_thread's constructor; the ctx and the memlock
-    // result are published together. After this store the start block belongs to the creator again.
+    // (RT1) release: pairs with the acquire wait (RT2) in rt_thread's constructor; the ctx and the
+    // memlock result are published together. After this store the start block is the creator's again.
     sb->ctx.store(&self, std::memory_order_release);
     sb->ctx.notify_one();
     try {
@@ -150,7 +150,7 @@ public:
         if (rc != 0)
             throw std::system_error(rc, std::generic_category(),
                                     "rtdefer::rt_thread '" + opts.name + "': pthread_create");
-        // acquire: pairs with the release store in rt_trampoline().
+        // (RT2) acquire: pairs with the release store (RT1) in rt_trampoline().
         while (sb->ctx.load(std::memory_order_acquire) == nullptr)
             sb->ctx.wait(nullptr, std::memory_order_acquire);
         ref_ = std::move(sb->creator_ref);

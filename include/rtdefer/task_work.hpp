@@ -337,7 +337,7 @@ inline std::size_t task_work_run(thread_ctx& self) noexcept RTDEFER_NONBLOCKING 
     // exchange (R2) sees false and notifies again. Pairs with (A3). relaxed pre-loads (and the
     // relaxed hints above): a flag we miss was set by an add whose wake is not lost: either its
     // unpark left a new token (or IPI), which brings the owner back here, or it found a token not
-    // yet consumed, and the consumption (park's fence (F2), paired with unpark's (F1)) orders the
+    // yet consumed, and the consumption (park's fence (PK6), paired with unpark's (PK5)) orders the
     // owner's next pass after the flag and the item.
     if (s.resume_pending.load(std::memory_order_relaxed))
         (void)s.resume_pending.exchange(false, std::memory_order_acq_rel);

@@ -85,14 +85,14 @@ struct thread_ctx {
     detail::cpu_timer_state cpu_timer;   ///< CPU-time timers (cpu_timer.hpp)
 
     /// Returns: true once the thread has run its exit hooks (later adds must fail).
-    /// acquire: pairs with release (T2) in detach: whoever sees `exited` sees the hooks' effects.
+    /// acquire: pairs with release (TH2) in detach: whoever sees `exited` sees the hooks' effects.
     [[nodiscard]] bool exited() const noexcept RTDEFER_NONBLOCKING {
         return life_.load(std::memory_order_acquire) == detail::life::exited;
     }
 
     /// Returns: true while the thread runs its exit hooks or after.
     [[nodiscard]] bool exiting() const noexcept RTDEFER_NONBLOCKING {
-        // acquire: as exited(); pairs with release (T1) in detach.
+        // acquire: as exited(); pairs with release (TH1) in detach.
         return life_.load(std::memory_order_acquire) != detail::life::alive;
     }
 
@@ -124,8 +124,8 @@ private:
 
 namespace detail {
 inline void release_ctx(thread_ctx* ctx) noexcept {
-    // (R2) acq_rel: release publishes this holder's last accesses; acquire on the final put makes
-    // every other holder's accesses happen-before the delete. Pairs with every other (R2).
+    // (TH4) acq_rel: release publishes this holder's last accesses; acquire on the final put makes
+    // every other holder's accesses happen-before the delete. Pairs with every other (TH4).
     if (ctx->refs_.fetch_sub(1, std::memory_order_acq_rel) == 1)
         delete ctx;
 }
@@ -162,7 +162,7 @@ public:
     /// adopt(). Precondition: as the constructor (the caller holds a reference, or is the thread).
     /// Returns: &ctx. Progress: wait-free (one relaxed increment). Real-time safety: yes; async-signal-safe.
     [[nodiscard]] static thread_ctx* acquire_raw(thread_ctx& ctx) noexcept RTDEFER_NONBLOCKING {
-        // (R1) relaxed, as acquire() below.
+        // (TH3) relaxed, as acquire() below.
         ctx.refs_.fetch_add(1, std::memory_order_relaxed);
         return &ctx;
     }
@@ -182,7 +182,7 @@ private:
     thread_ref(thread_ctx* ctx, adopt_tag) noexcept RTDEFER_NONBLOCKING : ctx_(ctx) {}
 
     void acquire() noexcept RTDEFER_NONBLOCKING {
-        // (R1) relaxed: a new reference is always derived from an existing one, which keeps the
+        // (TH3) relaxed: a new reference is always derived from an existing one, which keeps the
         // object alive; no ordering is needed to increment (as in std::shared_ptr / refcount_inc).
         if (ctx_ != nullptr)
             ctx_->refs_.fetch_add(1, std::memory_order_relaxed);
@@ -252,10 +252,10 @@ inline void detach_this_thread() noexcept {
     thread_ctx* ctx = detail::tls_ctx;
     if (ctx == nullptr)
         return;
-    // (T1) release: orders the thread's earlier work before `exiting`; pairs with acquire in exiting().
+    // (TH1) release: orders the thread's earlier work before `exiting`; pairs with acquire in exiting().
     ctx->life_.store(detail::life::exiting, std::memory_order_release);
     detail::run_exit_hooks(*ctx);
-    // (T2) release: the hooks' effects (e.g. task_work's exited sentinel) happen-before anyone who
+    // (TH2) release: the hooks' effects (e.g. task_work's exited sentinel) happen-before anyone who
     // reads `exited` with acquire (exited()).
     ctx->life_.store(detail::life::exited, std::memory_order_release);
     ::pthread_setspecific(detail::exit_key(), nullptr);

@@ -18,6 +18,8 @@
 #include "harness/baseline.hpp"
 #include "harness/report.hpp"
 
+#include <rtdefer/park.hpp>
+#include <rtdefer/rt_thread.hpp>
 #include <rtdefer/timer.hpp>
 
 #include <chrono>

@@ -25,6 +25,8 @@
 #include "harness/report.hpp"
 
 #include <rtdefer/irq_work.hpp>
+#include <rtdefer/park.hpp>
+#include <rtdefer/rt_thread.hpp>
 
 #include <boost/lockfree/queue.hpp>
 

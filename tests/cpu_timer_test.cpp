@@ -3,6 +3,8 @@
 // forked child starts idle; the sleep guard keeps the wall timer off a park; the per-cycle budget;
 // priority inversion for real (canceller FIFO high, owner FIFO low, one CPU): judged by event order.
 #include <rtdefer/cpu_timer.hpp>
+#include <rtdefer/park.hpp>
+#include <rtdefer/rt_thread.hpp>
 
 #include "test_util.hpp"
 

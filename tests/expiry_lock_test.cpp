@@ -2,6 +2,7 @@
 // policy, would_deadlock, the drop-and-retake between callbacks, and expirer exit vs waiters.
 #include <rtdefer/detail/syscall.hpp>
 #include <rtdefer/expiry_lock.hpp>
+#include <rtdefer/rt_thread.hpp>
 
 #include "observed_policy.hpp"
 #include "test_util.hpp"

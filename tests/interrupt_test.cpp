@@ -1,6 +1,7 @@
 // Unit tests for rtdefer/interrupt.hpp: installation statuses, hooks running in signal context on
 // the target thread, EINTR of blocking syscalls, statistics, and sending to an exited thread.
 #include <rtdefer/interrupt.hpp>
+#include <rtdefer/rt_thread.hpp>
 
 #include "test_util.hpp"
 

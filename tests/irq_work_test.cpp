@@ -7,6 +7,7 @@
 #include "test_util.hpp"
 
 #include <rtdefer/irq_work.hpp>
+#include <rtdefer/rt_thread.hpp>
 
 #include <atomic>
 #include <chrono>

@@ -1,6 +1,8 @@
 // Unit tests for rtdefer/timer.hpp: arm/cancel/cancel_sync results, periodic timers, re-arm from a
 // callback, self-cancel, 10^5 armed timers, the expiry thread, cancel racing expiry (free right after
 // cancel_sync: ASan/TSan), and priority inversion for real under SCHED_FIFO.
+#include <rtdefer/park.hpp>
+#include <rtdefer/rt_thread.hpp>
 #include <rtdefer/timer.hpp>
 
 #include "observed_policy.hpp"

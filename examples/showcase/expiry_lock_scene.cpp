@@ -8,6 +8,8 @@
 #include "harness/latency.hpp"
 #include "harness/report.hpp"
 
+#include <rtdefer/park.hpp>
+#include <rtdefer/rt_thread.hpp>
 #include <rtdefer/timer.hpp>
 
 #include <algorithm>

@@ -9,6 +9,7 @@
 #include "harness/report.hpp"
 
 #include <rtdefer/irq_work.hpp>
+#include <rtdefer/rt_thread.hpp>
 
 #include <algorithm>
 #include <atomic>

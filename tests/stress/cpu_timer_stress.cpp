@@ -3,6 +3,8 @@
 // Every round is counted: removed ⇔ the callback never ran; waited/idle ⇔ it ran exactly once.
 // 0 lost, 0 duplicated.
 #include <rtdefer/cpu_timer.hpp>
+#include <rtdefer/park.hpp>
+#include <rtdefer/rt_thread.hpp>
 
 #include "test_util.hpp"
 

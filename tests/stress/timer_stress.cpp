@@ -2,6 +2,7 @@
 // armed (arm returned ok) == ran + removed (by cancel/cancel_sync from owners and from callbacks);
 // 0 lost, 0 duplicated. No callback runs after cancel_sync returned; timers freed right after
 // cancel_sync are never touched again (ASan). Work scales with RTDEFER_STRESS_SCALE.
+#include <rtdefer/rt_thread.hpp>
 #include <rtdefer/timer.hpp>
 
 #include "../test_util.hpp"

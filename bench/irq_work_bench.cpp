@@ -382,7 +382,7 @@ int main(int argc, char** argv) {
     std::printf("\nenqueue cost on a SCHED_FIFO %d producer (CPU %d -> consumer on CPU %d):\n", producer_priority, cpu_a,
                 cpu_b);
     const rtdefer::irq_work_stats s0 = dom.stats(cpu_b);
-    auto worker_wakes = [&] { return worker_b.park.futex_wakes.load(std::memory_order_relaxed); };
+    auto worker_wakes = [&] { return rtdefer::park_futex_wakes(worker_b); };
     enqueue_run rt_normal = measure_enqueue("rtdefer irq_work_queue_on", normal_pool, rounds, burst, gap, cpu_a,
                                             queue_b, worker_wakes);
     rep.add(rt_normal.lat);
@@ -447,16 +447,16 @@ int main(int argc, char** argv) {
         const std::size_t n_rounds = std::max<std::size_t>(opts.pick<std::size_t>(20000, 1000) / b, 10);
         wake_row row{b, 0, 0, 0, 0};
         {
-            const std::uint64_t w0 = worker_b.park.futex_wakes.load(std::memory_order_relaxed);
+            const std::uint64_t w0 = rtdefer::park_futex_wakes(worker_b);
             auto r = measure_enqueue("w", normal_pool, n_rounds, b, gap, cpu_a, queue_b);
-            const std::uint64_t w1 = worker_b.park.futex_wakes.load(std::memory_order_relaxed);
+            const std::uint64_t w1 = rtdefer::park_futex_wakes(worker_b);
             row.rt = 1000.0 * static_cast<double>(w1 - w0) / static_cast<double>(r.enqueued);
         }
         {
-            const std::uint64_t w0 = worker_b.park.futex_wakes.load(std::memory_order_relaxed);
+            const std::uint64_t w0 = rtdefer::park_futex_wakes(worker_b);
             const std::uint64_t t0 = dom.stats(cpu_b).tick_restarts;
             auto r = measure_enqueue("w", lazy_pool, n_rounds, b, gap, cpu_a, queue_b);
-            const std::uint64_t w1 = worker_b.park.futex_wakes.load(std::memory_order_relaxed);
+            const std::uint64_t w1 = rtdefer::park_futex_wakes(worker_b);
             const std::uint64_t t1 = dom.stats(cpu_b).tick_restarts;
             row.rt_lazy = 1000.0 * static_cast<double>(w1 - w0) / static_cast<double>(r.enqueued);
             // The only wakes a LAZY add may make are nohz tick restarts (the tick had stopped after
@@ -501,10 +501,10 @@ int main(int argc, char** argv) {
         "rtdefer normal -> asleep worker", "from just before irq_work_queue_on() to the callback running on the worker",
         normal_pool, e2r_samples, std::chrono::microseconds(100), cpu_a,
         [&](bench_item& it) noexcept {
-            const std::uint64_t w0 = worker_b.park.futex_wakes.load(std::memory_order_relaxed);
+            const std::uint64_t w0 = rtdefer::park_futex_wakes(worker_b);
             const bool ok = queue_b(it);
             // Counts only if this enqueue really woke a sleeping worker (the futex path).
-            return ok && worker_b.park.futex_wakes.load(std::memory_order_relaxed) != w0;
+            return ok && rtdefer::park_futex_wakes(worker_b) != w0;
         },
         &timeouts);
     rep.add(e2r_lazy);

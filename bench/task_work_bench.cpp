@@ -227,7 +227,7 @@ latency_result measure_add_to_run(const baseline_config& c, std::size_t samples,
             }
             std::this_thread::sleep_for(c.gap); // let the owner reach futex_wait
             // relaxed: a statistic of the owner's park word; read around our own add.
-            const std::uint64_t wakes0 = t.park.futex_wakes.load(std::memory_order_relaxed);
+            const std::uint64_t wakes0 = rtdefer::park_futex_wakes(t);
             const std::uint64_t t0 = bench_clock::now();
             if (rtdefer::task_work_add(t, item, rtdefer::notify::resume) != rtdefer::status::ok) {
                 ++bad;
@@ -238,7 +238,7 @@ latency_result measure_add_to_run(const baseline_config& c, std::size_t samples,
                 break;
             }
             const std::uint64_t t2 = item.stamp.load(std::memory_order_relaxed); // ordered by the acquire above
-            const bool woke = t.park.futex_wakes.load(std::memory_order_relaxed) != wakes0;
+            const bool woke = rtdefer::park_futex_wakes(t) != wakes0;
             if (!woke) {
                 ++not_parked;
                 continue;

@@ -95,7 +95,7 @@ latency_result measure_add_to_run(const baseline_config& c, std::size_t samples,
             }
             std::this_thread::sleep_for(c.gap); // let the owner reach its wait
             // relaxed: a statistic of the owner's park word, read around our own add.
-            const std::uint64_t wakes0 = t.park.futex_wakes.load(std::memory_order_relaxed);
+            const std::uint64_t wakes0 = rtdefer::park_futex_wakes(t);
             const std::uint64_t t0 = bench_clock::now();
             (void)rtdefer::task_work_add(t, item, rtdefer::notify::resume);
             if (!baseline_detail::spin_until([&] { return item.runs.load(std::memory_order_acquire) >= k; })) {
@@ -103,7 +103,7 @@ latency_result measure_add_to_run(const baseline_config& c, std::size_t samples,
                 break;
             }
             const std::uint64_t t2 = item.stamp.load(std::memory_order_relaxed);
-            if (t.park.futex_wakes.load(std::memory_order_relaxed) == wakes0) {
+            if (rtdefer::park_futex_wakes(t) == wakes0) {
                 ++not_parked; // the owner was not asleep yet: no wake was measured
                 continue;
             }
@@ -298,7 +298,7 @@ echo_figure measure_echo(const baseline_config& c, double seconds, loop_kind kin
         });
 
     // relaxed: statistics of the loop's park word.
-    const std::uint64_t wakes0 = t.park.futex_wakes.load(std::memory_order_relaxed);
+    const std::uint64_t wakes0 = rtdefer::park_futex_wakes(t);
     auto h = std::make_shared<histogram>();
     std::uint64_t trips = 0;
     bool client_ok = loop_ok;
@@ -323,7 +323,7 @@ echo_figure measure_echo(const baseline_config& c, double seconds, loop_kind kin
             ++trips;
         }
     });
-    const std::uint64_t wakes1 = t.park.futex_wakes.load(std::memory_order_relaxed);
+    const std::uint64_t wakes1 = rtdefer::park_futex_wakes(t);
     stop_producer.store(true, std::memory_order_release);
     if (producer.joinable())
         producer.join();

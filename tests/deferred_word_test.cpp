@@ -154,9 +154,9 @@ TEST_CASE("ct_set_work refuses a thread outside an isolated section and changes 
     setup();
     reset_counters();
     thread_ctx& self = attach_this_thread();
-    const std::uint32_t before = self.ct.word.load();
+    const std::uint32_t before = detail::ctx_access::ct(self).word.load();
     with_thread([&](thread_ctx&) { CHECK(ct_set_work(self, A) == status::not_accepting); });
-    CHECK(self.ct.word.load() == before);
+    CHECK(detail::ctx_access::ct(self).word.load() == before);
     CHECK_FALSE(ct_isolated(self));
     CHECK(runs_a.load() == 0);
 }
@@ -208,8 +208,8 @@ TEST_CASE("ct_set_work_or_ipi interrupts a thread that is not isolated; the hand
     wait_until([&] { return runs_a.load(std::memory_order_acquire) == 1; });
     CHECK(a_ran_on.load() == &tgt);
     CHECK(a_in_interrupt.load() == 1);
-    wait_until([&] { return (tgt.ct.word.load() & detail::ct_inflight) == 0; });
-    CHECK(tgt.ct.word.load() == detail::ct_disabled); // acknowledged and drained
+    wait_until([&] { return (detail::ctx_access::ct(tgt).word.load() & detail::ct_inflight) == 0; });
+    CHECK(detail::ctx_access::ct(tgt).word.load() == detail::ct_disabled); // acknowledged and drained
     stop.store(true, std::memory_order_release);
     t.join();
     CHECK(runs_a.load() == 1);
@@ -240,7 +240,7 @@ TEST_CASE("work requested from inside a callback runs after it, never nested") {
     CHECK(runs_b.load() == 1);
     CHECK(max_depth.load() == 1);
     CHECK(b_in_interrupt.load() == 0);
-    CHECK(self.ct.word.load() == detail::ct_disabled);
+    CHECK(detail::ctx_access::ct(self).word.load() == detail::ct_disabled);
 }
 
 TEST_CASE("enter is refused while an interrupt is in flight, yet runs the work; the signal never lands inside a section") {
@@ -260,23 +260,23 @@ TEST_CASE("enter is refused while an interrupt is in flight, yet runs the work; 
         first = ct_isolation_enter(self); // INFLIGHT is set: must refuse, but runs A and B here
         a_at_refusal = runs_a.load();
         b_at_refusal = runs_b.load();
-        word_at_refusal = self.ct.word.load();
+        word_at_refusal = detail::ctx_access::ct(self).word.load();
         const std::uint64_t irq0 = interrupts_received(self);
         mask_interrupt(false);            // the pending signal is delivered here
         irq_at_unmask = interrupts_received(self) - irq0;
-        word_after_signal = self.ct.word.load();
+        word_after_signal = detail::ctx_access::ct(self).word.load();
         second = ct_isolation_enter(self);
         const std::uint64_t before = interrupts_received(self);
         if (second == status::ok) {
             ct_isolation_exit(self);
             irq_inside = interrupts_received(self) - before;
         }
-        refused = self.ct.enter_refused.load(); // the ctx is freed when this thread exits
+        refused = detail::ctx_access::ct(self).enter_refused.load(); // the ctx is freed when this thread exits
     });
     wait_until([&] { return target.load(std::memory_order_acquire) != nullptr; });
     thread_ctx& tgt = *target.load();
     CHECK(ct_set_work_or_ipi(tgt, A) == status::ok);
-    CHECK((tgt.ct.word.load() & detail::ct_inflight) != 0);
+    CHECK((detail::ctx_access::ct(tgt).word.load() & detail::ct_inflight) != 0);
     CHECK(ct_set_work_or_ipi(tgt, B) == status::ok); // coalesced onto the same signal
     phase.store(1, std::memory_order_release);
     t.join();
@@ -309,7 +309,7 @@ TEST_CASE("an interrupt that arrives during a run is left to the run's drain (no
         CHECK(ct_isolation_enter(self) == status::ok);
         keep = thread_ref(self);
         target.store(&self, std::memory_order_release);
-        wait_until([&] { return (self.ct.word.load(std::memory_order_acquire) & SPIN) != 0; });
+        wait_until([&] { return (detail::ctx_access::ct(self).word.load(std::memory_order_acquire) & SPIN) != 0; });
         ct_isolation_exit(self); // runs cb_spin, which waits for the interrupt below
     });
     wait_until([&] { return target.load(std::memory_order_acquire) != nullptr; });
@@ -431,7 +431,7 @@ TEST_CASE("a full signal queue (EAGAIN) is no_space: INFLIGHT withdrawn, the wor
         wait_until([&] { return target.load(std::memory_order_acquire) != nullptr; });
         thread_ctx& tgt = *target.load();
         const status s = ct_set_work_or_ipi(tgt, A);
-        const std::uint32_t w = tgt.ct.word.load();
+        const std::uint32_t w = detail::ctx_access::ct(tgt).word.load();
         phase.store(1, std::memory_order_release);
         t.join();
         if (s != status::no_space)
@@ -485,18 +485,18 @@ TEST_CASE("a foreign interrupt takes IPI work but leaves INFLIGHT to the deferre
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
     };
     // release: publishes like the sender's CAS (D1).
-    tgt.ct.word.fetch_or(detail::ct_inflight | (A << detail::ct_ipi_shift), std::memory_order_release);
+    detail::ctx_access::ct(tgt).word.fetch_or(detail::ct_inflight | (A << detail::ct_ipi_shift), std::memory_order_release);
     interrupt_and_wait([&] { return send_ipi(tgt, interrupt_source::task_work); },
                        [&] { return runs_a.load(std::memory_order_acquire) == 1; });
-    const std::uint32_t after_foreign = tgt.ct.word.load();
+    const std::uint32_t after_foreign = detail::ctx_access::ct(tgt).word.load();
     const int a_after_foreign = runs_a.load(std::memory_order_acquire);
     interrupt_and_wait([&] { return send_ipi(tgt); }, [] { return true; }); // untagged: not ours either
-    const std::uint32_t after_plain = tgt.ct.word.load();
+    const std::uint32_t after_plain = detail::ctx_access::ct(tgt).word.load();
     phase.store(1, std::memory_order_release);
     wait_until([&] { return phase.load(std::memory_order_acquire) == 2; });
     interrupt_and_wait([&] { return detail::ct_signal(tgt); }, // the sender's tagged send
-                       [&] { return tgt.ct.word.load() == detail::ct_disabled; });
-    const std::uint32_t after_ours = tgt.ct.word.load();
+                       [&] { return detail::ctx_access::ct(tgt).word.load() == detail::ct_disabled; });
+    const std::uint32_t after_ours = detail::ctx_access::ct(tgt).word.load();
     phase.store(3, std::memory_order_release);
     t.join();
     CHECK(a_after_foreign == 1); // the foreign interrupt ran A, in interrupt context
@@ -622,8 +622,8 @@ TEST_CASE("asynchronous cancellation at random points never aborts and never los
             if (cancel_runs.load() != accepted) {
                 std::fprintf(stderr, "round %zu: %llu accepted, %llu run; word %#x, runs deferred %llu ipi %llu local %llu\n",
                              r, (unsigned long long)accepted, (unsigned long long)cancel_runs.load(),
-                             tgt.ct.word.load(), (unsigned long long)tgt.ct.deferred_runs.load(),
-                             (unsigned long long)tgt.ct.ipi_runs.load(), (unsigned long long)tgt.ct.local_runs.load());
+                             detail::ctx_access::ct(tgt).word.load(), (unsigned long long)detail::ctx_access::ct(tgt).deferred_runs.load(),
+                             (unsigned long long)detail::ctx_access::ct(tgt).ipi_runs.load(), (unsigned long long)detail::ctx_access::ct(tgt).local_runs.load());
                 return 14;
             }
             total_accepted += accepted;

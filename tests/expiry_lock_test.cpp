@@ -55,24 +55,24 @@ TEST_SUITE("unit") {
 
 TEST_CASE("expiry_lock_state: every thread_ctx carries a priority-inheritance expiry lock") {
     thread_ctx& self = attach_this_thread();
-    CHECK(self.expiry.lock.init_error() == 0);
-    CHECK(self.expiry.lock.priority_inheritance());
-    CHECK(self.expiry.waiters.load(std::memory_order_relaxed) == 0);
-    CHECK_FALSE(self.expiry.held);
+    CHECK(detail::ctx_access::expiry(self).lock.init_error() == 0);
+    CHECK(detail::ctx_access::expiry(self).lock.priority_inheritance());
+    CHECK(detail::ctx_access::expiry(self).waiters.load(std::memory_order_relaxed) == 0);
+    CHECK_FALSE(detail::ctx_access::expiry(self).held);
     // The lock is really held during a pass: another thread cannot take it.
     {
         expiry_pass pass(self);
-        CHECK(self.expiry.held);
+        CHECK(detail::ctx_access::expiry(self).held);
         int busy = 0;
-        std::thread([&] { busy = self.expiry.lock.try_lock(); }).join();
+        std::thread([&] { busy = detail::ctx_access::expiry(self).lock.try_lock(); }).join();
         CHECK(busy == EBUSY);
     }
-    CHECK_FALSE(self.expiry.held);
+    CHECK_FALSE(detail::ctx_access::expiry(self).held);
     int free_rc = -1;
     std::thread([&] {
-        free_rc = self.expiry.lock.try_lock();
+        free_rc = detail::ctx_access::expiry(self).lock.try_lock();
         if (free_rc == 0)
-            (void)self.expiry.lock.unlock();
+            (void)detail::ctx_access::expiry(self).lock.unlock();
     }).join();
     CHECK(free_rc == 0);
 }
@@ -201,7 +201,7 @@ TEST_CASE("expiry_sync_wait_running: a higher-priority waiter is released betwee
                               pass.mark(first);
                               marked.store(true, std::memory_order_release);
                               // Callback 1 lasts until the waiter has blocked on our lock.
-                              (void)eventually([&] { return e.expiry.waiters.load(std::memory_order_relaxed) > 0; }, 60s);
+                              (void)eventually([&] { return detail::ctx_access::expiry(e).waiters.load(std::memory_order_relaxed) > 0; }, 60s);
                               pass.clear(first);
                               dropped = pass.sync_wait_running();
                               pass.mark(second);

@@ -475,7 +475,7 @@ TEST_CASE("run vs cancel: a chain detached while a canceller walks is held back,
         phase.store(2, std::memory_order_release);
         while (phase.load(std::memory_order_acquire) != 3)
             cpu_relax();
-        park_word_after_cancel.store(self.park.word.load());
+        park_word_after_cancel.store(detail::ctx_access::park(self).word.load());
         run_after.store(task_work_run(self));
         phase.store(4, std::memory_order_release);
     });
@@ -605,18 +605,18 @@ TEST_CASE("notify: none leaves the park word alone, resume sets the token, and w
     });
     thread_ctx& o = *owner;
     REQUIRE(task_work_add(o, a, notify::none) == status::ok);
-    CHECK(o.park.word.load() == detail::park_empty);
+    CHECK(detail::ctx_access::park(o).word.load() == detail::park_empty);
     REQUIRE(task_work_cancel(o, a)); // back to an empty list (the canceller leaves no token)
-    CHECK(o.park.word.load() == detail::park_empty);
+    CHECK(detail::ctx_access::park(o).word.load() == detail::park_empty);
     go.store(true, std::memory_order_release);
     // Wait until the owner is parked (word PARKED), then add: resume must wake it.
-    REQUIRE(wait_for([&] { return o.park.word.load() == detail::park_parked; }));
-    const std::uint64_t wakes_before = o.park.futex_wakes.load();
+    REQUIRE(wait_for([&] { return detail::ctx_access::park(o).word.load() == detail::park_parked; }));
+    const std::uint64_t wakes_before = rtdefer::park_futex_wakes(o);
     REQUIRE(task_work_add(o, b, notify::resume) == status::ok);
     owner.join();
     CHECK(result.load() == static_cast<int>(status::ok));
     CHECK(b.runs.load() == 1);
-    CHECK(o.park.futex_wakes.load() == wakes_before + 1);
+    CHECK(rtdefer::park_futex_wakes(o) == wakes_before + 1);
     (void)c;
 }
 
@@ -635,12 +635,12 @@ TEST_CASE("a resume add to a list made non-empty by a notify::none add still wak
     });
     thread_ctx& o = *owner;
     go.store(true, std::memory_order_release);
-    REQUIRE(wait_for([&] { return o.park.word.load() == detail::park_parked; }));
-    const std::uint64_t wakes_before = o.park.futex_wakes.load();
+    REQUIRE(wait_for([&] { return detail::ctx_access::park(o).word.load() == detail::park_parked; }));
+    const std::uint64_t wakes_before = rtdefer::park_futex_wakes(o);
     REQUIRE(task_work_add(o, a, notify::none) == status::ok);
-    CHECK(o.park.word.load() == detail::park_parked); // none: still asleep
+    CHECK(detail::ctx_access::park(o).word.load() == detail::park_parked); // none: still asleep
     REQUIRE(task_work_add(o, b, notify::resume) == status::ok);
-    CHECK(o.park.futex_wakes.load() == wakes_before + 1); // the resume add woke it
+    CHECK(rtdefer::park_futex_wakes(o) == wakes_before + 1); // the resume add woke it
     owner.join();
     CHECK(result.load() == static_cast<int>(status::ok));
     CHECK(ran_after.load() == 2);
@@ -820,7 +820,7 @@ TEST_CASE("task_work_add/run/pending from nonblocking code: no allocation, no lo
         CHECK(rt_run(self) == items.size());
         CHECK(g_allocations.load(std::memory_order_relaxed) == allocs_before);
         // The resume notifications left a token (a running owner is not woken by a syscall).
-        CHECK(self.park.word.load() == detail::park_notified);
+        CHECK(detail::ctx_access::park(self).word.load() == detail::park_notified);
         CHECK(park_until(self, std::chrono::steady_clock::now()) == status::ok); // consume it
     }
     for (auto& it : items)

@@ -350,7 +350,7 @@ TEST_CASE("park: a token set before park makes it return at once; unpark of a ru
     thread_ctx& self = attach_this_thread();
     CHECK_FALSE(unpark(self)); // owner not parked: no syscall
     CHECK_FALSE(unpark(self)); // token already there
-    CHECK(self.park.futex_wakes.load() == 0);
+    CHECK(rtdefer::park_futex_wakes(self) == 0);
     CHECK(park_until(self, std::chrono::steady_clock::now() + 10s) == status::ok); // returns at once
     CHECK(park_until(self, std::chrono::steady_clock::now() + 1ms) == status::timed_out);
     CHECK(park_until(self, std::chrono::steady_clock::now() - 1s) == status::timed_out); // past deadline
@@ -380,7 +380,7 @@ TEST_CASE("unpark wakes a parked owner with one syscall; nothing is lost across 
     owner.join();
     CHECK(consumed == rounds);
     // Syscalls only for parked owners: never more wakes than unparks.
-    CHECK(owner.ctx().park.futex_wakes.load() <= static_cast<std::uint64_t>(rounds) + 1);
+    CHECK(rtdefer::park_futex_wakes(owner.ctx()) <= static_cast<std::uint64_t>(rounds) + 1);
 }
 
 TEST_CASE("a parked owner returns `interrupted` when the interrupt signal arrives without a token") {

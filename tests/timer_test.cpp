@@ -641,7 +641,7 @@ TEST_CASE("timer: arm is refused while a cancel_sync of that timer waits (a self
         s->started.store(true, std::memory_order_release);
         thread_ctx& me = *current_thread_ctx();
         // Wait until the canceller blocks on our expiry lock, then try to re-arm.
-        (void)eventually([&] { return me.expiry.waiters.load(std::memory_order_relaxed) > 0; }, 60s);
+        (void)eventually([&] { return detail::ctx_access::expiry(me).waiters.load(std::memory_order_relaxed) > 0; }, 60s);
         s->rearm = s->svc->arm(tm, clk::now(), +[](timer&, void*) noexcept {}, s);
     };
     REQUIRE(svc.arm(t, clk::now(), cb, &st, 1ms) == status::ok);
@@ -668,7 +668,7 @@ void batch_a_cb(timer&, void* arg) noexcept {
     s->a_started.store(true, std::memory_order_release);
     thread_ctx& me = *current_thread_ctx();
     // Return only once the canceller is blocked on our expiry lock.
-    (void)eventually([&] { return me.expiry.waiters.load(std::memory_order_relaxed) > 0; }, 60s);
+    (void)eventually([&] { return detail::ctx_access::expiry(me).waiters.load(std::memory_order_relaxed) > 0; }, 60s);
 }
 void batch_b_cb(timer&, void* arg) noexcept {
     auto* s = static_cast<batch_state*>(arg);

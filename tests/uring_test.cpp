@@ -6,6 +6,7 @@
 //
 // Callbacks run inside nonblocking code (task_work_run, the loop's reap): they record into atomics.
 #include <rtdefer/irq_work.hpp>
+#include <rtdefer/park.hpp>
 #include <rtdefer/rt_thread.hpp>
 #include <rtdefer/task_work.hpp>
 #include <rtdefer/thread.hpp>
@@ -159,7 +160,7 @@ TEST_CASE("uring: task_work from another thread wakes the loop in the ring, none
     static callback_head items[n];
     g_ran.store(0, std::memory_order_relaxed);
     // relaxed: the futex-wake counter is a statistic; read after the joins.
-    const auto wakes0 = self.park.futex_wakes.load(std::memory_order_relaxed);
+    const auto wakes0 = rtdefer::park_futex_wakes(self);
     std::thread producer([&] {
         for (int i = 0; i < n; ++i) {
             init_task_work(items[i], &count_item);
@@ -173,7 +174,7 @@ TEST_CASE("uring: task_work from another thread wakes the loop in the ring, none
     CHECK(all);
     CHECK(g_ran.load(std::memory_order_relaxed) == n);
     // The loop slept in io_uring_enter and unpark's futex_wake reached its in-ring FUTEX_WAIT.
-    CHECK(self.park.futex_wakes.load(std::memory_order_relaxed) > wakes0);
+    CHECK(rtdefer::park_futex_wakes(self) > wakes0);
     CHECK(loop.enters() > 0);
 }
 

@@ -169,7 +169,7 @@ inline void ct_run_bits(thread_ctx& self, std::uint32_t work) noexcept RTDEFER_N
 
 /// Takes the IPI field (owner thread or its handler). Returns the work bits taken (unshifted).
 inline std::uint32_t ct_take_ipi(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
-    auto& word = self.ct.word;
+    auto& word = detail::ctx_access::ct(self).word;
     // (D2) relaxed hint: bits a handler left for us were read by that handler's RMW on this thread,
     // so coherence shows them to this later load; bits set after it come with INFLIGHT and a signal.
     if ((word.load(std::memory_order_relaxed) & ct_ipi_mask) == 0)
@@ -182,7 +182,7 @@ inline void ct_set_running(thread_ctx& self, bool v) noexcept RTDEFER_NONBLOCKIN
     // relaxed + signal fences: the flag is shared only with this thread's own signal handler; the
     // fences keep the compiler from moving callback code across the store.
     std::atomic_signal_fence(std::memory_order_seq_cst);
-    self.ct.running.store(v, std::memory_order_relaxed);
+    detail::ctx_access::ct(self).running.store(v, std::memory_order_relaxed);
     std::atomic_signal_fence(std::memory_order_seq_cst);
 }
 
@@ -198,7 +198,7 @@ inline void ct_set_running(thread_ctx& self, bool v) noexcept RTDEFER_NONBLOCKIN
         work = ct_take_ipi(self);
         if (work != 0) {
             // relaxed: statistic (owner thread only).
-            self.ct.ipi_runs.fetch_add(static_cast<unsigned>(std::popcount(work)), std::memory_order_relaxed);
+            detail::ctx_access::ct(self).ipi_runs.fetch_add(static_cast<unsigned>(std::popcount(work)), std::memory_order_relaxed);
             continue;
         }
         ct_set_running(self, false);
@@ -206,7 +206,7 @@ inline void ct_set_running(thread_ctx& self, bool v) noexcept RTDEFER_NONBLOCKIN
         work = ct_take_ipi(self);
         if (work == 0)
             return;
-        self.ct.ipi_runs.fetch_add(static_cast<unsigned>(std::popcount(work)), std::memory_order_relaxed);
+        detail::ctx_access::ct(self).ipi_runs.fetch_add(static_cast<unsigned>(std::popcount(work)), std::memory_order_relaxed);
         ct_set_running(self, true);
     }
 }
@@ -217,7 +217,7 @@ inline void ct_set_running(thread_ctx& self, bool v) noexcept RTDEFER_NONBLOCKIN
 inline void ct_interrupt_hook(thread_ctx* self, interrupt_source src) noexcept RTDEFER_NONBLOCKING {
     if (self == nullptr)
         return;
-    auto& word = self->ct.word;
+    auto& word = detail::ctx_access::ct(*self).word;
     const bool ours = src == interrupt_source::deferred_word;
     const std::uint32_t mine = ours ? (ct_inflight | ct_ipi_mask) : ct_ipi_mask;
     // (D2) relaxed cheap check (every interrupt calls every hook): the sender's CAS precedes its
@@ -226,7 +226,7 @@ inline void ct_interrupt_hook(thread_ctx* self, interrupt_source src) noexcept R
     // misses have a signal of ours coming, or are drained at the next enter.
     if ((word.load(std::memory_order_relaxed) & mine) == 0)
         return;
-    if (self->ct.running.load(std::memory_order_relaxed)) {
+    if (detail::ctx_access::ct(*self).running.load(std::memory_order_relaxed)) {
         // The thread is inside ct_run_local: acknowledge our signal, leave the bits to its drain.
         // relaxed: no bits are taken here, so nothing to acquire; the drain's (D6) does that.
         if (ours)
@@ -237,7 +237,7 @@ inline void ct_interrupt_hook(thread_ctx* self, interrupt_source src) noexcept R
     const std::uint32_t old = word.fetch_and(~mine, std::memory_order_acquire);
     const std::uint32_t work = (old & ct_ipi_mask) >> ct_ipi_shift;
     if (work != 0) {
-        self->ct.ipi_runs.fetch_add(static_cast<unsigned>(std::popcount(work)), std::memory_order_relaxed);
+        detail::ctx_access::ct(*self).ipi_runs.fetch_add(static_cast<unsigned>(std::popcount(work)), std::memory_order_relaxed);
         ct_run_local(*self, work);
     }
 }
@@ -246,7 +246,7 @@ inline void ct_interrupt_hook(thread_ctx* self, interrupt_source src) noexcept R
 /// thread that exits inside a section, IPI work whose signal will never be handled).
 inline void ct_thread_exit(thread_ctx& self) noexcept {
     // (D7) acquire: pairs with (D1); later requests see EXITED and fail (they read nothing else).
-    const std::uint32_t old = self.ct.word.exchange(ct_disabled | ct_exited, std::memory_order_acquire);
+    const std::uint32_t old = detail::ctx_access::ct(self).word.exchange(ct_disabled | ct_exited, std::memory_order_acquire);
     const std::uint32_t work = (old & ct_disabled) ? 0 : (old & ct_work_mask);
     const std::uint32_t ipi = (old & ct_ipi_mask) >> ct_ipi_shift;
     if ((work | ipi) != 0)
@@ -272,7 +272,7 @@ enum class ct_path { deferred, ipi_signal, ipi_coalesced };
 /// whether this caller moved INFLIGHT from clear to set (and so must send the signal).
 template <bool allow_ipi>
 inline status ct_queue(thread_ctx& target, std::uint32_t work, ct_path& path) noexcept RTDEFER_NONBLOCKING {
-    auto& word = target.ct.word;
+    auto& word = detail::ctx_access::ct(target).word;
     // (D2) relaxed: a hint; the decision is the CAS below.
     const std::uint32_t seen = word.load(std::memory_order_relaxed);
     if (RTDEFER_UNLIKELY(seen & ct_exited))
@@ -306,7 +306,7 @@ inline status ct_queue(thread_ctx& target, std::uint32_t work, ct_path& path) no
 
 /// A thread's request to itself (ct_set_work_or_ipi with target == caller).
 [[gnu::noinline]] inline status ct_set_work_self(thread_ctx& self, std::uint32_t work) noexcept RTDEFER_NONBLOCKING {
-    auto& word = self.ct.word;
+    auto& word = detail::ctx_access::ct(self).word;
     // relaxed: DISABLED and EXITED are written only by this thread.
     const std::uint32_t cur = word.load(std::memory_order_relaxed);
     if (cur & ct_exited)
@@ -315,7 +315,7 @@ inline status ct_queue(thread_ctx& target, std::uint32_t work, ct_path& path) no
         ct_path path;
         return ct_queue<false>(self, work, path); // isolated: runs at our own exit
     }
-    if (self.ct.running.load(std::memory_order_relaxed)) {
+    if (detail::ctx_access::ct(self).running.load(std::memory_order_relaxed)) {
         // Called from a callback: queue for the running drain instead of nesting. No INFLIGHT: no
         // signal is involved. (D1) release: as a sender's (only this thread reads it back).
         word.fetch_or(work << ct_ipi_shift, std::memory_order_release);
@@ -325,7 +325,7 @@ inline status ct_queue(thread_ctx& target, std::uint32_t work, ct_path& path) no
     // (detail/cancel_hold.hpp).
     cancel_hold hold;
     hold.engage();
-    self.ct.local_runs.fetch_add(static_cast<unsigned>(std::popcount(work)), std::memory_order_relaxed);
+    detail::ctx_access::ct(self).local_runs.fetch_add(static_cast<unsigned>(std::popcount(work)), std::memory_order_relaxed);
     ct_run_local(self, work);
     return status::ok;
 }
@@ -343,7 +343,7 @@ inline status ct_queue(thread_ctx& target, std::uint32_t work, ct_path& path) no
     // enter (drained there), the next interrupt of any source, or its exit. INFLIGHT is still the
     // one we set: only our own signal clears it, and we sent none.
     // relaxed: nothing published.
-    target.ct.word.fetch_and(~ct_inflight, std::memory_order_relaxed);
+    detail::ctx_access::ct(target).word.fetch_and(~ct_inflight, std::memory_order_relaxed);
     return s;
 }
 
@@ -458,8 +458,8 @@ inline status ct_queue(thread_ctx& target, std::uint32_t work, ct_path& path) no
 [[nodiscard]] inline status ct_isolation_enter(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
     RTDEFER_ASSERT(self.is_current(), "ct_isolation_enter() on another thread's ctx");
     // relaxed: `running` is this thread's own flag.
-    RTDEFER_ASSERT(!self.ct.running.load(std::memory_order_relaxed), "ct_isolation_enter() from a work callback");
-    auto& word = self.ct.word;
+    RTDEFER_ASSERT(!detail::ctx_access::ct(self).running.load(std::memory_order_relaxed), "ct_isolation_enter() from a work callback");
+    auto& word = detail::ctx_access::ct(self).word;
     // relaxed: DISABLED is written only by this thread; the rest is re-judged by the CAS.
     std::uint32_t cur = word.load(std::memory_order_relaxed);
     for (;;) {
@@ -475,13 +475,13 @@ inline status ct_queue(thread_ctx& target, std::uint32_t work, ct_path& path) no
             detail::cancel_hold hold;
             hold.engage();
             if (const std::uint32_t work = detail::ct_take_ipi(self)) {
-                self.ct.ipi_runs.fetch_add(static_cast<unsigned>(std::popcount(work)), std::memory_order_relaxed);
+                detail::ctx_access::ct(self).ipi_runs.fetch_add(static_cast<unsigned>(std::popcount(work)), std::memory_order_relaxed);
                 detail::ct_run_local(self, work);
             }
             cur = word.load(std::memory_order_relaxed);
             if (cur & detail::ct_inflight) {
                 // relaxed: statistic (owner thread only).
-                self.ct.enter_refused.fetch_add(1, std::memory_order_relaxed);
+                detail::ctx_access::ct(self).enter_refused.fetch_add(1, std::memory_order_relaxed);
                 return status::busy;
             }
             continue;
@@ -503,8 +503,8 @@ inline status ct_queue(thread_ctx& target, std::uint32_t work, ct_path& path) no
 inline void ct_isolation_exit(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
     RTDEFER_ASSERT(self.is_current(), "ct_isolation_exit() on another thread's ctx");
     // relaxed: `running` is this thread's own flag.
-    RTDEFER_ASSERT(!self.ct.running.load(std::memory_order_relaxed), "ct_isolation_exit() from a work callback");
-    auto& word = self.ct.word;
+    RTDEFER_ASSERT(!detail::ctx_access::ct(self).running.load(std::memory_order_relaxed), "ct_isolation_exit() from a work callback");
+    auto& word = detail::ctx_access::ct(self).word;
     // relaxed: DISABLED is written only by this thread.
     RTDEFER_ASSERT((word.load(std::memory_order_relaxed) & detail::ct_disabled) == 0,
                    "ct_isolation_exit() outside an isolated section");
@@ -522,7 +522,7 @@ inline void ct_isolation_exit(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
     // (D3) seq_cst, as above; nothing else writes DISABLED, so this is still the one flush.
     const std::uint32_t work = word.exchange(detail::ct_disabled, std::memory_order_seq_cst);
     if (work != 0) {
-        self.ct.deferred_runs.fetch_add(static_cast<unsigned>(std::popcount(work)), std::memory_order_relaxed);
+        detail::ctx_access::ct(self).deferred_runs.fetch_add(static_cast<unsigned>(std::popcount(work)), std::memory_order_relaxed);
         detail::ct_run_local(self, work);
     }
 }
@@ -532,7 +532,7 @@ inline void ct_isolation_exit(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
 /// Progress: wait-free. Real-time safety: no allocation, no lock, no syscall; async-signal-safe.
 [[nodiscard]] inline bool ct_isolated(const thread_ctx& ctx) noexcept RTDEFER_NONBLOCKING {
     // relaxed: a snapshot; decisions are made by the CAS in ct_set_work().
-    return (ctx.ct.word.load(std::memory_order_relaxed) & detail::ct_disabled) == 0;
+    return (detail::ctx_access::ct(ctx).word.load(std::memory_order_relaxed) & detail::ct_disabled) == 0;
 }
 
 /// RAII isolated section: tries to enter on construction, exits (running deferred work) on

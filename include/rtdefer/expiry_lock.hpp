@@ -161,8 +161,8 @@ thread_ref handling_ref(const basic_expiry_item<Atom>& item) noexcept {
 /// Exit hook: an expirer's ctx may be freed once its thread exits; wait until no waiter is between
 /// reading a `handling` that named it and taking its thread_ref. Exit path: sleep-polls.
 inline void expiry_lock_exit(thread_ctx& self) noexcept {
-    RTDEFER_ASSERT(!self.expiry.held, "thread exits while holding its expiry lock (expiry_pass still alive)");
-    if (!self.expiry.was_expirer)
+    RTDEFER_ASSERT(!detail::ctx_access::expiry(self).held, "thread exits while holding its expiry lock (expiry_pass still alive)");
+    if (!detail::ctx_access::expiry(self).was_expirer)
         return;
     auto& g = grace();
     // (G3) seq_cst fence: pairs with (G1). Our clears (2) of every handling are sequenced before it.
@@ -200,21 +200,21 @@ inline const bool expiry_lock_exit_registered = register_exit_hook(&expiry_lock_
 /// Real-time safety: a PI mutex; no allocation.
 inline void expiry_lock_acquire(thread_ctx& self) noexcept RTDEFER_BLOCKING {
     RTDEFER_ASSERT(self.is_current(), "expiry lock taken on another thread's ctx");
-    RTDEFER_ASSERT(!self.expiry.held, "expiry lock taken twice (nested expiry pass)");
-    const int rc = self.expiry.lock.lock();
+    RTDEFER_ASSERT(!detail::ctx_access::expiry(self).held, "expiry lock taken twice (nested expiry pass)");
+    const int rc = detail::ctx_access::expiry(self).lock.lock();
     if (RTDEFER_UNLIKELY(rc != 0))
         detail::expiry_lock_failed(rc);
-    self.expiry.held = true;
-    self.expiry.was_expirer = true;
+    detail::ctx_access::expiry(self).held = true;
+    detail::ctx_access::expiry(self).was_expirer = true;
 }
 
 /// Effects: releases the calling thread's expiry lock (end of the pass). Every item it marked must
 /// be cleared first. Returns: nothing. Progress: bounded (a contended PI unlock is one futex
 /// syscall). Real-time safety: PI mutex unlock; no allocation.
 inline void expiry_lock_release(thread_ctx& self) noexcept RTDEFER_BLOCKING {
-    RTDEFER_ASSERT(self.expiry.held, "expiry lock released but not held");
-    self.expiry.held = false;
-    const int rc = self.expiry.lock.unlock();
+    RTDEFER_ASSERT(detail::ctx_access::expiry(self).held, "expiry lock released but not held");
+    detail::ctx_access::expiry(self).held = false;
+    const int rc = detail::ctx_access::expiry(self).lock.unlock();
     if (RTDEFER_UNLIKELY(rc != 0))
         detail::expiry_lock_failed(rc);
 }
@@ -227,10 +227,10 @@ inline void expiry_lock_release(thread_ctx& self) noexcept RTDEFER_BLOCKING {
 /// expirer take it back first (rt_mutex lock stealing) and wait for the pass to end: as in the kernel.
 /// Progress: blocking for at most the waiter's lock/unlock. Real-time safety: PI mutex only.
 inline bool expiry_sync_wait_running(thread_ctx& self) noexcept RTDEFER_BLOCKING {
-    RTDEFER_ASSERT(self.expiry.held, "expiry_sync_wait_running outside an expiry pass");
+    RTDEFER_ASSERT(detail::ctx_access::expiry(self).held, "expiry_sync_wait_running outside an expiry pass");
     // relaxed: a hint, as the kernel's atomic_read(&base->timer_waiters). A waiter whose increment
     // we miss waits at most until the end of this pass (or the next sync point), never forever.
-    if (self.expiry.waiters.load(std::memory_order_relaxed) == 0)
+    if (detail::ctx_access::expiry(self).waiters.load(std::memory_order_relaxed) == 0)
         return false;
     expiry_lock_release(self);
     // With PI, the unlock hands the lock to the top waiter; relocking queues us behind it.
@@ -243,7 +243,7 @@ inline bool expiry_sync_wait_running(thread_ctx& self) noexcept RTDEFER_BLOCKING
 /// Progress: wait-free. Real-time safety: one release store; no allocation, lock or syscall.
 template <template <class> class Atom>
 inline void expiry_mark_handling(basic_expiry_item<Atom>& item, thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
-    RTDEFER_ASSERT(self.expiry.held, "expiry_mark_handling outside an expiry pass");
+    RTDEFER_ASSERT(detail::ctx_access::expiry(self).held, "expiry_mark_handling outside an expiry pass");
     // (1) release: pairs with acquire (3) in handling_ref()/wait loops: a waiter that sees &self
     // also sees that self holds its expiry lock (taken before, in program order).
     item.handling.store(&self, std::memory_order_release);
@@ -302,12 +302,12 @@ struct pi_block {
     status wait(thread_ctx& expirer, Running&& /*still_running*/) const noexcept RTDEFER_BLOCKING {
         // relaxed: the count is a hint for the expirer (see expiry_sync_wait_running); the lock
         // itself provides the ordering we rely on (acquire on lock: the callback's writes are ours).
-        expirer.expiry.waiters.fetch_add(1, std::memory_order_relaxed);
-        const int rc = expirer.expiry.lock.lock();
-        expirer.expiry.waiters.fetch_sub(1, std::memory_order_relaxed);
+        detail::ctx_access::expiry(expirer).waiters.fetch_add(1, std::memory_order_relaxed);
+        const int rc = detail::ctx_access::expiry(expirer).lock.lock();
+        detail::ctx_access::expiry(expirer).waiters.fetch_sub(1, std::memory_order_relaxed);
         if (RTDEFER_UNLIKELY(rc != 0))
             return status::system_error;
-        (void)expirer.expiry.lock.unlock();
+        (void)detail::ctx_access::expiry(expirer).lock.unlock();
         return status::ok;
     }
 };

@@ -163,7 +163,7 @@ inline void interrupt_handler(int, siginfo_t* info, void*) noexcept RTDEFER_NONB
     const interrupt_source src = interrupt_source_of(info, self);
     if (self != nullptr)
         // relaxed: a statistic; tests read it after joining or with their own synchronisation.
-        self->irq.received.fetch_add(1, std::memory_order_relaxed);
+        detail::ctx_access::irq(*self).received.fetch_add(1, std::memory_order_relaxed);
     auto& g = interrupts();
     // (I3) acquire: pairs with release (I2): every slot below `n` is published.
     const std::size_t n = g.count.load(std::memory_order_acquire);
@@ -309,7 +309,7 @@ status interrupt_add_hook(std::array<std::atomic<Hook>, interrupt_globals::max_h
 /// Returns: how many interrupt signals `ctx`'s thread has handled.
 [[nodiscard]] inline std::uint64_t interrupts_received(const thread_ctx& ctx) noexcept RTDEFER_NONBLOCKING {
     // relaxed: a statistic; see interrupt_handler().
-    return ctx.irq.received.load(std::memory_order_relaxed);
+    return detail::ctx_access::irq(ctx).received.load(std::memory_order_relaxed);
 }
 
 } // namespace rtdefer

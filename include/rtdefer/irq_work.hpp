@@ -905,7 +905,7 @@ inline irq_work_stats irq_work_domain::stats(int cpu) const noexcept {
     // relaxed: statistics snapshots.
     s.hard_raises = pc.hard_raises.load(std::memory_order_relaxed);
     s.lazy_raises = pc.lazy_raises.load(std::memory_order_relaxed);
-    s.futex_wakes = pc.worker->park.futex_wakes.load(std::memory_order_relaxed);
+    s.futex_wakes = park_futex_wakes(*pc.worker);
     s.ipi_failures = pc.ipi_failures.load(std::memory_order_relaxed);
     s.runs_hard = pc.runs_hard.load(std::memory_order_relaxed);
     s.runs_lazy = pc.runs_lazy.load(std::memory_order_relaxed);

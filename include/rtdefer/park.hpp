@@ -35,7 +35,7 @@ namespace rtdefer {
 /// Progress: wait-free apart from that syscall. Real-time safety: no allocation, no lock; the only
 /// syscall is the wake of a parked owner; async-signal-safe.
 inline bool unpark(thread_ctx& target) noexcept RTDEFER_NONBLOCKING {
-    auto& word = target.park.word;
+    auto& word = detail::ctx_access::park(target).word;
     // Cheap test first: a token already waiting makes this wake redundant, and a plain load keeps
     // the line shared instead of bouncing it. This is a store→load (Dekker) pair against the owner:
     //   waker: publish work; (PK5) fence; load word == NOTIFIED → skip
@@ -52,7 +52,7 @@ inline bool unpark(thread_ctx& target) noexcept RTDEFER_NONBLOCKING {
     if (word.exchange(detail::park_notified, std::memory_order_acq_rel) != detail::park_parked)
         return false;
     // relaxed: statistics only.
-    target.park.futex_wakes.fetch_add(1, std::memory_order_relaxed);
+    detail::ctx_access::park(target).futex_wakes.fetch_add(1, std::memory_order_relaxed);
     (void)detail::futex_wake(word, 1);
     return true;
 }
@@ -75,7 +75,7 @@ inline bool park_consumed() noexcept RTDEFER_NONBLOCKING {
 /// Returns: true if a token was consumed (do not sleep), false if the word is now PARKED.
 inline bool park_commit(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
     // (PK1) acquire: NOTIFIED→EMPTY consumes a token and pairs with release (PK2) in unpark().
-    if (self.park.word.fetch_sub(1, std::memory_order_acquire) == park_notified)
+    if (ctx_access::park(self).word.fetch_sub(1, std::memory_order_acquire) == park_notified)
         return park_consumed();
     return false;
 }
@@ -85,8 +85,8 @@ inline bool park_commit(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
 inline bool park_try_consume(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
     // (PK3) acquire: pairs with (PK2); a successful NOTIFIED→EMPTY consumes the token.
     std::uint32_t expected = park_notified;
-    if (self.park.word.compare_exchange_strong(expected, park_empty, std::memory_order_acquire,
-                                               std::memory_order_relaxed))
+    if (ctx_access::park(self).word.compare_exchange_strong(expected, park_empty, std::memory_order_acquire,
+                                                            std::memory_order_relaxed))
         return park_consumed();
     return false;
 }
@@ -95,7 +95,7 @@ inline bool park_try_consume(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
 /// Returns: true if a token raced in (it is consumed), false otherwise.
 inline bool park_abandon(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
     // (PK4) acquire, as (PK3): a token that raced in is consumed here.
-    if (self.park.word.exchange(park_empty, std::memory_order_acquire) == park_notified)
+    if (ctx_access::park(self).word.exchange(park_empty, std::memory_order_acquire) == park_notified)
         return park_consumed();
     return false;
 }
@@ -113,7 +113,8 @@ inline status park_until(thread_ctx& self, std::chrono::steady_clock::time_point
     const bool timed = deadline != std::chrono::steady_clock::time_point::max();
     const timespec abs = detail::to_timespec(deadline);
     for (;;) {
-        const int rc = detail::futex_wait(self.park.word, detail::park_parked, timed ? &abs : nullptr);
+        const int rc =
+            detail::futex_wait(detail::ctx_access::park(self).word, detail::park_parked, timed ? &abs : nullptr);
         if (detail::park_try_consume(self))
             return status::ok;
         if (rc == -ETIMEDOUT || rc == -EINTR)
@@ -129,6 +130,13 @@ inline status park_until(thread_ctx& self, std::chrono::steady_clock::time_point
 /// Effects, returns: as park_until() with no deadline (ok or interrupted).
 inline status park(thread_ctx& self) noexcept RTDEFER_BLOCKING {
     return park_until(self, std::chrono::steady_clock::time_point::max());
+}
+
+/// Returns: how many futex_wakes unpark() has made for `ctx`'s owner so far (the wakes that found it
+/// parked): statistics for tests and benchmarks. Progress: wait-free. Real-time safety: yes.
+[[nodiscard]] inline std::uint64_t park_futex_wakes(const thread_ctx& ctx) noexcept RTDEFER_NONBLOCKING {
+    // relaxed: a statistics counter; callers order it by their own synchronisation.
+    return detail::ctx_access::park(ctx).futex_wakes.load(std::memory_order_relaxed);
 }
 
 } // namespace rtdefer

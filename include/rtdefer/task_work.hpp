@@ -269,7 +269,7 @@ inline void init_task_work(callback_head& cb, task_work_func_t fn) noexcept RTDE
 /// pass); async-signal-safe.
 /// The caller must hold a reference to `target` (the ctx must outlive the call).
 [[nodiscard]] inline status task_work_add(thread_ctx& target, callback_head& w, notify n = notify::resume) noexcept RTDEFER_NONBLOCKING {
-    auto& s = target.task_work;
+    auto& s = detail::ctx_access::task_work(target);
     if (n == notify::signal && RTDEFER_UNLIKELY(interrupt_signal() == 0))
         return status::not_installed;
     // relaxed: only seeds the CAS below, which validates it.
@@ -321,7 +321,7 @@ inline void init_task_work(callback_head& cb, task_work_func_t fn) noexcept RTDE
 /// Cancellation: a request (even asynchronous) is held off from the first detach to the end of
 /// the pass and acted on in the restore, with nothing in hand; the exit hook runs what is left.
 inline std::size_t task_work_run(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
-    auto& s = self.task_work;
+    auto& s = detail::ctx_access::task_work(self);
     // relaxed: an emptiness hint. An add we miss comes with its own notification (token or signal),
     // so the owner is back at a safe point; the items themselves are taken by the exchange (R2).
     // A set notify flag takes the slow path even on an empty list: it must be consumed, or later
@@ -390,7 +390,7 @@ inline std::size_t task_work_run(thread_ctx& self) noexcept RTDEFER_NONBLOCKING 
 /// owner when it leaves). Racy by nature when read by another thread.
 /// Progress: wait-free. Real-time safety: yes; async-signal-safe.
 [[nodiscard]] inline bool task_work_pending(const thread_ctx& ctx) noexcept RTDEFER_NONBLOCKING {
-    const auto& s = ctx.task_work;
+    const auto& s = detail::ctx_access::task_work(ctx);
     // acquire (both): a true answer lets the owner rely on seeing the items (and pairs with (A2)/(R4)).
     if (s.deferred.load(std::memory_order_acquire) != nullptr)
         return !detail::task_work_deferred_blocked(s);
@@ -410,7 +410,7 @@ inline std::size_t task_work_run(thread_ctx& self) noexcept RTDEFER_NONBLOCKING 
 template <class Match>
 [[nodiscard]] callback_head* task_work_cancel_match(thread_ctx& target, Match&& match) noexcept RTDEFER_BLOCKING {
     RTDEFER_ASSERT(!in_interrupt(), "task_work_cancel from a signal handler");
-    auto& s = target.task_work;
+    auto& s = detail::ctx_access::task_work(target);
     {
         // acquire: a hint (kernel: likely(!task_work_pending())); the walk below re-reads.
         callback_head* w = s.works.load(std::memory_order_acquire);
@@ -482,7 +482,7 @@ inline bool task_work_cancel(thread_ctx& target, callback_head& w) noexcept RTDE
 [[nodiscard]] inline status wait_for_work(thread_ctx& self,
                                           std::chrono::steady_clock::time_point deadline) noexcept RTDEFER_BLOCKING {
     RTDEFER_ASSERT(self.is_current(), "wait_for_work() called on another thread's ctx");
-    auto& s = self.task_work;
+    auto& s = detail::ctx_access::task_work(self);
     for (;;) {
         if (task_work_run(self) != 0)
             return status::ok;
@@ -520,7 +520,7 @@ namespace detail {
 /// the thread exiting and acts on no further request; an explicit detach_this_thread() holds it off
 /// here until the list is closed and drained, so no chain is lost and the lock is not left held.
 inline void task_work_exit(thread_ctx& self) noexcept {
-    auto& s = self.task_work;
+    auto& s = detail::ctx_access::task_work(self);
     cancel_hold hold;
     hold.engage();
     for (;;) {

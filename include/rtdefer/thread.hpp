@@ -39,6 +39,8 @@ void detach_this_thread() noexcept;
 
 namespace detail {
 
+struct ctx_access;
+
 /// Lifecycle of a thread_ctx.
 enum class life : std::uint32_t { alive, exiting, exited };
 
@@ -68,7 +70,9 @@ inline bool same_thread(pthread_t h) noexcept RTDEFER_NONBLOCKING {
 } // namespace detail
 
 /// Per-thread control block (task_struct). Created by attach_this_thread(), freed when the last
-/// thread_ref is dropped after the thread exited. Subsystem headers own their members' protocols.
+/// thread_ref is dropped after the thread exited. Subsystem headers own their members' protocols and
+/// reach them through detail::ctx_access; users observe them through each subsystem's public
+/// functions (park_futex_wakes(), interrupts_received(), task_work_pending(), ct_isolated(), ...).
 struct thread_ctx {
     thread_ctx(const thread_ctx&) = delete;
     thread_ctx& operator=(const thread_ctx&) = delete;
@@ -77,12 +81,18 @@ struct thread_ctx {
     pid_t tgid = 0;         ///< process id
     pthread_t handle{};     ///< pthread handle (valid while the thread runs)
 
-    detail::park_state park;             ///< futex word for park/unpark (this header)
+private:
+    friend struct detail::ctx_access;
+    detail::park_state park;             ///< futex word for park/unpark (park.hpp)
     detail::interrupt_state irq;         ///< interrupt statistics (interrupt.hpp)
     detail::task_work_state task_work;   ///< task_work list (task_work.hpp)
     detail::deferred_word_state ct;      ///< deferred work word (deferred_word.hpp)
     detail::expiry_lock_state expiry;    ///< expiry lock (expiry_lock.hpp)
-    detail::cpu_timer_state cpu_timer;   ///< CPU-time timers (cpu_timer.hpp)
+
+public:
+    /// CPU-time timers (cpu_timer.hpp). Still public: cpu_timer's headers use it directly; it moves
+    /// behind detail::ctx_access with them.
+    detail::cpu_timer_state cpu_timer;
 
     /// Returns: true once the thread has run its exit hooks (later adds must fail).
     /// acquire: pairs with release (TH2) in detach: whoever sees `exited` sees the hooks' effects.
@@ -123,6 +133,26 @@ private:
 };
 
 namespace detail {
+
+/// The way into a thread_ctx's subsystem state, for the subsystem headers (and white-box tests) only.
+/// Each accessor returns the member its subsystem's header documents; no locking, no ordering.
+struct ctx_access {
+    static park_state& park(thread_ctx& c) noexcept RTDEFER_NONBLOCKING { return c.park; }
+    static const park_state& park(const thread_ctx& c) noexcept RTDEFER_NONBLOCKING { return c.park; }
+    static interrupt_state& irq(thread_ctx& c) noexcept RTDEFER_NONBLOCKING { return c.irq; }
+    static const interrupt_state& irq(const thread_ctx& c) noexcept RTDEFER_NONBLOCKING { return c.irq; }
+    static task_work_state& task_work(thread_ctx& c) noexcept RTDEFER_NONBLOCKING { return c.task_work; }
+    static const task_work_state& task_work(const thread_ctx& c) noexcept RTDEFER_NONBLOCKING {
+        return c.task_work;
+    }
+    static deferred_word_state& ct(thread_ctx& c) noexcept RTDEFER_NONBLOCKING { return c.ct; }
+    static const deferred_word_state& ct(const thread_ctx& c) noexcept RTDEFER_NONBLOCKING { return c.ct; }
+    static expiry_lock_state& expiry(thread_ctx& c) noexcept RTDEFER_NONBLOCKING { return c.expiry; }
+    static const expiry_lock_state& expiry(const thread_ctx& c) noexcept RTDEFER_NONBLOCKING {
+        return c.expiry;
+    }
+};
+
 inline void release_ctx(thread_ctx* ctx) noexcept {
     // (TH4) acq_rel: release publishes this holder's last accesses; acquire on the final put makes
     // every other holder's accesses happen-before the delete. Pairs with every other (TH4).

@@ -339,10 +339,10 @@ private:
                 }
                 return status::ok;
             }
-            if (detail::task_work_deferred_blocked(self.task_work)) {
+            if (detail::task_work_deferred_blocked(detail::ctx_access::task_work(self))) {
                 // As wait_for_work: wait for the canceller holding our chain back on its PI lock.
-                detail::task_work_lock(self.task_work);
-                detail::task_work_unlock(self.task_work);
+                detail::task_work_lock(detail::ctx_access::task_work(self));
+                detail::task_work_unlock(detail::ctx_access::task_work(self));
                 continue;
             }
             if (task_work_pending(self))
@@ -369,7 +369,7 @@ private:
                 (void)detail::park_abandon(self);
                 return status::ok;
             }
-            detail::uring_prep_futex_wait(*sqe, detail::futex_addr(self.park.word), detail::park_parked, tag_futex);
+            detail::uring_prep_futex_wait(*sqe, detail::futex_addr(detail::ctx_access::park(self).word), detail::park_parked, tag_futex);
             futex_armed_ = true;
             ++cqes_due_;
         }

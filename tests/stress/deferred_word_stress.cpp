@@ -207,7 +207,7 @@ TEST_CASE("deferred_word stress: random isolation, 2 senders and foreign interru
                     sched_yield();
             }
             if (senders_done.load(std::memory_order_acquire) &&
-                ((all_consumed() && self.ct.word.load(std::memory_order_relaxed) == detail::ct_disabled &&
+                ((all_consumed() && detail::ctx_access::ct(self).word.load(std::memory_order_relaxed) == detail::ct_disabled &&
                   // relaxed: our own hook's counter; acquire: pairs with the foreign thread's release.
                   S->foreign_received.load(std::memory_order_relaxed) == foreign_total.load(std::memory_order_acquire)) ||
                  stuck.load(std::memory_order_relaxed) ||
@@ -217,9 +217,9 @@ TEST_CASE("deferred_word stress: random isolation, 2 senders and foreign interru
                 break;
             }
         }
-        final_word = self.ct.word.load(std::memory_order_relaxed);
-        deferred_runs = self.ct.deferred_runs.load(std::memory_order_relaxed);
-        ipi_runs = self.ct.ipi_runs.load(std::memory_order_relaxed);
+        final_word = detail::ctx_access::ct(self).word.load(std::memory_order_relaxed);
+        deferred_runs = detail::ctx_access::ct(self).deferred_runs.load(std::memory_order_relaxed);
+        ipi_runs = detail::ctx_access::ct(self).ipi_runs.load(std::memory_order_relaxed);
     });
     while (S->target.load(std::memory_order_acquire) == nullptr)
         std::this_thread::yield();
@@ -475,7 +475,7 @@ TEST_CASE("deferred_word stress: requests racing thread exit run exactly once or
             bad_status += bad_here[s];
             stuck += stuck_here[s];
         }
-        CHECK(ref->ct.word.load(std::memory_order_relaxed) == (detail::ct_disabled | detail::ct_exited));
+        CHECK(detail::ctx_access::ct(*ref).word.load(std::memory_order_relaxed) == (detail::ct_disabled | detail::ct_exited));
     }
 
     std::printf("deferred_word exit stress: %zu targets (%llu exiting inside a section); ok requests %llu + %llu, "

@@ -4,7 +4,7 @@
 // cancel_sync are never touched again (ASan). Work scales with RTDEFER_STRESS_SCALE.
 #include <rtdefer/timer.hpp>
 
-#include "../test_util.hpp"
+#include "test_util.hpp"
 
 #include <doctest/doctest.h>
 

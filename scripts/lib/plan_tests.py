@@ -15,7 +15,7 @@ import sys
 
 
 def main(builddir, setup):
-    listed = subprocess.run(["meson", "test", "-C", builddir, "--list", "--setup", setup],
+    listed = subprocess.run(["meson", "test", "-C", builddir, "--no-rebuild", "--list", "--setup", setup],
                             capture_output=True, text=True).stdout.splitlines()
     # `meson test --list` prints `project:suite / name` (or `name` when there is one suite).
     names = {l.rsplit(" / ", 1)[-1] for l in listed if l.strip()}

@@ -1,4 +1,12 @@
-# scripts/lib/common.sh: shared by scripts/test and scripts/showcase (sourced, not run).
+# scripts/lib/common.sh: shared by scripts/test, its helpers in scripts/lib/ and scripts/showcase
+# (sourced, not run).
+
+# show_tail LOG [LINES]: the end of a quiet log, framed.
+show_tail() {
+    echo "----- last ${2:-40} lines of $1 -----"
+    tail -n "${2:-40}" "$1"
+    echo "----- end of $1 -----"
+}
 
 # debian_packages TAG: the packages scripts/lib/packages lists for TAG (test, showcase), one a line.
 debian_packages() {
@@ -65,7 +73,12 @@ ensure_debian_packages() {
 meson_setup() {
     local dir=$1
     shift
-    local src=$PWD stamp="CXX=${CXX:-} $*" scratch rc
+    # The stamp covers the native files' contents too: a reconfigure would ignore their changes.
+    local src=$PWD stamp="CXX=${CXX:-} $*" scratch rc a
+    for a in "$@"; do
+        a=${a#--native-file=}
+        [[ $a == *.ini && -f $a ]] && stamp+=" $(sha256sum <"$a")"
+    done
     scratch=$(mktemp -d)
     if [[ -f $dir/meson-private/coredata.dat && -f $dir/.rtdefer-setup && $(<"$dir/.rtdefer-setup") == "$stamp" ]]; then
         (cd "$scratch" && meson setup --reconfigure "$dir" "$src" "$@")

@@ -22,7 +22,7 @@
 // foreign interrupt cleared INFLIGHT early and a deferred_word signal could land inside a section.
 #include <rtdefer/deferred_word.hpp>
 
-#include "../test_util.hpp"
+#include "test_util.hpp"
 
 #include <array>
 #include <atomic>

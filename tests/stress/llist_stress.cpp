@@ -4,7 +4,7 @@
 #include <rtdefer/interrupt.hpp>
 #include <rtdefer/llist.hpp>
 
-#include "../test_util.hpp"
+#include "test_util.hpp"
 
 #include <atomic>
 #include <cstdio>

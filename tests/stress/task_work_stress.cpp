@@ -8,8 +8,8 @@
 #include <rtdefer/task_work.hpp>
 #include <rtdefer/thread.hpp>
 
-#include "../async_cancel.hpp"
-#include "../test_util.hpp"
+#include "async_cancel.hpp"
+#include "test_util.hpp"
 
 #include <algorithm>
 #include <atomic>

@@ -5,7 +5,7 @@
 #include <rtdefer/rt_thread.hpp>
 #include <rtdefer/timer.hpp>
 
-#include "../test_util.hpp"
+#include "test_util.hpp"
 
 #include <doctest/doctest.h>
 

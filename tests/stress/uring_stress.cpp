@@ -6,7 +6,7 @@
 #include <rtdefer/thread.hpp>
 #include <rtdefer/uring.hpp>
 
-#include "../test_util.hpp"
+#include "test_util.hpp"
 
 #include <atomic>
 #include <chrono>

@@ -1,4 +1,4 @@
-// tests/observed_policy.hpp: a wait-policy wrapper shared by the expiry_lock and timer tests.
+// tests/support/observed_policy.hpp: a wait-policy wrapper shared by the expiry_lock and timer tests.
 //
 // observed<P> counts entries into P::wait(). wait_running/cancel_sync call wait() only after they
 // saw the callback running, so a callback that lasts until `*entered` moves makes `waited` certain,

@@ -1,4 +1,4 @@
-// tests/async_cancel.hpp: a rig for run loops whose host cancels their thread asynchronously
+// tests/support/async_cancel.hpp: a rig for run loops whose host cancels their thread asynchronously
 // (jack2's jack_deactivate() does: PTHREAD_CANCEL_ASYNCHRONOUS on its real-time thread).
 //
 //   rtdefer_test::exactly_once_ledger   one slot per item: the add's verdict and how often it ran

@@ -1,4 +1,4 @@
-// tests/test_util.hpp: helpers shared by the unit and stress tests.
+// tests/support/test_util.hpp: helpers shared by the unit and stress tests.
 //
 //   rtdefer_test::stress_scale()        RTDEFER_STRESS_SCALE (default 1.0); sanitizer runs lower it.
 //   rtdefer_test::scaled(n)             n * stress_scale(), never below a sane minimum.

@@ -60,15 +60,24 @@ inline std::chrono::steady_clock::time_point irq_work_worker_hooks::park_deadlin
     return pcpu[i].nohz.deadline();
 }
 
-/// Teardown: run what is queued here, hard items in interrupt context like always.
+/// One teardown pass over the three lists of `pc`, frames on `runs`. On the CPU's own worker
+/// (`worker` non-null) hard items run in interrupt context like always (a self-IPI, or thread
+/// context if it is refused); from the destructor, after the workers left, in thread context (they
+/// are async-signal-safe, so that is fine too). Returns: callbacks run here (not by the IPI).
+inline std::size_t irq_work_drain_pass(irq_work_cpu& pc, irq_work_run_stack& runs, thread_ctx* worker) noexcept {
+    std::size_t n = 0;
+    if (!pc.raised.empty() && (worker == nullptr || send_ipi(*worker) != status::ok))
+        n += irq_work_run_hard(pc, runs);
+    n += irq_work_run_list(pc, irq_work_list::lazy, runs);
+    n += irq_work_run_list(pc, irq_work_list::tick, runs);
+    return n;
+}
+
+/// Teardown on the worker: run what is queued here until the lists stay empty.
 inline void irq_work_worker_hooks::cleanup(std::size_t i, thread_ctx& self) noexcept {
     irq_work_cpu& pc = pcpu[i];
-    while (!pc.raised.empty() || !pc.lazy.empty() || !pc.tick.empty()) {
-        if (!pc.raised.empty() && send_ipi(self) != status::ok)
-            (void)irq_work_run_hard(pc, pc.running);
-        (void)irq_work_run_list(pc, irq_work_list::lazy, pc.running);
-        (void)irq_work_run_list(pc, irq_work_list::tick, pc.running);
-    }
+    while (!pc.raised.empty() || !pc.lazy.empty() || !pc.tick.empty())
+        (void)irq_work_drain_pass(pc, pc.running, &self);
     irq_work_unregister_worker(self);
 }
 
@@ -134,16 +143,12 @@ inline irq_work_domain::irq_work_domain(irq_work_domain_options opts) : tick_(op
 inline irq_work_domain::~irq_work_domain() {
     workers_->stop();
     // A callback drained on one worker may have queued to a CPU whose worker had already left: run
-    // those here (hard items included: they are async-signal-safe, so thread context is fine too).
+    // those here, until a pass over every CPU finds nothing.
     detail::irq_work_run_stack& runs = detail::irq_work_thread_stack(); // not a worker: our own
     for (bool more = true; more;) {
         more = false;
-        for (std::size_t i = 0; i < cpus_.size(); ++i) {
-            detail::irq_work_cpu& pc = pcpu_[i];
-            more |= detail::irq_work_run_hard(pc, runs) != 0;
-            more |= detail::irq_work_run_list(pc, detail::irq_work_list::lazy, runs) != 0;
-            more |= detail::irq_work_run_list(pc, detail::irq_work_list::tick, runs) != 0;
-        }
+        for (std::size_t i = 0; i < cpus_.size(); ++i)
+            more |= detail::irq_work_drain_pass(pcpu_[i], runs, nullptr) != 0;
     }
 }
 

@@ -373,7 +373,7 @@ int main(int argc, char** argv) {
     // Every successful claim on the domain is counted here (producers run one at a time, joined).
     std::uint64_t claims = 0;
     auto queue_b = [&](bench_item& it) noexcept {
-        const bool ok = rtdefer::irq_work_queue_on(dom, it.work, cpu_b);
+        const bool ok = rtdefer::irq_work_queue_on(dom, it.work, cpu_b) == rtdefer::status::ok;
         claims += ok ? 1 : 0;
         return ok;
     };
@@ -519,7 +519,7 @@ int main(int argc, char** argv) {
     }};
     latency_result e2r_hard_busy;
     if (cpu_a != cpu_b) {
-        rep.check(rtdefer::irq_work_queue_on(dom, spinner, cpu_b), "spinner queued");
+        rep.check(rtdefer::irq_work_queue_on(dom, spinner, cpu_b) == rtdefer::status::ok, "spinner queued");
         rep.check(baseline_detail::spin_until([&] { return spinning.load(std::memory_order_acquire); }),
                   "worker started the spinner");
         e2r_hard_busy = measure_enqueue_to_run(

@@ -105,7 +105,7 @@ TEST_CASE("irq_work: domain has one named, pinned worker per CPU") {
             ran_on.store(sched_getcpu(), std::memory_order_relaxed);
             pthread_getname_np(pthread_self(), name, sizeof(name));
         }};
-        REQUIRE(irq_work_queue_on(d, w, cpu));
+        REQUIRE(irq_work_queue_on(d, w, cpu) == status::ok);
         REQUIRE(irq_work_sync(w) == status::ok);
         CHECK(ran_on.load() == cpu);
         CHECK(std::string(name) == "irq_work/" + std::to_string(cpu));
@@ -118,7 +118,7 @@ TEST_CASE("irq_work: queueing a pending item fails, it runs once, and sees the f
     irq_work_domain d(no_tick());
     const int cpu = d.cpus().front();
     gate g;
-    REQUIRE(irq_work_queue_on(d, g.item, cpu));
+    REQUIRE(irq_work_queue_on(d, g.item, cpu) == status::ok);
     g.wait_entered(); // the worker is now stuck in the gate: nothing else on this CPU runs
 
     int data = 0; // plain int: TSan checks the claim's ordering argument on it
@@ -128,15 +128,15 @@ TEST_CASE("irq_work: queueing a pending item fails, it runs once, and sees the f
         seen = data;
         runs.fetch_add(1, std::memory_order_relaxed);
     }};
-    REQUIRE(irq_work_queue_on(d, w, cpu));
+    REQUIRE(irq_work_queue_on(d, w, cpu) == status::ok);
     CHECK(irq_work_is_pending(w));
     CHECK(irq_work_is_busy(w));
     CHECK(irq_work_needs_cpu(d, cpu));
     // Second queueing from another thread: fails, but its write before the call must be seen.
     std::thread other([&] {
         data = 42;
-        CHECK_FALSE(irq_work_queue_on(d, w, cpu));
-        CHECK_FALSE(irq_work_queue(d, w));
+        CHECK(irq_work_queue_on(d, w, cpu) == status::already_queued);
+        CHECK(irq_work_queue(d, w) == status::already_queued);
     });
     other.join();
     g.release();
@@ -147,7 +147,7 @@ TEST_CASE("irq_work: queueing a pending item fails, it runs once, and sees the f
     REQUIRE(irq_work_sync(g.item) == status::ok);
     CHECK_FALSE(irq_work_needs_cpu(d, cpu));
     // Free again: queueing succeeds and it runs a second time.
-    REQUIRE(irq_work_queue_on(d, w, cpu));
+    REQUIRE(irq_work_queue_on(d, w, cpu) == status::ok);
     REQUIRE(irq_work_sync(w) == status::ok);
     CHECK(runs.load() == 2);
 }
@@ -162,10 +162,10 @@ TEST_CASE("irq_work: an item may re-queue itself from its own callback") {
         irq_work_fn w{[&](irq_work& self) {
                           // PENDING is already clear while func runs: re-queueing succeeds.
                           if (runs.fetch_add(1, std::memory_order_relaxed) + 1 < 5)
-                              requeue_ok = requeue_ok && irq_work_queue(*dp, self);
+                              requeue_ok = requeue_ok && (irq_work_queue(*dp, self) == status::ok);
                       },
                       kind};
-        REQUIRE(irq_work_queue(d, w));
+        REQUIRE(irq_work_queue(d, w) == status::ok);
         // BUSY stays set across the re-queued runs, so one sync covers all five.
         REQUIRE(irq_work_sync(w) == status::ok);
         CHECK(runs.load() == 5);
@@ -187,7 +187,7 @@ TEST_CASE("irq_work: queue_on every CPU, each kind runs on that CPU's worker") {
                               on_worker.store(current_thread_ctx() == expected, std::memory_order_relaxed);
                           },
                           kind};
-            REQUIRE(irq_work_queue_on(d, w, cpu));
+            REQUIRE(irq_work_queue_on(d, w, cpu) == status::ok);
             REQUIRE(irq_work_sync(w) == status::ok);
             CHECK(ran_on.load() == cpu);
             CHECK(on_worker.load());
@@ -201,7 +201,7 @@ TEST_CASE("irq_work: local queue lands on the caller's CPU") {
         pin_to pin(cpu);
         std::atomic<int> ran_on{-1};
         irq_work_fn w{[&] { ran_on.store(sched_getcpu(), std::memory_order_relaxed); }};
-        REQUIRE(irq_work_queue(d, w));
+        REQUIRE(irq_work_queue(d, w) == status::ok);
         REQUIRE(irq_work_sync(w) == status::ok);
         CHECK(ran_on.load() == cpu);
     }
@@ -228,39 +228,208 @@ TEST_CASE("irq_work: a local queue from a CPU the domain does not serve runs on 
         CAPTURE(static_cast<int>(kind));
         std::atomic<thread_ctx*> ran_by{nullptr};
         irq_work_fn w{[&] { ran_by.store(current_thread_ctx(), std::memory_order_relaxed); }, kind};
-        REQUIRE(irq_work_queue(d, w));
+        REQUIRE(irq_work_queue(d, w) == status::ok);
         REQUIRE(irq_work_sync(w) == status::ok);
         CHECK(ran_by.load() == &d.worker(all.front()));
     }
 }
 
-TEST_CASE("irq_work_queue_on: a CPU the domain does not serve is a clear assertion, not a hang or a stray write") {
+TEST_CASE("irq_work_queue_on: a CPU the domain does not serve is invalid_argument, the item untouched") {
     irq_work_domain d(no_tick());
+    std::atomic<int> runs{0};
+    irq_work_fn w{[&] { runs.fetch_add(1); }};
     for (int bad : {-1, CPU_SETSIZE, d.cpus().back() + 1000}) {
         CAPTURE(bad);
-        irq_work_fn w{[] {}};
-        int pipefd[2];
-        REQUIRE(pipe(pipefd) == 0);
-        std::fflush(nullptr);
-        const pid_t child = fork();
-        REQUIRE(child >= 0);
-        if (child == 0) {
-            dup2(pipefd[1], STDERR_FILENO);
-            (void)irq_work_queue_on(d, w, bad); // must abort before touching the item or a list
-            _exit(0);
-        }
-        close(pipefd[1]);
-        char buf[512] = {};
-        std::size_t got = 0;
-        for (ssize_t r; got < sizeof(buf) - 1 && (r = read(pipefd[0], buf + got, sizeof(buf) - 1 - got)) > 0;)
-            got += static_cast<std::size_t>(r);
-        close(pipefd[0]);
-        int st = 0;
-        REQUIRE(waitpid(child, &st, 0) == child);
-        CHECK((WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT));
-        CHECK(std::string(buf).find("no worker on that CPU") != std::string::npos);
-        CHECK_FALSE(irq_work_is_busy(w)); // the parent's item was never claimed
+        CHECK_FALSE(d.serves(bad));
+        CHECK(irq_work_queue_on(d, w, bad) == status::invalid_argument);
+        CHECK_FALSE(irq_work_is_busy(w)); // never claimed
+        CHECK_FALSE(irq_work_needs_cpu(d, bad));
+        irq_work_producer p;
+        CHECK(p.bind(d, bad) == status::invalid_argument);
+        CHECK_FALSE(p.bound());
+        CHECK(p.cpu() == -1);
+        CHECK(p.queue(w) == status::invalid_argument);
+        CHECK_FALSE(irq_work_is_busy(w));
     }
+    // The item is still usable: nothing was half-queued.
+    REQUIRE(irq_work_queue_on(d, w, d.cpus().front()) == status::ok);
+    REQUIRE(irq_work_sync(w) == status::ok);
+    CHECK(runs.load() == 1);
+}
+
+TEST_CASE("irq_work_producer: items go to the bound CPU's worker wherever the producer runs") {
+    irq_work_domain d(no_tick());
+    const int target = d.cpus().back();
+    irq_work_producer p;
+    REQUIRE(p.bind(d, target) == status::ok);
+    CHECK(p.bound());
+    CHECK(p.cpu() == target);
+    for (int here : d.cpus()) { // queue from every CPU: the target must not follow the caller
+        CAPTURE(here);
+        pin_to pin(here);
+        std::atomic<thread_ctx*> ran_by{nullptr};
+        std::atomic<int> ran_on{-1};
+        irq_work_fn w{[&] {
+            ran_by.store(current_thread_ctx());
+            ran_on.store(sched_getcpu());
+        }};
+        const irq_work_producer copy = p; // a value: copies queue to the same CPU
+        REQUIRE(copy.queue(w) == status::ok);
+        REQUIRE(irq_work_sync(w) == status::ok);
+        CHECK(ran_by.load() == &d.worker(target));
+        CHECK(ran_on.load() == target);
+    }
+    // Rebinding a bound producer to a bad CPU leaves the old binding.
+    CHECK(p.bind(d, -1) == status::invalid_argument);
+    CHECK(p.cpu() == target);
+}
+
+TEST_CASE("irq_work_producer: already_queued while pending; the pending run sees the second caller's write") {
+    irq_work_domain d(no_tick());
+    const int cpu = d.cpus().front();
+    irq_work_producer p;
+    REQUIRE(p.bind(d, cpu) == status::ok);
+    gate g;
+    REQUIRE(p.queue(g.item) == status::ok);
+    g.wait_entered(); // the worker is held inside the gate
+    int seen = 0, value = 0;
+    irq_work_fn w{[&] { seen = value; }};
+    REQUIRE(p.queue(w) == status::ok);
+    value = 42; // written before the failed claim below: the pending run must see it
+    CHECK(p.queue(w) == status::already_queued);
+    CHECK(irq_work_queue_on(d, w, cpu) == status::already_queued);
+    g.release();
+    REQUIRE(irq_work_sync(w) == status::ok);
+    CHECK(seen == 42);
+}
+
+TEST_CASE("irq_work_stats: backlog (pending, oldest age) grows while the worker is held, and drains to 0") {
+    irq_work_domain d(no_tick());
+    const int cpu = d.cpus().front();
+    irq_work_stats s0 = d.stats(cpu);
+    CHECK(s0.pending == 0);
+    CHECK(s0.oldest_pending_age.count() == 0);
+    gate g;
+    REQUIRE(irq_work_queue_on(d, g.item, cpu) == status::ok);
+    g.wait_entered(); // running, no longer pending
+    CHECK(d.stats(cpu).pending == 0);
+    std::vector<std::unique_ptr<irq_work_fn<std::function<void()>>>> items;
+    std::atomic<int> runs{0};
+    for (int i = 0; i < 5; ++i) {
+        items.push_back(std::make_unique<irq_work_fn<std::function<void()>>>([&] { runs.fetch_add(1); }));
+        REQUIRE(irq_work_queue_on(d, *items.back(), cpu) == status::ok);
+    }
+    const irq_work_stats s1 = d.stats(cpu);
+    CHECK(s1.pending == 5);
+    std::this_thread::sleep_for(2ms); // monotonic clock: the age can only grow (not a timing bound)
+    const irq_work_stats s2 = d.stats(cpu);
+    CHECK(s2.pending == 5);
+    CHECK(s2.oldest_pending_age >= 2ms);
+    CHECK(s2.oldest_pending_age > s1.oldest_pending_age);
+    CHECK(d.total_stats().pending == 5);
+    CHECK(d.total_stats().oldest_pending_age >= s2.oldest_pending_age);
+    g.release();
+    for (auto& it : items)
+        REQUIRE(irq_work_sync(*it) == status::ok);
+    CHECK(runs.load() == 5);
+    const irq_work_stats s3 = d.stats(cpu);
+    CHECK(s3.pending == 0);
+    CHECK(s3.oldest_pending_age.count() == 0);
+}
+
+namespace {
+/// A SCHED_FIFO thread spinning on `cpu` until stopped: RT load that starves lower-priority workers.
+struct fifo_hog {
+    std::atomic<bool> stop{false};
+    std::atomic<bool> running{false};
+    rt_thread t;
+    fifo_hog(int cpu, int prio) {
+        rt_thread_options o;
+        o.name = "test-hog";
+        o.priority = prio;
+        o.cpu = cpu;
+        o.require_rt = true;
+        t = rt_thread(o, [this](thread_ctx&) {
+            running.store(true, std::memory_order_release);
+            while (!stop.load(std::memory_order_acquire)) {
+            }
+        });
+        while (!running.load(std::memory_order_acquire))
+            std::this_thread::yield();
+    }
+    ~fifo_hog() {
+        stop.store(true, std::memory_order_release);
+        t.join();
+    }
+};
+
+/// Two CPUs the test may use (the domain's and the test thread's), or nothing.
+bool two_cpus(int& worker_cpu, int& my_cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) != 0 || CPU_COUNT(&set) < 2)
+        return false;
+    std::vector<int> c;
+    for (int i = 0; i < CPU_SETSIZE; ++i)
+        if (CPU_ISSET(i, &set))
+            c.push_back(i);
+    my_cpu = c.front();
+    worker_cpu = c.back();
+    return true;
+}
+} // namespace
+
+TEST_CASE("irq_work: a higher-priority SCHED_FIFO hog starves a priority-1 worker; stats show it; priority fixes it") {
+    RTDEFER_REQUIRE_RT_OR_SKIP();
+    int wcpu = -1, mine = -1;
+    if (!two_cpus(wcpu, mine)) {
+        rtdefer_test::skip_test("needs two CPUs: the hog's (and the worker's) and the test thread's");
+        return;
+    }
+    pin_to pin(mine);
+    std::atomic<int> runs{0};
+    irq_work_fn w{[&] { runs.fetch_add(1); }};
+    {
+        irq_work_domain_options o = no_tick();
+        o.cpus = {wcpu};
+        o.require_rt = true;
+        irq_work_domain d(o);
+        REQUIRE(d.worker_sched(wcpu).priority == 1);
+        irq_work_producer p;
+        REQUIRE(p.bind(d, wcpu) == status::ok);
+        {
+            fifo_hog hog(wcpu, 2); // above the worker: it cannot run while the hog spins
+            REQUIRE(p.queue(w) == status::ok);
+            const irq_work_stats s1 = d.stats(wcpu);
+            CHECK(s1.pending == 1);
+            std::this_thread::sleep_for(5ms);
+            const irq_work_stats s2 = d.stats(wcpu);
+            CHECK(s2.pending == 1);
+            CHECK(s2.runs_lazy == s1.runs_lazy);
+            CHECK(s2.oldest_pending_age >= 5ms);
+            CHECK(s2.oldest_pending_age > s1.oldest_pending_age);
+            CHECK(runs.load() == 0);
+        } // hog released: the worker runs the item
+        REQUIRE(irq_work_sync(w) == status::ok);
+        CHECK(runs.load() == 1);
+        CHECK(d.stats(wcpu).pending == 0);
+        CHECK(d.stats(wcpu).oldest_pending_age.count() == 0);
+    }
+    {
+        irq_work_domain_options o = no_tick();
+        o.cpus = {wcpu};
+        o.priority = 3; // above the RT load: the documented answer to starvation
+        o.require_rt = true;
+        irq_work_domain d(o);
+        CHECK(d.worker_sched(wcpu).priority == 3);
+        CHECK_FALSE(d.worker_sched(wcpu).degraded());
+        fifo_hog hog(wcpu, 2);
+        REQUIRE(irq_work_queue_on(d, w, wcpu) == status::ok);
+        // The worker preempts the hog; with the bug (priority ignored) this waits for the hog.
+        CHECK(rtdefer_test::eventually([&] { return runs.load() == 2; }));
+        CHECK(d.stats(wcpu).pending == 0);
+    }
+    REQUIRE(irq_work_sync(w) == status::ok);
 }
 
 TEST_CASE("irq_work: hard items run in interrupt (signal) context on the worker") {
@@ -275,7 +444,7 @@ TEST_CASE("irq_work: hard items run in interrupt (signal) context on the worker"
                       irqs_at_run.store(interrupts_received(worker), std::memory_order_relaxed);
                   },
                   irq_work_kind::hard};
-    REQUIRE(irq_work_queue_on(d, w, cpu));
+    REQUIRE(irq_work_queue_on(d, w, cpu) == status::ok);
     REQUIRE(irq_work_sync(w) == status::ok);
     CHECK(in_irq.load() == 1);
     CHECK(irqs_at_run.load() > before);
@@ -284,7 +453,7 @@ TEST_CASE("irq_work: hard items run in interrupt (signal) context on the worker"
 
     // Normal items run in the worker's thread context.
     irq_work_fn n{[&] { in_irq.store(in_interrupt() ? 1 : 0, std::memory_order_relaxed); }};
-    REQUIRE(irq_work_queue_on(d, n, cpu));
+    REQUIRE(irq_work_queue_on(d, n, cpu) == status::ok);
     REQUIRE(irq_work_sync(n) == status::ok);
     CHECK(in_irq.load() == 0);
 }
@@ -303,7 +472,7 @@ TEST_CASE("irq_work: hard items run even if the domain's creator blocks the inte
         irq_work_fn h{[&] { in_irq.store(in_interrupt() ? 1 : 0, std::memory_order_relaxed); },
                       irq_work_kind::hard};
         irq_work_domain d(no_tick()); // after h: on a failure the destructor still runs h first
-        if (!irq_work_queue_on(d, h, d.cpus().front()))
+        if (irq_work_queue_on(d, h, d.cpus().front()) != status::ok)
             return;
         // Not a timing claim: without the fix the item never runs (the deadline only avoids a hang).
         st = irq_work_sync_until(h, std::chrono::steady_clock::now() + 30s);
@@ -323,10 +492,10 @@ TEST_CASE("irq_work: LAZY items wait for the tick; normal items do not") {
             const int cpu = d.cpus().front();
             irq_work_fn lz{[&] { lazy_runs.fetch_add(1, std::memory_order_relaxed); }, irq_work_kind::lazy};
             const std::uint64_t raises = d.stats(cpu).lazy_raises;
-            REQUIRE(irq_work_queue_on(d, lz, cpu));
+            REQUIRE(irq_work_queue_on(d, lz, cpu) == status::ok);
             CHECK(d.stats(cpu).lazy_raises == raises); // no wake for a LAZY item
             irq_work_fn n{[] {}};
-            REQUIRE(irq_work_queue_on(d, n, cpu));
+            REQUIRE(irq_work_queue_on(d, n, cpu) == status::ok);
             REQUIRE(irq_work_sync(n) == status::ok);
             CHECK(d.stats(cpu).lazy_raises == raises + 1);
             // The worker ran and went back to sleep without touching the tick list.
@@ -343,7 +512,7 @@ TEST_CASE("irq_work: LAZY items wait for the tick; normal items do not") {
         const int cpu = d.cpus().front();
         std::atomic<int> runs{0};
         irq_work_fn lz{[&] { runs.fetch_add(1, std::memory_order_relaxed); }, irq_work_kind::lazy};
-        REQUIRE(irq_work_queue_on(d, lz, cpu));
+        REQUIRE(irq_work_queue_on(d, lz, cpu) == status::ok);
         REQUIRE(irq_work_sync(lz) == status::ok);
         CHECK(runs.load() == 1);
         CHECK(d.stats(cpu).ticks >= 1);
@@ -359,7 +528,7 @@ TEST_CASE("irq_work: LAZY items wait for the tick; normal items do not") {
         std::atomic<int> runs{0};
         irq_work_fn lz{[&] { runs.fetch_add(1, std::memory_order_relaxed); }, irq_work_kind::lazy};
         const irq_work_stats before = d.stats(cpu);
-        REQUIRE(irq_work_queue_on(d, lz, cpu));
+        REQUIRE(irq_work_queue_on(d, lz, cpu) == status::ok);
         REQUIRE(irq_work_sync(lz) == status::ok);
         const irq_work_stats after = d.stats(cpu);
         CHECK(runs.load() == 1);
@@ -373,7 +542,7 @@ TEST_CASE("irq_work: LAZY items wait for the tick; normal items do not") {
         std::atomic<int> runs{0};
         irq_work_fn lz{[&] { runs.fetch_add(1, std::memory_order_relaxed); }, irq_work_kind::lazy};
         const std::uint64_t raises = d.stats(cpu).lazy_raises;
-        REQUIRE(irq_work_queue_on(d, lz, cpu));
+        REQUIRE(irq_work_queue_on(d, lz, cpu) == status::ok);
         REQUIRE(irq_work_sync(lz) == status::ok);
         CHECK(runs.load() == 1);
         CHECK(d.stats(cpu).lazy_raises == raises + 1);
@@ -384,7 +553,7 @@ TEST_CASE("irq_work: only the add that makes the list non-empty wakes the worker
     irq_work_domain d(no_tick());
     const int cpu = d.cpus().front();
     gate g;
-    REQUIRE(irq_work_queue_on(d, g.item, cpu));
+    REQUIRE(irq_work_queue_on(d, g.item, cpu) == status::ok);
     g.wait_entered();
     const std::uint64_t raises = d.stats(cpu).lazy_raises;
     std::atomic<int> runs{0};
@@ -393,7 +562,7 @@ TEST_CASE("irq_work: only the add that makes the list non-empty wakes the worker
         items.push_back(std::make_unique<irq_work_fn<std::function<void()>>>(
             std::function<void()>([&] { runs.fetch_add(1, std::memory_order_relaxed); })));
     for (auto& it : items)
-        REQUIRE(irq_work_queue_on(d, *it, cpu));
+        REQUIRE(irq_work_queue_on(d, *it, cpu) == status::ok);
     CHECK(d.stats(cpu).lazy_raises == raises + 1); // ten adds, one raise
     g.release();
     for (auto& it : items)
@@ -415,7 +584,7 @@ TEST_CASE("irq_work: the worker runs SCHED_FIFO at the configured priority (defa
             int policy = -1;
             sched_param sp{};
             irq_work_fn w{[&] { pthread_getschedparam(pthread_self(), &policy, &sp); }};
-            REQUIRE(irq_work_queue_on(d, w, cpu));
+            REQUIRE(irq_work_queue_on(d, w, cpu) == status::ok);
             REQUIRE(irq_work_sync(w) == status::ok);
             CHECK(policy == SCHED_FIFO);
             CHECK(sp.sched_priority == expected);
@@ -435,7 +604,7 @@ TEST_CASE("irq_work_sync: from the item's own callback returns would_deadlock") 
         CAPTURE(static_cast<int>(kind));
         status st = status::ok;
         irq_work_fn w{[&](irq_work& self) { st = irq_work_sync(self); }, kind};
-        REQUIRE(irq_work_queue(d, w));
+        REQUIRE(irq_work_queue(d, w) == status::ok);
         REQUIRE(irq_work_sync(w) == status::ok);
         CHECK(st == status::would_deadlock);
     }
@@ -455,7 +624,7 @@ TEST_CASE("irq_work: overlapping runs (re-queued to another CPU) keep the item b
     irq_work_fn w{[&](irq_work& self) {
         if (runs.fetch_add(1) == 0) {
             // First run (CPU 0): re-queue onto CPU 1 and wait until that second run has finished.
-            CHECK(irq_work_queue_on(*dp, self, cpu1)); // CHECK: never throw out of a callback
+            CHECK(irq_work_queue_on(*dp, self, cpu1) == status::ok); // CHECK: never throw out of a callback
             while (second_done.load(std::memory_order_acquire) == 0)
                 second_done.wait(0, std::memory_order_acquire);
             // The kernel's cmpxchg protocol would have cleared BUSY here (the second run ended and
@@ -466,7 +635,7 @@ TEST_CASE("irq_work: overlapping runs (re-queued to another CPU) keep the item b
             second_done.notify_all();
         }
     }};
-    REQUIRE(irq_work_queue_on(d, w, cpu0));
+    REQUIRE(irq_work_queue_on(d, w, cpu0) == status::ok);
     REQUIRE(irq_work_sync(w) == status::ok);
     CHECK(runs.load() == 2);
     CHECK(busy_while_first_runs);
@@ -482,18 +651,18 @@ TEST_CASE("irq_work_sync: from hard context: would_deadlock, never a wait, never
     irq_work_domain d(no_tick());
     const int cpu = d.cpus().front();
     gate g;
-    REQUIRE(irq_work_queue_on(d, g.item, cpu));
+    REQUIRE(irq_work_queue_on(d, g.item, cpu) == status::ok);
     g.wait_entered(); // the worker is inside g.item's callback
     std::atomic<int> lazy_in_irq{-1};
     irq_work_fn l{[&] { lazy_in_irq.store(in_interrupt() ? 1 : 0, std::memory_order_relaxed); }};
-    REQUIRE(irq_work_queue_on(d, l, cpu)); // pending behind the gate, on the worker's own list
+    REQUIRE(irq_work_queue_on(d, l, cpu) == status::ok); // pending behind the gate, on the worker's own list
     status st_running = status::ok, st_queued = status::ok;
     irq_work_fn h{[&] {
                       st_running = irq_work_sync(g.item); // the run this handler interrupted
                       st_queued = irq_work_sync(l);       // queued on the interrupted worker's list
                   },
                   irq_work_kind::hard};
-    REQUIRE(irq_work_queue_on(d, h, cpu)); // interrupts that callback on the same thread
+    REQUIRE(irq_work_queue_on(d, h, cpu) == status::ok); // interrupts that callback on the same thread
     REQUIRE(irq_work_sync(h) == status::ok);
     CHECK(st_running == status::would_deadlock);
     // Waiting in the handler would block the only thread that runs `l`; helping would run `l` (which
@@ -516,7 +685,7 @@ TEST_CASE("irq_work_sync: waits for a running callback, then the item may be fre
         g.item.func(g.item); // reuse the gate's body: block until released
         finished.store(true, std::memory_order_relaxed);
     }));
-    REQUIRE(irq_work_queue_on(d, *w, cpu));
+    REQUIRE(irq_work_queue_on(d, *w, cpu) == status::ok);
     g.wait_entered();
     std::atomic<bool> synced{false};
     std::thread syncer([&] {
@@ -541,7 +710,7 @@ TEST_CASE("irq_work_sync: many items, sync and free each right after it ran (ASa
         const irq_work_kind kind = (i % 3 == 0) ? irq_work_kind::hard : irq_work_kind::normal;
         auto* w = new irq_work_fn<std::function<void()>>(
             std::function<void()>([&runs] { runs.fetch_add(1, std::memory_order_relaxed); }), kind);
-        REQUIRE(irq_work_queue_on(d, *w, cpu));
+        REQUIRE(irq_work_queue_on(d, *w, cpu) == status::ok);
         REQUIRE(irq_work_sync(*w) == status::ok);
         delete w;
     }
@@ -557,10 +726,10 @@ TEST_CASE("irq_work_sync: from a worker, waiting for an item queued behind us on
     irq_work_domain* dp = &d;
     irq_work_fn a{[&] {
         // b goes on this worker's own list; only this worker runs it: sync must help, not hang.
-        if (irq_work_queue_on(*dp, b, cpu))
+        if (irq_work_queue_on(*dp, b, cpu) == status::ok)
             st = irq_work_sync(b);
     }};
-    REQUIRE(irq_work_queue_on(d, a, cpu));
+    REQUIRE(irq_work_queue_on(d, a, cpu) == status::ok);
     REQUIRE(irq_work_sync(a) == status::ok);
     CHECK(st == status::ok);
     CHECK(b_runs.load() == 1);
@@ -570,7 +739,7 @@ TEST_CASE("irq_work_sync_until: times out while the callback is held") {
     irq_work_domain d(no_tick());
     const int cpu = d.cpus().front();
     gate g;
-    REQUIRE(irq_work_queue_on(d, g.item, cpu));
+    REQUIRE(irq_work_queue_on(d, g.item, cpu) == status::ok);
     g.wait_entered();
     CHECK(irq_work_sync_until(g.item, std::chrono::steady_clock::now() + 1ms) == status::timed_out);
     g.release();
@@ -596,7 +765,7 @@ TEST_CASE("irq_work_run: runs the local CPU's raised list in the caller") {
             phase.wait(1, std::memory_order_acquire);
         pthread_sigmask(SIG_SETMASK, &old, nullptr); // the pending IPI runs the hook: list is empty
     }};
-    REQUIRE(irq_work_queue_on(d, holder, cpu));
+    REQUIRE(irq_work_queue_on(d, holder, cpu) == status::ok);
     while (phase.load(std::memory_order_acquire) != 1)
         phase.wait(0, std::memory_order_acquire);
     std::atomic<thread_ctx*> ran_by{nullptr};
@@ -609,7 +778,7 @@ TEST_CASE("irq_work_run: runs the local CPU's raised list in the caller") {
                           self_sync = irq_work_sync(me);
                   },
                   irq_work_kind::hard};
-    REQUIRE(irq_work_queue_on(d, h, cpu));
+    REQUIRE(irq_work_queue_on(d, h, cpu) == status::ok);
     CHECK(irq_work_needs_cpu(d, cpu));
     CHECK(irq_work_needs_cpu(d));
     CHECK(irq_work_run(d) == 1);
@@ -639,12 +808,12 @@ TEST_CASE("irq_work: destruction runs what is queued, hard and LAZY included, th
         for (int i = 0; i < 60; ++i) {
             const int cpu = d.cpus()[static_cast<std::size_t>(i) % d.cpus().size()];
             if (i % 3 == 0) {
-                REQUIRE(irq_work_queue_on(d, make(irq_work_kind::lazy, [&] { lazy_runs.fetch_add(1); }), cpu));
+                REQUIRE((irq_work_queue_on(d, make(irq_work_kind::lazy, [&] { lazy_runs.fetch_add(1); }), cpu) == status::ok));
             } else if (i % 3 == 1) {
-                REQUIRE(irq_work_queue_on(d, make(irq_work_kind::normal, [&] { runs.fetch_add(1); }), cpu));
+                REQUIRE((irq_work_queue_on(d, make(irq_work_kind::normal, [&] { runs.fetch_add(1); }), cpu) == status::ok));
             } else {
-                REQUIRE(irq_work_queue_on(
-                    d, make(irq_work_kind::hard, [&] { hard_in_irq.fetch_add(in_interrupt() ? 1 : 0); }), cpu));
+                REQUIRE((irq_work_queue_on(
+                    d, make(irq_work_kind::hard, [&] { hard_in_irq.fetch_add(in_interrupt() ? 1 : 0); }), cpu) == status::ok));
             }
         }
         CHECK(lazy_runs.load() == 0);
@@ -660,11 +829,11 @@ TEST_CASE("irq_work: a hard item interrupts the worker while it runs a lazy call
     irq_work_domain d(no_tick());
     const int cpu = d.cpus().front();
     gate g;
-    REQUIRE(irq_work_queue_on(d, g.item, cpu));
+    REQUIRE(irq_work_queue_on(d, g.item, cpu) == status::ok);
     g.wait_entered();
     std::atomic<int> in_irq{-1};
     irq_work_fn h{[&] { in_irq.store(in_interrupt() ? 1 : 0); }, irq_work_kind::hard};
-    REQUIRE(irq_work_queue_on(d, h, cpu));
+    REQUIRE(irq_work_queue_on(d, h, cpu) == status::ok);
     REQUIRE(irq_work_sync(h) == status::ok); // returns while the gate still holds the worker
     CHECK(in_irq.load() == 1);
     CHECK(irq_work_is_busy(g.item));
@@ -684,8 +853,8 @@ TEST_CASE("irq_work_fn: stores the callable inline, invokes with or without the 
     irq_work* seen = nullptr;
     irq_work_fn w2{[&seen](irq_work& self) { seen = &self; }};
     irq_work_domain d(no_tick());
-    REQUIRE(irq_work_queue(d, w));
-    REQUIRE(irq_work_queue(d, w2));
+    REQUIRE(irq_work_queue(d, w) == status::ok);
+    REQUIRE(irq_work_queue(d, w2) == status::ok);
     REQUIRE(irq_work_sync(w) == status::ok);
     REQUIRE(irq_work_sync(w2) == status::ok);
     CHECK(got == 7);
@@ -699,8 +868,8 @@ TEST_CASE("irq_work: two domains coexist; each hook runs only its own worker's l
     std::atomic<thread_ctx*> ran_a{nullptr}, ran_b{nullptr};
     irq_work_fn wa{[&] { ran_a.store(current_thread_ctx()); }, irq_work_kind::hard};
     irq_work_fn wb{[&] { ran_b.store(current_thread_ctx()); }, irq_work_kind::hard};
-    REQUIRE(irq_work_queue_on(a, wa, cpu));
-    REQUIRE(irq_work_queue_on(b, wb, cpu));
+    REQUIRE(irq_work_queue_on(a, wa, cpu) == status::ok);
+    REQUIRE(irq_work_queue_on(b, wb, cpu) == status::ok);
     REQUIRE(irq_work_sync(wa) == status::ok);
     REQUIRE(irq_work_sync(wb) == status::ok);
     CHECK(ran_a.load() == &a.worker(cpu));
@@ -747,7 +916,7 @@ std::size_t rt_retire_loop(irq_work_domain& d, retirer& r, buffer* const* bufs, 
         bufs[i]->payload[0] = i; // "use" the buffer, then retire it
         (void)r.retired.add(bufs[i]->link);
         // false means a reclaim run is pending and will see this buffer (the claim's ordering).
-        if (irq_work_queue(d, r.reclaim))
+        if (irq_work_queue(d, r.reclaim) == status::ok)
             ++queued;
     }
     return queued;
@@ -900,7 +1069,7 @@ TEST_CASE("irq_work_run: asynchronous cancellation of the host never loses a tak
                 phase.wait(1, std::memory_order_acquire);
             pthread_sigmask(SIG_SETMASK, &old, nullptr); // pending IPIs run whatever is left
         }};
-        if (!irq_work_queue_on(d, holder, cpu))
+        if (irq_work_queue_on(d, holder, cpu) != status::ok)
             return 9;
         while (phase.load(std::memory_order_acquire) != 1)
             phase.wait(0, std::memory_order_acquire);
@@ -928,7 +1097,7 @@ TEST_CASE("irq_work_run: asynchronous cancellation of the host never loses a tak
             std::thread sender([&] {
                 while (!stop.load(std::memory_order_acquire)) {
                     for (irq_work& w : items)
-                        if (!irq_work_is_busy(w) && irq_work_queue_on(d, w, cpu))
+                        if (!irq_work_is_busy(w) && (irq_work_queue_on(d, w, cpu) == status::ok))
                             ++queued;
                     std::this_thread::yield();
                 }

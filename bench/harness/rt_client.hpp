@@ -32,6 +32,7 @@
 #include <mutex>
 #include <random>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -91,7 +92,9 @@ public:
             rtdefer::irq_work_domain_options d;
             d.priority = 5; // explicit: above SCHED_FIFO 1, so other low real-time load cannot starve the frees
             dom_ = std::make_unique<rtdefer::irq_work_domain>(d);
-            retire_cpu_ = dom_->cpus().front();
+            // One fixed CPU, checked once here: the real-time thread may migrate (a JACK callback does).
+            if (const rtdefer::status st = retire_.bind(*dom_, dom_->cpus().front()); st != rtdefer::status::ok)
+                throw std::system_error(make_error_code(st), "rt_client: irq_work_producer::bind");
         }
     }
     client(const client&) = delete;
@@ -163,7 +166,7 @@ public:
             if (current_ != nullptr) {
                 (void)retired_.add(current_->retire);
                 current_ = nullptr;
-                (void)rtdefer::irq_work_queue_on(*dom_, reclaim_, retire_cpu_);
+                (void)retire_.queue(reclaim_);
             }
             (void)rtdefer::irq_work_sync(reclaim_);
         } else if (current_ != nullptr) {
@@ -171,6 +174,11 @@ public:
             delete_update(current_);
             current_ = nullptr;
         }
+    }
+    /// Returns: the retiring worker's counters and backlog (rtdefer mode; zeros in baseline mode).
+    /// Real-time safety: loads and a vDSO clock read; for the UI thread, e.g. once per update.
+    rtdefer::irq_work_stats retire_stats() const noexcept {
+        return dom_ != nullptr ? dom_->stats(retire_.cpu()) : rtdefer::irq_work_stats{};
     }
     /// Destroys the irq_work domain (after finish()).
     void stop_workers() { dom_.reset(); }
@@ -216,8 +224,8 @@ private:
         c.current_ = u;
         if (old != nullptr) {
             (void)c.retired_.add(old->retire);
-            // false: already pending; that run sees this table (the claim's ordering argument).
-            if (!rtdefer::irq_work_queue_on(*c.dom_, c.reclaim_, c.retire_cpu_))
+            // already_queued: that pending run sees this table (the claim's ordering argument).
+            if (c.retire_.queue(c.reclaim_) != rtdefer::status::ok)
                 c.queue_pending_.fetch_add(1, std::memory_order_relaxed); // relaxed: statistic
         }
     }
@@ -244,7 +252,7 @@ private:
     std::size_t table_floats_;
     ledger book_;
     std::unique_ptr<rtdefer::irq_work_domain> dom_;
-    int retire_cpu_ = 0;
+    rtdefer::irq_work_producer retire_; ///< bound to the retiring CPU in the constructor
     rtdefer::llist_head retired_;
     rtdefer::irq_work_fn<reclaimer> reclaim_{reclaimer{this}, rtdefer::irq_work_kind::lazy};
     std::atomic<std::uint64_t> queue_pending_{0};

@@ -18,8 +18,11 @@
 //   - the callback hands a reference to its ctx to the UI with thread_ref::acquire_raw() through an
 //     atomic; the UI takes it over with thread_ref::adopt().
 //   - notify::none: the callback runs every period anyway; a signal would only interrupt jack2's wait.
-//   - irq_work_queue_on() one fixed CPU: the JACK thread migrates, and a local queue would spread
-//     LAZY items over every CPU's tick.
+//   - an irq_work_producer bound to one fixed CPU at setup (bind() returns invalid_argument for a CPU
+//     the domain does not serve): the JACK thread migrates, and a local queue would spread LAZY items
+//     over every CPU's tick. The worker runs at SCHED_FIFO 5, above low real-time load.
+//   - the UI samples the retiring worker's backlog (irq_work_stats::pending, oldest_pending_age)
+//     once per update and reports the worst: a starving worker shows there first.
 //   - teardown order: stop the producers, wait for the items in flight, jack_deactivate(), retire what
 //     the callback still held and irq_work_sync(), jack_client_close(), then the domain.
 //
@@ -33,6 +36,7 @@
 
 #include <jack/jack.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -200,9 +204,14 @@ int main(int argc, char** argv) {
     }
     const auto interval = std::chrono::nanoseconds(1'000'000'000LL / o.rate_hz);
     const auto end = steady::now() + std::chrono::duration<double>(o.seconds);
+    std::uint64_t backlog_max = 0;
+    std::chrono::nanoseconds oldest_max{0};
     for (auto next = steady::now(); steady::now() < end; next += interval) {
         std::this_thread::sleep_until(next);
         (void)h.client->send(rt.get());
+        const rtdefer::irq_work_stats ws = h.client->retire_stats();
+        backlog_max = std::max(backlog_max, ws.pending);
+        oldest_max = std::max(oldest_max, ws.oldest_pending_age);
     }
 
     // Teardown, in the documented order (docs/host_threads.md).
@@ -222,10 +231,11 @@ int main(int argc, char** argv) {
     const bool ok = c.ok() && h.client->sent() > 0;
     std::printf("result: mode=%s cycles=%llu xruns=%llu cycle_p50_us=%.1f cycle_p99_us=%.1f cycle_max_us=%.1f "
                 "updates=%u refused=%u lost=%u applied_twice=%u not_freed=%u freed_twice=%u "
-                "queue_pending=%llu attach_failures=%u ok=%d\n",
+                "queue_pending=%llu retire_backlog_max=%llu retire_oldest_max_us=%.1f attach_failures=%u ok=%d\n",
                 rc::to_string(m), static_cast<unsigned long long>(h.cycles), static_cast<unsigned long long>(h.xruns.load()),
                 cs.p50 / 1e3, cs.p99 / 1e3, cs.max / 1e3, h.client->sent(), h.client->refused(), c.lost,
                 c.applied_twice, c.not_freed, c.freed_twice, static_cast<unsigned long long>(h.client->queue_pending()),
+                static_cast<unsigned long long>(backlog_max), static_cast<double>(oldest_max.count()) / 1e3,
                 h.attach_failures.load(), ok ? 1 : 0);
     return ok ? 0 : 1;
 }

@@ -91,11 +91,11 @@ proctype runner(byte me) {
 proctype syncer() {
     byte s;
     prod_done == 2;          // the caller's contract: nobody else queues any more
-    waiters++;               // (S3)
+    waiters++;               // (IQS3)
     do
-    :: s = seq;              // (S4)
+    :: s = seq;              // (IQS4)
         if
-        :: (flags & BUSY) == 0 -> break   // (S5)
+        :: (flags & BUSY) == 0 -> break   // (IQS5)
         :: else -> (seq != s)             // futex_wait(seq, s): sleeps until a wake bumps seq
         fi
     od;

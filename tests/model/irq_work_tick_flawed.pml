@@ -1,24 +1,24 @@
 // pan: -DSAFETY
 // REFUTED VARIANT of irq_work_tick_ok.pml: the worker checks that the tick list is empty and only
-// then sets tick_stopped (no re-check): a LAZY add in between reads tick_stopped == 0, does not wake
+// then sets the stopped word (no re-check): a LAZY add in between reads the stopped word == 0, does not wake
 // the worker, and the worker sleeps forever with the item queued.
 // irq_work nohz tick (include/rtdefer/irq_work.hpp): the worker stops its tick after idle periods
-// (worker_main: (T1) exchange(tick_stopped, 1), then re-check the tick list) and the LAZY add that
-// makes the tick list non-empty reads tick_stopped ((T2) in irq_work_enqueue) and wakes the worker
-// only if it is stopped. Sequentially consistent model: (T1)/(T2) are acq_rel RMWs on one word, so
-// one of them reads the other (the argument at (T2) in the code); the list ops are single atomics.
+// (irq_work_tick::poll: (IQT1) exchange(word_, 1), then re-check the tick list) and the LAZY add that
+// makes the tick list non-empty reads the stopped word ((IQT2) in irq_work_tick::stopped_at_add) and wakes the worker
+// only if it is stopped. Sequentially consistent model: (IQT1)/(IQT2) are acq_rel RMWs on one word, so
+// one of them reads the other (the argument at (IQT2) in the code); the list ops are single atomics.
 // Producers add LAZY items; the worker ticks (or its tick is not due yet: nondeterministic), runs
 // the tick list at a tick, stops the tick after STOP_AFTER idle ticks, restarts it when woken with
 // items queued, and parks until the next tick (stopped: until a wake token).
 // Checked: when nothing can move any more (every producer done, the worker asleep with its tick
 // stopped), no LAZY item is left behind: every queued item ran. A lost wake is exactly a stall
 // with items on the list (the `timeout` check below). The refuted variant, irq_work_tick_flawed.pml,
-// checks the list before setting tick_stopped instead of after.
+// checks the list before setting the stopped word instead of after.
 #define STOP_AFTER 1
 #define ITEMS 2
 
 byte list = 0;        // items on the tick list
-bool stopped = 0;     // irq_work_cpu::tick_stopped
+bool stopped = 0;     // irq_work_tick::word_
 bool token = 0;       // the worker's park token: unpark sets it, park consumes it
 byte queued = 0;
 byte ran = 0;
@@ -31,7 +31,7 @@ proctype producer() {
     :: i < ITEMS ->
         atomic { was_empty = (list == 0); list++; queued++ };   // llist add: true if it was empty
         if
-        :: was_empty && stopped -> token = 1                   // (T2) read 1: unpark (restart)
+        :: was_empty && stopped -> token = 1                   // (IQT2) read 1: unpark (restart)
         :: else -> skip                                        // tick running, or not the first add
         fi;
         i++

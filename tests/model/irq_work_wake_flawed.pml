@@ -61,7 +61,7 @@ proctype runner(byte me) {
     bool ok;
     do
     :: atomic { onlist == me -> onlist = NONE };                        // del_all
-        atomic { assert(!freed); flags = flags & ~PENDING; nactive++ };   // (3) PENDING -> ACTIVE+1
+        atomic { assert(!freed); flags = flags & ~PENDING; nactive++ };   // (IQ3) PENDING -> ACTIVE+1
         atomic { assert(!freed); owed-- };                               // func(w)
         if
         :: atomic { requeues > 0 -> requeues-- };                        // func re-queues w
@@ -72,7 +72,7 @@ proctype runner(byte me) {
             fi
         :: else -> skip
         fi;
-        atomic {                                                         // (4) ACTIVE-1, last out
+        atomic {                                                         // (IQ4) ACTIVE-1, last out
             assert(!freed);                                              //     clears BUSY: the LAST
             nactive--;                                                    //     item access
             if
@@ -92,11 +92,11 @@ proctype runner(byte me) {
 proctype syncer() {
     byte s;
     prod_done == 2;          // the caller's contract: nobody else queues any more
-    waiters++;               // (S3)
+    waiters++;               // (IQS3)
     do
-    :: s = seq;              // (S4)
+    :: s = seq;              // (IQS4)
         if
-        :: (flags & BUSY) == 0 -> break   // (S5)
+        :: (flags & BUSY) == 0 -> break   // (IQS5)
         :: else -> (seq != s)             // futex_wait(seq, s): sleeps until a wake bumps seq
         fi
     od;

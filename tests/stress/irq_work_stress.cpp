@@ -61,7 +61,7 @@ void item_cb(irq_work& w) noexcept {
     std::uint32_t budget = it.requeue_budget.load(std::memory_order_relaxed);
     while (budget > 0 && !it.requeue_budget.compare_exchange_weak(budget, budget - 1, std::memory_order_relaxed)) {
     }
-    if (budget > 0 && irq_work_queue(*it.domain, w))
+    if (budget > 0 && (irq_work_queue(*it.domain, w) == status::ok))
         it.claims.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -81,7 +81,7 @@ void producer_signal(int) {
     if (st != nullptr) {
         const std::uint64_t k = st->handler_calls.fetch_add(1, std::memory_order_relaxed);
         item& it = *st->items[k % st->items.size()];
-        if (irq_work_queue(*st->domain, it.work)) {
+        if (irq_work_queue(*st->domain, it.work) == status::ok) {
             it.claims.fetch_add(1, std::memory_order_relaxed);
             st->handler_claims.fetch_add(1, std::memory_order_relaxed);
         }
@@ -152,9 +152,9 @@ TEST_CASE("irq_work stress: every successful claim runs exactly once; syncs and 
                 it.want[p].store(i + 1, std::memory_order_relaxed);
                 bool ok;
                 if (rng() % 2 == 0)
-                    ok = irq_work_queue(d, it.work);
+                    ok = irq_work_queue(d, it.work) == status::ok;
                 else
-                    ok = irq_work_queue_on(d, it.work, cpus[rng() % cpus.size()]);
+                    ok = irq_work_queue_on(d, it.work, cpus[rng() % cpus.size()]) == status::ok;
                 if (ok) {
                     it.claims.fetch_add(1, std::memory_order_relaxed);
                     ++mine;
@@ -193,7 +193,7 @@ TEST_CASE("irq_work stress: every successful claim runs exactly once; syncs and 
                 std::array<std::uint32_t, 3>{0, irq_work_flags::lazy, irq_work_flags::hard_irq}[rng() % 3]);
             auto* w = new irq_work_fn<std::function<void()>>(
                 std::function<void()>([&churn_runs] { churn_runs.fetch_add(1, std::memory_order_relaxed); }), kind);
-            if (!irq_work_queue_on(d, *w, cpus[rng() % cpus.size()]))
+            if (irq_work_queue_on(d, *w, cpus[rng() % cpus.size()]) != status::ok)
                 churn_errors.fetch_add(1, std::memory_order_relaxed); // a fresh item must claim
             ++churn_n;
             if (irq_work_sync(*w) != status::ok)

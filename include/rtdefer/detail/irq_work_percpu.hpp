@@ -10,11 +10,18 @@
 // item's *address*. The table has static storage duration and outlives every item; the runner computes
 // the bucket from the pointer value before its last access to the item, and afterwards only touches
 // the bucket. So the runner's last access to the item is the BUSY clear itself.
+//
+// Also here: the producer side of a CPU (irq_work_enqueue: list add, backlog stamp, raise).
 #pragma once
 
 #include <rtdefer/config.hpp>
+#include <rtdefer/detail/cpu_clock.hpp>
+#include <rtdefer/detail/irq_work_tick.hpp>
 #include <rtdefer/detail/syscall.hpp>
+#include <rtdefer/interrupt.hpp>
+#include <rtdefer/thread.hpp>
 #include <rtdefer/llist.hpp>
+#include <rtdefer/park.hpp>
 
 #include <array>
 #include <atomic>
@@ -47,42 +54,114 @@ struct irq_work_run_stack {
     std::atomic<const irq_work_run_frame*> top{nullptr};
 };
 
+/// The three lists of a CPU, indexing irq_work_cpu::list() and its backlog stamps.
+enum class irq_work_list : std::uint8_t {
+    raised = 0, ///< HARD_IRQ items: run by the interrupt hook on the worker thread
+    lazy = 1,   ///< other non-LAZY items: run by the worker, woken on empty→non-empty
+    tick = 2,   ///< LAZY items: run by the worker at its next tick (no wake at all)
+};
+inline constexpr std::size_t irq_work_nlists = 3;
+
 /// One CPU of an irq_work_domain: the kernel's per-CPU raised_list / lazy_list, plus a tick list that
 /// the kernel does not have (see irq_work.hpp: a non-LAZY item queued behind a LAZY one must still
 /// wake the worker). Each llist_head sits on its own cache line (llist.hpp aligns it).
 struct irq_work_cpu {
-    llist_head raised; ///< HARD_IRQ items: run by the interrupt hook on the worker thread
-    llist_head lazy;   ///< other non-LAZY items: run by the worker, woken on empty→non-empty
-    llist_head tick;   ///< LAZY items: run by the worker at its next tick (no wake at all)
+    llist_head raised; ///< irq_work_list::raised
+    llist_head lazy;   ///< irq_work_list::lazy
+    llist_head tick;   ///< irq_work_list::tick
 
-    /// The worker's ctx and tid. Written by the worker before the domain constructor returns (the
-    /// constructor waits on `started`, acquire), never written again while the domain lives: every
-    /// reader got its domain reference after construction, so plain fields suffice.
+    [[nodiscard]] llist_head& list(irq_work_list l) noexcept RTDEFER_NONBLOCKING {
+        return l == irq_work_list::raised ? raised : l == irq_work_list::lazy ? lazy : tick;
+    }
+
+    /// The worker's ctx. Written by the worker's setup before the domain constructor returns (the
+    /// constructor waits for it, acquire), never written again while the domain lives: every reader
+    /// got its domain reference after construction, so a plain field suffices.
     thread_ctx* worker = nullptr;
-    pid_t worker_tid = 0;
     int cpu = -1;
 
     /// The worker thread's runs in progress: every run on the worker (its lists, the interrupt
     /// hook's hard list, irq_work_sync's helping) pushes here, so the hot loops need no TLS.
     irq_work_run_stack running;
 
-    /// Startup handshake: 0 starting, 1 running, 2 failed (no registry slot). Futex-style wait.
-    std::atomic<std::uint32_t> started{0};
+    /// The LAZY tick and its nohz state (the word producers read is inside).
+    irq_work_tick nohz;
 
-    /// 1 while the worker's tick is stopped (nohz: no LAZY work for a while), written only by the
-    /// worker; read by a LAZY add that made the tick list non-empty (tick_nohz_tick_stopped()).
-    std::atomic<std::uint32_t> tick_stopped{0};
+    // Backlog, producer side (its own line: written by every enqueue, never by the runner).
+    // relaxed: statistics; `queued` is bumped before the list add, so the runner's count of the
+    // item (`started`) follows it (the add's release, the runner's del_all acquire).
+    alignas(cacheline_size) std::atomic<std::uint64_t> queued{0}; ///< items added to any list
+    /// CLOCK_MONOTONIC ns of the add that last made each list non-empty (irq_work_list index);
+    /// meaningful only while that list is non-empty.
+    std::array<std::atomic<std::uint64_t>, irq_work_nlists> since_ns{};
 
     // Statistics. relaxed: counters only; readers want totals, not ordering with the lists. runs_*
-    // and ticks are bumped before the run's BUSY clear (irq_work_count_run), so a syncer sees them.
+    // and ticks are bumped before the run's BUSY clear (irq_work_count), so a syncer sees them.
     alignas(cacheline_size) std::atomic<std::uint64_t> hard_raises{0}; ///< empty→non-empty on raised
     std::atomic<std::uint64_t> lazy_raises{0};  ///< empty→non-empty on lazy (worker wake attempted)
     std::atomic<std::uint64_t> ipi_failures{0}; ///< send_ipi refused (worker falls back to a self-IPI)
+    std::atomic<std::uint64_t> started{0};      ///< callbacks begun (PENDING cleared): backlog's other half
     std::atomic<std::uint64_t> runs_hard{0};    ///< hard callbacks run
     std::atomic<std::uint64_t> runs_lazy{0};    ///< lazy and LAZY callbacks run
     std::atomic<std::uint64_t> ticks{0};        ///< ticks that found LAZY items
     std::atomic<std::uint64_t> tick_restarts{0}; ///< LAZY adds that woke a worker whose tick had stopped
 };
+
+// ---------------------------------------------------------------------------------------------
+// Producer side: add a claimed item to a list and raise (__irq_work_queue_local, irq_work_queue_on)
+// ---------------------------------------------------------------------------------------------
+
+/// IPI to the CPU's worker; only the add that made the raised list non-empty gets here.
+[[gnu::noinline]] inline void irq_work_raise_hard(irq_work_cpu& pc) noexcept RTDEFER_NONBLOCKING {
+    // relaxed: statistics.
+    pc.hard_raises.fetch_add(1, std::memory_order_relaxed);
+    if (RTDEFER_UNLIKELY(send_ipi(*pc.worker) != status::ok)) {
+        // Only a full signal queue (no_space: RLIMIT_SIGPENDING) can refuse it while the domain
+        // lives; the worker checks its raised list when woken and interrupts itself (or, refused
+        // again, runs the list in thread context).
+        pc.ipi_failures.fetch_add(1, std::memory_order_relaxed);
+        (void)unpark(*pc.worker);
+    }
+}
+
+/// Worker wake; only the add that made the lazy list non-empty gets here.
+[[gnu::noinline]] inline void irq_work_wake_worker(irq_work_cpu& pc) noexcept RTDEFER_NONBLOCKING {
+    // relaxed: statistics.
+    pc.lazy_raises.fetch_add(1, std::memory_order_relaxed);
+    // unpark's release exchange (PK2) orders our llist add before the worker's token consumption;
+    // futex_wake only if the worker sleeps.
+    (void)unpark(*pc.worker);
+}
+
+/// LAZY add to an empty tick list while the worker's tick is stopped: wake it to restart the tick.
+[[gnu::noinline]] inline void irq_work_restart_tick(irq_work_cpu& pc) noexcept RTDEFER_NONBLOCKING {
+    // relaxed: statistics.
+    pc.tick_restarts.fetch_add(1, std::memory_order_relaxed);
+    (void)unpark(*pc.worker);
+}
+
+/// Effects: adds the node of a claimed item to list `l` of `pc`; the add that makes the list
+/// non-empty stamps the backlog clock and raises: an IPI (raised), a worker wake (lazy), or, for the
+/// tick list, a wake only if the worker's tick is stopped (the kernel's `lazy_work &&
+/// tick_nohz_tick_stopped()`). Progress: lock-free. Real-time safety: a vDSO clock read and at most
+/// one syscall, both only on an empty→non-empty transition; async-signal-safe.
+inline void irq_work_enqueue(irq_work_cpu& pc, llist_node& node, irq_work_list l) noexcept RTDEFER_NONBLOCKING {
+    // relaxed: statistics; before the add, so the runner's `started` for this item follows it.
+    pc.queued.fetch_add(1, std::memory_order_relaxed);
+    // (IQ2) llist add: release CAS publishes the item to the runner's del_all (acquire).
+    if (!pc.list(l).add(node))
+        return;
+    // relaxed: statistics (what a racing reader may see is described at irq_work_stats).
+    pc.since_ns[static_cast<std::size_t>(l)].store(mono_ns(), std::memory_order_relaxed);
+    switch (l) {
+    case irq_work_list::raised: irq_work_raise_hard(pc); break;
+    case irq_work_list::lazy: irq_work_wake_worker(pc); break;
+    case irq_work_list::tick:
+        if (pc.nohz.stopped_at_add())
+            irq_work_restart_tick(pc);
+        break;
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Worker registry: interrupt hook → per-CPU state
@@ -184,18 +263,18 @@ inline irq_work_wait_bucket& irq_work_bucket_of(std::uintptr_t item_addr) noexce
 }
 
 /// Effects: wakes the irq_work_sync callers of the bucket of `item_addr`, if there are any. Called by
-/// the runner right after its BUSY clear (S1); touches only the static bucket, never the item.
+/// the runner right after its BUSY clear (IQS1); touches only the static bucket, never the item.
 /// Progress: wait-free; one futex_wake only when a waiter is registered. Async-signal-safe.
 inline void irq_work_wake_syncers(std::uintptr_t item_addr) noexcept RTDEFER_NONBLOCKING {
     irq_work_wait_bucket& b = irq_work_bucket_of(item_addr);
-    // (S2) seq_cst load: the store→load pair (S1)→(S2) here against (S3)→(S5) in irq_work_sync():
-    //      with all four in the single total order, either the waiter's flag load (S5) sees our BUSY
-    //      clear (S1), or this load sees its registration (S3). Without seq_cst both could read the
+    // (IQS2) seq_cst load: the store→load pair (IQS1)→(IQS2) here against (IQS3)→(IQS5) in irq_work_sync():
+    //      with all four in the single total order, either the waiter's flag load (IQS5) sees our BUSY
+    //      clear (IQS1), or this load sees its registration (IQS3). Without seq_cst both could read the
     //      old values (store buffering) and the waiter would sleep forever.
     if (b.waiters.load(std::memory_order_seq_cst) == 0)
         return;
-    // (S6) seq_cst: ordered after (S2), so after the waiter's sequence snapshot (S4) whenever the
-    //      waiter read BUSY at (S5); its futex_wait(seq, snapshot) then fails with EAGAIN or is woken.
+    // (IQS6) seq_cst: ordered after (IQS2), so after the waiter's sequence snapshot (IQS4) whenever the
+    //      waiter read BUSY at (IQS5); its futex_wait(seq, snapshot) then fails with EAGAIN or is woken.
     b.seq.fetch_add(1, std::memory_order_seq_cst);
     (void)futex_wake(b.seq, INT_MAX);
 }

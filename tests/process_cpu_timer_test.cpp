@@ -176,6 +176,38 @@ TEST_CASE("process_cpu_timer: cancel_sync: removed for a pending timer, idle for
     CHECK(p.runs.load() == 0);
 }
 
+TEST_CASE("process_cpu_timer: a collected, not started expiry is taken back once: cancel true then false") {
+    thread_ctx& me = attached();
+    expirer_thread e;
+    // a's callback cancels b (collected in the same pass, not started) twice, then re-arms it.
+    struct pair {
+        process_cpu_timer a, b;
+        probe pb;
+        bool first = false, second = true;
+        status rearm = status::ok;
+        std::atomic<bool> done{false};
+        thread_ctx* expirer = nullptr;
+    } x;
+    x.expirer = e.ctx;
+    const std::uint64_t now = process_cpu_time_ns();
+    REQUIRE(x.a.arm(me, now + 1'000'000, [](process_cpu_timer&, void* arg) noexcept {
+                auto* p = static_cast<pair*>(arg);
+                p->first = p->b.cancel();
+                p->second = p->b.cancel();
+                p->rearm = p->b.arm(*p->expirer, process_cpu_time_ns() + 100'000'000'000, &probe_cb, &p->pb);
+                p->done.store(true, std::memory_order_release);
+            }, &x) == status::ok);
+    // The same deadline, armed after a: due at the same instant, so one pass collects both, a first.
+    REQUIRE(x.b.arm(me, now + 1'000'000, &probe_cb, &x.pb) == status::ok);
+    CHECK(burn_until([&] { return x.done.load(std::memory_order_acquire); }));
+    CHECK(x.first);        // b was collected, not started: taken back
+    CHECK_FALSE(x.second); // never twice for one expiry
+    CHECK(x.rearm == status::ok);            // nothing was pending any more
+    CHECK(x.b.cancel_sync(me) == status::removed);
+    CHECK(x.pb.runs.load() == 0);
+    CHECK(x.a.cancel_sync(me) == status::idle);
+}
+
 TEST_CASE("process_cpu_timer: cancel_sync from its own callback returns would_deadlock") {
     thread_ctx& me = attached();
     expirer_thread e;

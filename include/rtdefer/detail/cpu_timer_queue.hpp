@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <new>
+#include <utility>
 
 #include <pthread.h>
 #include <signal.h>
@@ -445,12 +446,13 @@ inline status cpu_timer::arm(std::uint64_t cpu_deadline_ns, callback fn, void* a
         q->unlock_q();
         return q->dead ? status::exited : status::not_accepting;
     }
-    const bool was_pending = (hook_.queued() && unlink(*q)) || collected_; // the pass will skip that expiry (seq_ moves)
+    bool was_pending = hook_.queued() && unlink(*q);
     detail::cpu_timer_queue::heap& h = mode == cpu_timer_mode::urgent ? q->urgent : q->deferred;
     if (h.full()) {
         q->unlock_q();
         return status::no_space;
     }
+    was_pending = std::exchange(collected_, false) || was_pending; // collected, not run: taken back once
     ++seq_;
     fn_ = fn;
     arg_ = arg;
@@ -482,7 +484,7 @@ inline bool cpu_timer::cancel() noexcept {
         removed = unlink(*q);
         q->publish(owner_->is_current());
     }
-    removed = removed || collected_; // collected, not started: the pass skips it (seq_ moved)
+    removed = std::exchange(collected_, false) || removed; // collected, not run: skipped, taken back once
     q->unlock_q();
     return removed;
 }
@@ -504,7 +506,7 @@ inline status cpu_timer::cancel_sync(thread_ctx& self) noexcept {
             removed = unlink(*q) || removed;
             q->publish(on_owner); // (CT1) the seq_cst unpublish of `urgent`
         }
-        if (collected_)
+        if (std::exchange(collected_, false))
             removed = true; // the pass skips it (seq_ moved); it clears handling when it gets there
         // relaxed: `handling` is written under q by the pass, and we hold q.
         thread_ctx* h = item_.handling.load(std::memory_order_relaxed);
@@ -547,9 +549,7 @@ inline status cpu_timer::cancel_sync(thread_ctx& self) noexcept {
 /// cannot interrupt the sleep (the interrupt signal has no SA_RESTART); on destruction it is re-armed
 /// for what is left of the earliest budget. CPU time does not advance while blocked, so nothing is
 /// lost. A kernel_clock timer needs no pause (the guard does nothing). One timer_settime each way
-/// when a timer is armed, none otherwise.
-/// Chosen over a hook in park_until(): every park of every thread would pay for it, and blocking
-/// syscalls outside park need the same treatment; the guard covers both. Owner only.
+/// when a timer is armed, none otherwise. Owner only (why not a park hook: docs/cpu_timer.md, Limits).
 
 inline cpu_timer_sleep_guard::cpu_timer_sleep_guard(thread_ctx& self) noexcept : self_(self) {
     detail::cpu_timer_queue* q = self.cpu_timer.queue;

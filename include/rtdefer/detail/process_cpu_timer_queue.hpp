@@ -25,6 +25,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <new>
+#include <utility>
 
 #include <pthread.h>
 #include <signal.h>
@@ -388,7 +389,7 @@ inline process_cpu_timer_stats process_cpu_timer_statistics() noexcept {
 
 inline process_cpu_timer::~process_cpu_timer() {
     // relaxed: misuse check; a correct caller synchronised with cancel_sync.
-    RTDEFER_ASSERT(!hook_.queued() && !collected_ && !item_.running(),
+    RTDEFER_ASSERT(!hook_.queued() && !item_.running(), // a collected one is `running` (marked)
                    "process_cpu_timer destroyed while armed or running: cancel_sync() it first");
 }
 
@@ -412,7 +413,9 @@ inline status process_cpu_timer::arm(thread_ctx& self, std::uint64_t cpu_deadlin
     }
     if (queued)
         q->timers.erase(*this);
-    const bool was_pending = queued || collected_; // the pass skips that expiry (seq_ moves)
+    // A collected expiry not started is taken back once (cleared here): the pass skips it (seq_ moves).
+    const bool took_collected = std::exchange(collected_, false);
+    const bool was_pending = queued || took_collected;
     ++seq_;
     fn_ = fn;
     arg_ = arg;
@@ -435,7 +438,9 @@ inline bool process_cpu_timer::cancel() noexcept {
         return false;
     q->lock_q();
     ++seq_;
-    const bool removed = hook_.queued() || collected_; // collected, not started: the pass skips it
+    // Collected, not started: the pass skips it (seq_ moved); cleared so it is taken back only once.
+    const bool took_collected = std::exchange(collected_, false);
+    const bool removed = hook_.queued() || took_collected;
     if (hook_.queued()) {
         q->timers.erase(*this);
         q->publish(nullptr);
@@ -460,7 +465,7 @@ inline status process_cpu_timer::cancel_sync(thread_ctx& self) noexcept {
             q->publish(nullptr);
             removed = true;
         }
-        if (collected_)
+        if (std::exchange(collected_, false))
             removed = true; // the pass skips it (seq_ moved); it clears handling when it gets there
         // relaxed: `handling` is written under q by the pass, and we hold q.
         thread_ctx* h = item_.handling.load(std::memory_order_relaxed);

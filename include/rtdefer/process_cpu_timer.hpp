@@ -71,6 +71,7 @@ inline constexpr std::uint64_t process_cpu_timer_min_recheck_ns = 10'000;
 
 namespace detail {
 struct pcpu_queue;
+struct cpu_expiry;
 }
 
 /// A caller-owned process CPU-time timer (the kernel's k_itimer on CLOCK_PROCESS_CPUTIME_ID).
@@ -125,6 +126,7 @@ public:
 
 private:
     friend struct detail::pcpu_queue;
+    friend struct detail::cpu_expiry;
     detail::heap_hook hook_;
     std::uint64_t expires_ns_ = 0;
     callback fn_ = nullptr;

@@ -7,6 +7,7 @@
 #include <rtdefer/config.hpp>
 #include <rtdefer/cpu_timer.hpp>
 #include <rtdefer/detail/cpu_clock.hpp>
+#include <rtdefer/detail/cpu_timer_expiry.hpp>
 #include <rtdefer/detail/exit_hooks.hpp>
 #include <rtdefer/detail/expiry_lock_state.hpp>
 #include <rtdefer/detail/intrusive_heap.hpp>
@@ -79,21 +80,11 @@ struct pcpu_queue {
     static constinit inline std::atomic<pcpu_queue*> global{nullptr};
     static constinit inline setup_mutex setup_lock{};
 
-    // Taken inside task_work_run (the pass), as cpu_timer_queue::lock_q: trusted for RTSan.
-    void lock_q() noexcept RTDEFER_NONBLOCKING {
-        RTDEFER_EFFECTS_TRUST_BEGIN
-        [[maybe_unused]] rtsan_trust trust;
-        if (const int rc = lock.lock(); RTDEFER_UNLIKELY(rc != 0))
-            expiry_lock_failed(rc);
-        RTDEFER_EFFECTS_TRUST_END
-    }
-    void unlock_q() noexcept RTDEFER_NONBLOCKING {
-        RTDEFER_EFFECTS_TRUST_BEGIN
-        [[maybe_unused]] rtsan_trust trust;
-        if (const int rc = lock.unlock(); RTDEFER_UNLIKELY(rc != 0))
-            expiry_lock_failed(rc);
-        RTDEFER_EFFECTS_TRUST_END
-    }
+    // Taken inside task_work_run (the pass), trusted for RealtimeSanitizer: see queue_lock.
+    void lock_q() noexcept RTDEFER_NONBLOCKING { queue_lock(lock); }
+    void unlock_q() noexcept RTDEFER_NONBLOCKING { queue_unlock(lock); }
+    // The pass runs only while its expirer is current (exit retires it before its last pass).
+    bool accepting() const noexcept RTDEFER_NONBLOCKING { return true; }
 
     /// Sets e's kernel timer for process CPU deadline `next` (cpu_never: disarm). Expirer only.
     /// Hybrid: the wall interval is the remainder divided by e.cpus (the process clock runs at most
@@ -248,23 +239,7 @@ inline void pcpu_queue::pass(callback_head* cb) noexcept {
             batch[n++] = t;
         }
         q.unlock_q();
-        for (std::size_t i = 0; i < n; ++i) {
-            process_cpu_timer& t = *batch[i];
-            q.lock_q();
-            const bool run = t.seq_ == seqs[i] && t.cancelling_ == 0;
-            t.collected_ = false;
-            const process_cpu_timer::callback fn = t.fn_;
-            void* const arg = t.arg_;
-            q.unlock_q();
-            if (run) {
-                t.fired_ns_.store(now, std::memory_order_relaxed); // relaxed: published by the clear (2)
-                fn(t, arg);
-            }
-            q.lock_q();
-            p.clear(t.item_); // the expirer's last access to t
-            q.unlock_q();
-            p.sync_wait_running();
-        }
+        cpu_expiry::run_collected(q, p, batch, seqs, n, now);
         q.lock_q();
         // Clear `scheduled` before publishing, as cpu_timer's pass. release: pairs with the hook's
         // acq_rel exchange.
@@ -314,18 +289,6 @@ inline void pcpu_queue::on_fork_child() noexcept {
 
 inline const bool process_cpu_timer_exit_registered = register_exit_hook(&pcpu_queue::on_exit, 9);
 
-inline int create_process_timer(pid_t tid, cpu_timer_policy p) noexcept {
-    sigevent sev{};
-    sev.sigev_notify = SIGEV_THREAD_ID;
-    sev.sigev_signo = interrupt_signal();
-    sev._sigev_un._tid = tid; // glibc 2.36 has no sigev_notify_thread_id
-    sev.sigev_value.sival_int = interrupt_tag(interrupt_source::cpu_timer);
-    int id = -1;
-    const clockid_t clk = p == cpu_timer_policy::hybrid ? CLOCK_MONOTONIC : CLOCK_PROCESS_CPUTIME_ID;
-    const long rc = raw_syscall(SYS_timer_create, clk, &sev, &id);
-    return rc == 0 ? id : static_cast<int>(rc);
-}
-
 } // namespace detail
 
 inline status process_cpu_timer_setup(thread_ctx& expirer, process_cpu_timer_options opts) {
@@ -357,7 +320,8 @@ inline status process_cpu_timer_setup(thread_ctx& expirer, process_cpu_timer_opt
     e->policy = opts.policy;
     const long online = ::sysconf(_SC_NPROCESSORS_ONLN);
     e->cpus = opts.cpus != 0 ? opts.cpus : online > 0 ? static_cast<std::uint64_t>(online) : 1;
-    e->ktimer = detail::create_process_timer(expirer.tid, opts.policy);
+    e->ktimer = detail::create_signal_timer(
+        expirer.tid, opts.policy == cpu_timer_policy::hybrid ? CLOCK_MONOTONIC : CLOCK_PROCESS_CPUTIME_ID);
     if (e->ktimer < 0) {
         const int err = -e->ktimer;
         delete e;

@@ -20,7 +20,8 @@
 //                 hybrid arms for max(remaining / N, process_cpu_timer_min_recheck) of wall time (N =
 //                 opts.cpus, or the CPUs online at setup), then re-reads and re-arms for the new
 //                 remainder: never early, late by at most N × min_recheck of process CPU, at the cost
-//                 of ~N·ln(budget / (N·min_recheck)) re-check interrupts when fewer than N threads run.
+//                 of at most ~N·ln(budget / (N·min_recheck)) re-check interrupts when fewer than N
+//                 threads run.
 //                 A wrong (too small) `cpus` makes it fire late, never early.
 // Model: deferred only (the callback runs in the expirer's task_work at its next safe point, with
 // its expiry lock held, at most cpu_timer_max_collected per pass). An urgent model (callback in the

@@ -215,6 +215,35 @@ TEST_CASE("cpu_timer: cancel_sync: removed for a pending timer, idle for an idle
     });
 }
 
+TEST_CASE("cpu_timer: a collected, not started expiry is taken back once: cancel true then false") {
+    on_thread([](thread_ctx& self) {
+        setup_or_fail(self);
+        // a's callback cancels b twice (both due: one pass collects them, a first), then re-arms it.
+        struct pair {
+            cpu_timer a, b;
+            probe pb;
+            bool first = false, second = true;
+            status rearm = status::ok;
+            explicit pair(thread_ctx& o) : a(o), b(o) {}
+        } x(self);
+        const std::uint64_t now = cpu_time_ns(self);
+        REQUIRE(x.a.arm(now, [](cpu_timer& t, void* arg) noexcept {
+                    auto* p = static_cast<pair*>(arg);
+                    p->first = p->b.cancel();
+                    p->second = p->b.cancel();
+                    p->rearm = p->b.arm(cpu_time_ns(t.owner()) + 100'000'000'000, &probe_cb, &p->pb);
+                }, &x) == status::ok);
+        REQUIRE(x.b.arm(now, &probe_cb, &x.pb) == status::ok);
+        REQUIRE(send_ipi(self) == status::ok); // an interrupt makes the hook look now
+        CHECK(burn_until(self, [&] { return x.rearm != status::ok || !x.second; }));
+        CHECK(x.first);
+        CHECK_FALSE(x.second); // never twice for one expiry
+        CHECK(x.rearm == status::ok); // nothing was pending any more
+        CHECK(x.b.cancel_sync(self) == status::removed);
+        CHECK(x.pb.runs.load() == 0);
+    });
+}
+
 TEST_CASE("cpu_timer: cancel_sync from its own deferred callback returns would_deadlock") {
     on_thread([](thread_ctx& self) {
         setup_or_fail(self);

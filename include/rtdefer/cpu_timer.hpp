@@ -79,6 +79,7 @@ inline constexpr std::size_t cpu_timer_max_collected = 20;
 
 namespace detail {
 struct cpu_timer_queue;
+struct cpu_expiry;
 inline constexpr std::uint32_t hs_idle = 0, hs_armed = 1, hs_firing = 2; // cpu_timer::hard_state_
 } // namespace detail
 
@@ -138,6 +139,7 @@ public:
 
 private:
     friend struct detail::cpu_timer_queue;
+    friend struct detail::cpu_expiry;
     // Under q, queued: unlinks it. Returns: whether its expiry was still to come (urgent: claimed
     // from the hook), false for an urgent one the hook fired or is firing.
     bool unlink(detail::cpu_timer_queue& q) noexcept RTDEFER_NONBLOCKING;

@@ -10,6 +10,7 @@
 //   expiry_lock.hpp    block on the expirer's PI lock instead of spinning (hrtimer/posix-cpu-timers)
 //   timer.hpp          a timer service with blocking cancel_sync built on the expiry lock
 //   cpu_timer.hpp      per-thread CPU-time timers and per-cycle budgets (posix-cpu-timers)
+//   process_cpu_timer.hpp  process-wide CPU-time timers expired by a designated thread
 //   irq_work.hpp       hard and lazy work with per-CPU SCHED_FIFO-low workers (kernel/irq_work.c)
 //   deferred_word.hpp  per-thread work word so isolated threads are never interrupted
 //
@@ -25,6 +26,7 @@
 #include <rtdefer/irq_work.hpp>
 #include <rtdefer/llist.hpp>
 #include <rtdefer/park.hpp>
+#include <rtdefer/process_cpu_timer.hpp>
 #include <rtdefer/rt_thread.hpp>
 #include <rtdefer/status.hpp>
 #include <rtdefer/task_work.hpp>

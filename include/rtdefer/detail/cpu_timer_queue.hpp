@@ -6,6 +6,7 @@
 #include <rtdefer/config.hpp>
 #include <rtdefer/cpu_timer.hpp>
 #include <rtdefer/detail/cpu_clock.hpp>
+#include <rtdefer/detail/cpu_timer_expiry.hpp>
 #include <rtdefer/detail/cpu_timer_state.hpp>
 #include <rtdefer/detail/exit_hooks.hpp>
 #include <rtdefer/detail/expiry_lock_state.hpp>
@@ -26,6 +27,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <new>
+#include <utility>
 
 #include <pthread.h>
 #include <signal.h>
@@ -73,23 +75,10 @@ struct cpu_timer_queue {
         return t.mode_ == cpu_timer_mode::urgent ? urgent : deferred;
     }
 
-    // The queue lock is taken inside task_work_run (a nonblocking context): the kernel's
-    // posix_cpu_timers_work takes its mutex there too. Uncontended it is one CAS; contended, a
-    // canceller holds it for O(log n) and PI boosts it. Hence trusted for RealtimeSanitizer here.
-    void lock_q() noexcept RTDEFER_NONBLOCKING {
-        RTDEFER_EFFECTS_TRUST_BEGIN
-        [[maybe_unused]] rtsan_trust trust;
-        if (const int rc = lock.lock(); RTDEFER_UNLIKELY(rc != 0))
-            expiry_lock_failed(rc);
-        RTDEFER_EFFECTS_TRUST_END
-    }
-    void unlock_q() noexcept RTDEFER_NONBLOCKING {
-        RTDEFER_EFFECTS_TRUST_BEGIN
-        [[maybe_unused]] rtsan_trust trust;
-        if (const int rc = lock.unlock(); RTDEFER_UNLIKELY(rc != 0))
-            expiry_lock_failed(rc);
-        RTDEFER_EFFECTS_TRUST_END
-    }
+    // Taken inside task_work_run, trusted for RealtimeSanitizer: see queue_lock.
+    void lock_q() noexcept RTDEFER_NONBLOCKING { queue_lock(lock); }
+    void unlock_q() noexcept RTDEFER_NONBLOCKING { queue_unlock(lock); }
+    bool accepting() const noexcept RTDEFER_NONBLOCKING { return !dead; }
 
     /// Sets the kernel timer for CPU deadline `next` (cpu_never: disarm), given the owner's CPU time
     /// and CLOCK_MONOTONIC now. Owner or its hook only. One timer_settime (async-signal-safe).
@@ -261,23 +250,7 @@ inline void cpu_timer_queue::pass(callback_head* cb) noexcept {
             }
         }
         q.unlock_q();
-        for (std::size_t i = 0; i < n; ++i) {
-            cpu_timer& t = *batch[i];
-            q.lock_q();
-            const bool run = !q.dead && t.seq_ == seqs[i] && t.cancelling_ == 0;
-            t.collected_ = false;
-            const cpu_timer::callback fn = t.fn_;
-            void* const arg = t.arg_;
-            q.unlock_q();
-            if (run) {
-                t.fired_ns_.store(now, std::memory_order_relaxed); // relaxed: published by the clear (2)
-                fn(t, arg);
-            }
-            q.lock_q();
-            p.clear(t.item_); // the expirer's last access to t
-            q.unlock_q();
-            p.sync_wait_running();
-        }
+        cpu_expiry::run_collected(q, p, batch, seqs, n, now);
         q.lock_q();
         // Clear `scheduled` before publishing: a hook after this queues a new pass; one before it
         // found the work queued-or-running and marked the kernel timer fired, so publish re-arms it.
@@ -292,17 +265,7 @@ inline void cpu_timer_queue::pass(callback_head* cb) noexcept {
 }
 
 inline int cpu_timer_queue::create_kernel_timer(pid_t tid, cpu_timer_policy p) noexcept {
-    sigevent sev{};
-    sev.sigev_notify = SIGEV_THREAD_ID;
-    sev.sigev_signo = interrupt_signal();
-    sev._sigev_un._tid = tid; // glibc 2.36 has no sigev_notify_thread_id
-    // Tagged (interrupt.hpp): the handler passes interrupt_source::cpu_timer to tagged hooks, and
-    // hooks of other subsystems (the deferred word's INFLIGHT) know this signal is not theirs.
-    sev.sigev_value.sival_int = interrupt_tag(interrupt_source::cpu_timer);
-    int id = -1;
-    const clockid_t clk = p == cpu_timer_policy::hybrid ? CLOCK_MONOTONIC : CLOCK_THREAD_CPUTIME_ID;
-    const long rc = raw_syscall(SYS_timer_create, clk, &sev, &id);
-    return rc == 0 ? id : static_cast<int>(rc);
+    return create_signal_timer(tid, p == cpu_timer_policy::hybrid ? CLOCK_MONOTONIC : CLOCK_THREAD_CPUTIME_ID);
 }
 
 /// Exit: disarm everything, delete the kernel timer (exit_order::cpu_timer: before task_work's drain, so a
@@ -446,12 +409,13 @@ inline status cpu_timer::arm(std::uint64_t cpu_deadline_ns, callback fn, void* a
         q->unlock_q();
         return q->dead ? status::exited : status::not_accepting;
     }
-    const bool was_pending = (hook_.queued() && unlink(*q)) || collected_; // the pass will skip that expiry (seq_ moves)
+    bool was_pending = hook_.queued() && unlink(*q);
     detail::cpu_timer_queue::heap& h = mode == cpu_timer_mode::urgent ? q->urgent : q->deferred;
     if (h.full()) {
         q->unlock_q();
         return status::no_space;
     }
+    was_pending = std::exchange(collected_, false) || was_pending; // collected, not run: taken back once
     ++seq_;
     fn_ = fn;
     arg_ = arg;
@@ -483,7 +447,7 @@ inline bool cpu_timer::cancel() noexcept {
         removed = unlink(*q);
         q->publish(owner_->is_current());
     }
-    removed = removed || collected_; // collected, not started: the pass skips it (seq_ moved)
+    removed = std::exchange(collected_, false) || removed; // collected, not run: skipped, taken back once
     q->unlock_q();
     return removed;
 }
@@ -505,7 +469,7 @@ inline status cpu_timer::cancel_sync(thread_ctx& self) noexcept {
             removed = unlink(*q) || removed;
             q->publish(on_owner); // (CT1) the seq_cst unpublish of `urgent`
         }
-        if (collected_)
+        if (std::exchange(collected_, false))
             removed = true; // the pass skips it (seq_ moved); it clears handling when it gets there
         // relaxed: `handling` is written under q by the pass, and we hold q.
         thread_ctx* h = item_.handling.load(std::memory_order_relaxed);
@@ -548,9 +512,7 @@ inline status cpu_timer::cancel_sync(thread_ctx& self) noexcept {
 /// cannot interrupt the sleep (the interrupt signal has no SA_RESTART); on destruction it is re-armed
 /// for what is left of the earliest budget. CPU time does not advance while blocked, so nothing is
 /// lost. A kernel_clock timer needs no pause (the guard does nothing). One timer_settime each way
-/// when a timer is armed, none otherwise.
-/// Chosen over a hook in park_until(): every park of every thread would pay for it, and blocking
-/// syscalls outside park need the same treatment; the guard covers both. Owner only.
+/// when a timer is armed, none otherwise. Owner only (why not a park hook: docs/cpu_timer.md, Limits).
 
 inline cpu_timer_sleep_guard::cpu_timer_sleep_guard(thread_ctx& self) noexcept : self_(self) {
     detail::cpu_timer_queue* q = self.cpu_timer.queue;

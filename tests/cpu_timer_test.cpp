@@ -335,9 +335,9 @@ TEST_CASE("cpu_timer: a forked child starts idle: scheduled clear, timers unlink
         probe p;
         REQUIRE(t.arm(0, &probe_cb, &p) == status::ok); // due
         REQUIRE(send_ipi(self) == status::ok);           // the hook schedules the pass: not run yet
-        REQUIRE(self.cpu_timer.scheduled.load());
+        REQUIRE(detail::ctx_access::cpu_timer(self).scheduled.load());
         const int rc = rtdefer_test::in_child([&] {
-            if (self.cpu_timer.scheduled.load() || self.cpu_timer.next_ns.load() != detail::cpu_never)
+            if (detail::ctx_access::cpu_timer(self).scheduled.load() || detail::ctx_access::cpu_timer(self).next_ns.load() != detail::cpu_never)
                 return 1;
             if (t.cancel()) // unlinked in the child: nothing to cancel
                 return 2;
@@ -356,7 +356,7 @@ TEST_CASE("cpu_timer: a forked child starts idle: scheduled clear, timers unlink
 #endif
             std::atomic<int> fresh{-1};
             rt_thread th({.name = "ct-child", .policy = sched_policy::other}, [&](thread_ctx& c) {
-                fresh.store(c.cpu_timer.queue == nullptr && !c.cpu_timer.scheduled.load() ? 0 : 6);
+                fresh.store(detail::ctx_access::cpu_timer(c).queue == nullptr && !detail::ctx_access::cpu_timer(c).scheduled.load() ? 0 : 6);
             });
             th.join();
             return fresh.load();

@@ -4,6 +4,7 @@
 // racing expiry with the timer freed right after cancel_sync; the expirer exits with armed timers
 // and with a canceller waiting; priority inversion for real (canceller FIFO high, expirer FIFO low).
 #include <rtdefer/process_cpu_timer.hpp>
+#include <rtdefer/rt_thread.hpp>
 
 #include "test_util.hpp"
 

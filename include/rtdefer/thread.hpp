@@ -151,6 +151,10 @@ struct ctx_access {
     static const expiry_lock_state& expiry(const thread_ctx& c) noexcept RTDEFER_NONBLOCKING {
         return c.expiry;
     }
+    static cpu_timer_state& cpu_timer(thread_ctx& c) noexcept RTDEFER_NONBLOCKING { return c.cpu_timer; }
+    static const cpu_timer_state& cpu_timer(const thread_ctx& c) noexcept RTDEFER_NONBLOCKING {
+        return c.cpu_timer;
+    }
 };
 
 inline void release_ctx(thread_ctx* ctx) noexcept {

@@ -4,6 +4,7 @@
 // (arm: removed, cancel: true, cancel_sync: removed). 0 lost, 0 duplicated; a callback never runs
 // after cancel_sync returned and before the next arm (checked per timer with a generation word).
 #include <rtdefer/process_cpu_timer.hpp>
+#include <rtdefer/rt_thread.hpp>
 
 #include "test_util.hpp"
 

@@ -322,7 +322,7 @@ inline const bool cpu_timer_exit_registered = register_exit_hook(&cpu_timer_queu
 
 inline status cpu_timer_setup(thread_ctx& self, cpu_timer_options opts) {
     RTDEFER_ASSERT(self.is_current(), "cpu_timer_setup: `self` must be the calling thread's ctx");
-    if (self.cpu_timer.queue != nullptr)
+    if (detail::ctx_access::cpu_timer(self).queue != nullptr)
         return status::busy;
     if (interrupt_signal() == 0)
         return status::not_installed;
@@ -341,19 +341,19 @@ inline status cpu_timer_setup(thread_ctx& self, cpu_timer_options opts) {
         return err == EAGAIN ? status::no_space : status::system_error;
     }
     (void)::pthread_getcpuclockid(::pthread_self(), &q->cpu_clock);
-    self.cpu_timer.destroy = &detail::cpu_timer_queue::destroy;
-    self.cpu_timer.queue = q;
+    detail::ctx_access::cpu_timer(self).destroy = &detail::cpu_timer_queue::destroy;
+    detail::ctx_access::cpu_timer(self).queue = q;
     return status::ok;
 }
 
 inline std::uint64_t cpu_time_ns(const thread_ctx& ctx) noexcept {
-    const detail::cpu_timer_queue* q = ctx.cpu_timer.queue;
+    const detail::cpu_timer_queue* q = detail::ctx_access::cpu_timer(ctx).queue;
     return q == nullptr ? 0 : detail::clock_ns(q->cpu_clock);
 }
 
 inline cpu_timer_stats cpu_timer_statistics(const thread_ctx& ctx) noexcept {
     cpu_timer_stats r;
-    if (const detail::cpu_timer_queue* q = ctx.cpu_timer.queue) {
+    if (const detail::cpu_timer_queue* q = detail::ctx_access::cpu_timer(ctx).queue) {
         // relaxed: statistics.
         r.kernel_arms = q->kernel_arms.load(std::memory_order_relaxed);
         r.passes = q->passes.load(std::memory_order_relaxed);
@@ -364,7 +364,7 @@ inline cpu_timer_stats cpu_timer_statistics(const thread_ctx& ctx) noexcept {
 }
 
 inline cpu_timer::~cpu_timer() {
-    detail::cpu_timer_queue* q = owner_->cpu_timer.queue;
+    detail::cpu_timer_queue* q = detail::ctx_access::cpu_timer(*owner_).queue;
     if (q != nullptr && hook_.queued()) {
         q->lock_q();
         // acquire: pairs with (CT6): an idle urgent entry is one the hook fired and left.
@@ -376,8 +376,8 @@ inline cpu_timer::~cpu_timer() {
         q->unlock_q();
         // (CT1) seq_cst, as in cancel_sync: a hook that read this timer from `urgent` before the
         // unpublish holds `hard` until it is done with it.
-        if (!owner_->is_current() && owner_->cpu_timer.hard.load(std::memory_order_seq_cst) != 0)
-            detail::hard_wait(owner_->cpu_timer.hard, static_cast<std::uint32_t>(detail::gettid()));
+        if (!owner_->is_current() && detail::ctx_access::cpu_timer(*owner_).hard.load(std::memory_order_seq_cst) != 0)
+            detail::hard_wait(detail::ctx_access::cpu_timer(*owner_).hard, static_cast<std::uint32_t>(detail::gettid()));
     }
     // relaxed: misuse check; a correct caller synchronised with cancel_sync.
     RTDEFER_ASSERT(!hook_.queued() && !item_.running() && hard_state_.load(std::memory_order_relaxed) != detail::hs_firing,
@@ -401,7 +401,7 @@ inline status cpu_timer::arm(std::uint64_t cpu_deadline_ns, callback fn, void* a
     thread_ctx& o = *owner_;
     RTDEFER_ASSERT(o.is_current(), "cpu_timer::arm: only the owner thread arms its timers");
     RTDEFER_ASSERT(!in_interrupt(), "cpu_timer::arm from a signal handler (an urgent callback)");
-    detail::cpu_timer_queue* q = o.cpu_timer.queue;
+    detail::cpu_timer_queue* q = detail::ctx_access::cpu_timer(o).queue;
     if (q == nullptr)
         return status::not_installed;
     q->lock_q();
@@ -437,7 +437,7 @@ inline status cpu_timer::arm_after(std::chrono::nanoseconds budget, callback fn,
 
 inline bool cpu_timer::cancel() noexcept {
     RTDEFER_ASSERT(!in_interrupt(), "cpu_timer::cancel from a signal handler");
-    detail::cpu_timer_queue* q = owner_->cpu_timer.queue;
+    detail::cpu_timer_queue* q = detail::ctx_access::cpu_timer(*owner_).queue;
     if (q == nullptr)
         return false;
     q->lock_q();
@@ -455,7 +455,7 @@ inline bool cpu_timer::cancel() noexcept {
 inline status cpu_timer::cancel_sync(thread_ctx& self) noexcept {
     RTDEFER_ASSERT(self.is_current(), "cancel_sync: `self` must be the calling thread's ctx");
     RTDEFER_ASSERT(!in_interrupt(), "cpu_timer::cancel_sync from a signal handler");
-    detail::cpu_timer_queue* q = owner_->cpu_timer.queue;
+    detail::cpu_timer_queue* q = detail::ctx_access::cpu_timer(*owner_).queue;
     if (q == nullptr)
         return status::idle;
     detail::cpu_timer_state& s = owner_->cpu_timer;
@@ -515,10 +515,10 @@ inline status cpu_timer::cancel_sync(thread_ctx& self) noexcept {
 /// when a timer is armed, none otherwise. Owner only (why not a park hook: docs/cpu_timer.md, Limits).
 
 inline cpu_timer_sleep_guard::cpu_timer_sleep_guard(thread_ctx& self) noexcept : self_(self) {
-    detail::cpu_timer_queue* q = self.cpu_timer.queue;
+    detail::cpu_timer_queue* q = detail::ctx_access::cpu_timer(self).queue;
     // relaxed: owner-only word.
     if (q != nullptr && q->policy == cpu_timer_policy::hybrid &&
-        self.cpu_timer.armed_cpu_ns.load(std::memory_order_relaxed) != detail::cpu_never) {
+        detail::ctx_access::cpu_timer(self).armed_cpu_ns.load(std::memory_order_relaxed) != detail::cpu_never) {
         q->paused.store(true, std::memory_order_relaxed); // relaxed: owner-only (its hook reads it)
         q->kernel_set(detail::cpu_never, 0, 0);
         paused_ = true;
@@ -528,12 +528,12 @@ inline cpu_timer_sleep_guard::cpu_timer_sleep_guard(thread_ctx& self) noexcept :
 inline cpu_timer_sleep_guard::~cpu_timer_sleep_guard() {
     if (!paused_)
         return;
-    detail::cpu_timer_queue& q = *self_.cpu_timer.queue;
+    detail::cpu_timer_queue& q = *detail::ctx_access::cpu_timer(self_).queue;
     q.paused.store(false, std::memory_order_relaxed); // relaxed: owner-only
     // relaxed: see publish(); a stale value re-arms early at worst (the hook re-checks).
-    const std::uint64_t next = self_.cpu_timer.next_ns.load(std::memory_order_relaxed);
+    const std::uint64_t next = detail::ctx_access::cpu_timer(self_).next_ns.load(std::memory_order_relaxed);
     if (next != detail::cpu_never &&
-        next < self_.cpu_timer.armed_cpu_ns.load(std::memory_order_relaxed)) // relaxed: owner-only
+        next < detail::ctx_access::cpu_timer(self_).armed_cpu_ns.load(std::memory_order_relaxed)) // relaxed: owner-only
         q.kernel_set(next, detail::clock_ns(CLOCK_THREAD_CPUTIME_ID), detail::mono_ns());
 }
 

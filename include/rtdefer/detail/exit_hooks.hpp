@@ -29,6 +29,9 @@ using exit_hook = void (*)(thread_ctx&) noexcept;
 ///                  callbacks may queue task_work on their own thread: task_work's drain runs it.
 ///   cpu_timer      disarms every CPU-time timer and deletes the kernel timer, so no expiry pass is
 ///                  queued after this and a pass already queued finds nothing to run.
+///   process_cpu_timer  on the designated expirer only: disarms the process-wide timers and deletes
+///                  the process kernel timer; a pass already queued finds `retired` in task_work's
+///                  drain and frees the expirer's state.
 ///   task_work      runs everything queued (deferred_word's and cpu_timer's leftovers included) and
 ///                  closes the list: a later add returns status::exited (exit_task_work()).
 ///   expiry_lock    waits until no waiter is between reading an expiry `handling` that named this
@@ -40,13 +43,15 @@ enum class exit_order : int {
     first = -90,
     deferred_word = 5,
     cpu_timer = 8,
+    process_cpu_timer = 9,
     task_work = 10,
     expiry_lock = 50,
     last = 90,
 };
 static_assert(exit_order::first < exit_order::deferred_word &&
                   exit_order::deferred_word < exit_order::cpu_timer &&
-                  exit_order::cpu_timer < exit_order::task_work &&
+                  exit_order::cpu_timer < exit_order::process_cpu_timer &&
+                  exit_order::process_cpu_timer < exit_order::task_work &&
                   exit_order::task_work < exit_order::expiry_lock &&
                   exit_order::expiry_lock < exit_order::last,
               "exit_order must follow the order documented above");

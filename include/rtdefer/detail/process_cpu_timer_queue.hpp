@@ -251,8 +251,8 @@ inline void pcpu_queue::pass(callback_head* cb) noexcept {
         (void)task_work_add(self, e, notify::none);
 }
 
-/// Exit of the expirer: disarm every timer, delete the kernel timer (order 9: after cpu_timer's,
-/// before task_work's drain at 10, which runs a queued pass: it finds `retired` and frees).
+/// Exit of the expirer: disarm every timer, delete the kernel timer (exit_order::process_cpu_timer:
+/// before task_work's drain, which runs a queued pass: it finds `retired` and frees).
 inline void pcpu_queue::on_exit(thread_ctx& self) noexcept {
     pcpu_queue* qp = global.load(std::memory_order_acquire); // acquire: as in the hook
     // relaxed: only this thread stores itself there; another expirer's ctx never equals ours.
@@ -287,7 +287,7 @@ inline void pcpu_queue::on_fork_child() noexcept {
         delete e;
 }
 
-inline const bool process_cpu_timer_exit_registered = register_exit_hook(&pcpu_queue::on_exit, 9);
+inline const bool process_cpu_timer_exit_registered = register_exit_hook(&pcpu_queue::on_exit, exit_order::process_cpu_timer);
 
 } // namespace detail
 

@@ -78,15 +78,13 @@ struct cpu_timer_queue {
     void lock_q() noexcept RTDEFER_NONBLOCKING {
         RTDEFER_EFFECTS_TRUST_BEGIN
         [[maybe_unused]] rtsan_trust trust;
-        if (const int rc = lock.lock(); RTDEFER_UNLIKELY(rc != 0))
-            expiry_lock_failed(rc);
+        lock.lock(); // failures: pi_mutex's policy (asserted)
         RTDEFER_EFFECTS_TRUST_END
     }
     void unlock_q() noexcept RTDEFER_NONBLOCKING {
         RTDEFER_EFFECTS_TRUST_BEGIN
         [[maybe_unused]] rtsan_trust trust;
-        if (const int rc = lock.unlock(); RTDEFER_UNLIKELY(rc != 0))
-            expiry_lock_failed(rc);
+        lock.unlock();
         RTDEFER_EFFECTS_TRUST_END
     }
 
@@ -580,7 +578,7 @@ inline status cpu_timer_park_until(thread_ctx& self, std::chrono::steady_clock::
 }
 inline status cpu_timer_wait_for_work(thread_ctx& self, std::chrono::steady_clock::time_point deadline) noexcept {
     cpu_timer_sleep_guard guard(self);
-    return wait_for_work(self, deadline);
+    return wait_for_work_until(self, deadline);
 }
 
 } // namespace rtdefer

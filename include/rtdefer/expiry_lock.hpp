@@ -35,12 +35,13 @@
 //   thread exit of an expirer       waits (sleep-polling, exit path) until no wait_running is between
 //                                   reading handling and taking its thread_ref (grace period)
 //
-// Wait policies (template parameter, so the same code is measured with each):
+// Wait policies (template parameter constrained by `wait_policy`, so the same code is measured with
+// each):
 //   pi_block   (default) block on the expirer's PI mutex. Never spins. The real-time answer.
-//   spin       busy-wait on item.handling (cpu_relax). FOR MEASUREMENT ONLY: never finishes when the
-//              waiter out-prioritises the expirer on the same CPU.
-//   spin_yield busy-wait with sched_yield(). FOR MEASUREMENT ONLY: sched_yield only yields to
-//              threads of equal or higher priority, so it never finishes in the same case.
+//   baseline::spin        (rtdefer/baseline/spin_wait.hpp) busy-wait on item.handling. FOR
+//              MEASUREMENT ONLY: never finishes when the waiter out-prioritises the expirer on its CPU.
+//   baseline::spin_yield  busy-wait with sched_yield(). FOR MEASUREMENT ONLY: never finishes in
+//              the same case (sched_yield only yields to threads of equal or higher priority).
 //   sleep_poll poll item.handling with nanosleep() in between: the kernel's nsleep fallback. Finishes,
 //              but adds up to one poll period of latency and runs the expirer at its own priority.
 #pragma once
@@ -53,10 +54,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <concepts>
 #include <cstdint>
 #include <ctime>
 
-#include <sched.h>
 #include <time.h>
 
 namespace rtdefer {
@@ -183,11 +184,6 @@ inline void expiry_lock_exit(thread_ctx& self) noexcept {
 
 inline const bool expiry_lock_exit_registered = register_exit_hook(&expiry_lock_exit, 50);
 
-[[gnu::cold, gnu::noinline]] inline void expiry_lock_failed(int rc) noexcept {
-    std::fprintf(stderr, "rtdefer: expiry lock: pthread_mutex error %d\n", rc);
-    std::abort();
-}
-
 } // namespace detail
 
 // ---------------------------------------------------------------------------------------------
@@ -201,9 +197,7 @@ inline const bool expiry_lock_exit_registered = register_exit_hook(&expiry_lock_
 inline void expiry_lock_acquire(thread_ctx& self) noexcept RTDEFER_BLOCKING {
     RTDEFER_ASSERT(self.is_current(), "expiry lock taken on another thread's ctx");
     RTDEFER_ASSERT(!self.expiry.held, "expiry lock taken twice (nested expiry pass)");
-    const int rc = self.expiry.lock.lock();
-    if (RTDEFER_UNLIKELY(rc != 0))
-        detail::expiry_lock_failed(rc);
+    self.expiry.lock.lock(); // failures: detail::pi_mutex's policy (asserted)
     self.expiry.held = true;
     self.expiry.was_expirer = true;
 }
@@ -214,9 +208,7 @@ inline void expiry_lock_acquire(thread_ctx& self) noexcept RTDEFER_BLOCKING {
 inline void expiry_lock_release(thread_ctx& self) noexcept RTDEFER_BLOCKING {
     RTDEFER_ASSERT(self.expiry.held, "expiry lock released but not held");
     self.expiry.held = false;
-    const int rc = self.expiry.lock.unlock();
-    if (RTDEFER_UNLIKELY(rc != 0))
-        detail::expiry_lock_failed(rc);
+    self.expiry.lock.unlock();
 }
 
 /// Effects: if a waiter is blocked on the lock, drops and retakes it so the waiter (whose callback
@@ -285,8 +277,24 @@ private:
 
 // ---------------------------------------------------------------------------------------------
 // Wait policies. Each has `wait(expirer, still_running)`: returns ok once `still_running()` may have
-// become false (the caller re-checks), or timed_out if a spin variant was told to give up.
+// become false (the caller re-checks), or timed_out if a spin baseline was told to give up.
+// The spin-wait baselines (which never finish under inversion) live in rtdefer/baseline/spin_wait.hpp.
 // ---------------------------------------------------------------------------------------------
+
+namespace detail {
+/// The predicate type wait_policy is checked with (a policy's wait is a template over it).
+struct still_running_probe {
+    bool operator()() const noexcept RTDEFER_NONBLOCKING { return false; }
+};
+} // namespace detail
+
+/// What wait_running, wait_for_expirer and timer_service accept as their wait policy: a `name`
+/// and a noexcept `wait(expirer, still_running)` returning status.
+template <class P>
+concept wait_policy = requires(const P& p, thread_ctx& expirer, detail::still_running_probe& running) {
+    { P::name } -> std::convertible_to<const char*>;
+    { p.wait(expirer, running) } noexcept -> std::same_as<status>;
+};
 
 /// Block on the expirer's PI mutex (default; the kernel's mutex_lock(&tsk->...expiry mutex)).
 /// Progress: blocking until the expirer drops its lock: at its next sync_wait_running() after it
@@ -303,11 +311,9 @@ struct pi_block {
         // relaxed: the count is a hint for the expirer (see expiry_sync_wait_running); the lock
         // itself provides the ordering we rely on (acquire on lock: the callback's writes are ours).
         expirer.expiry.waiters.fetch_add(1, std::memory_order_relaxed);
-        const int rc = expirer.expiry.lock.lock();
+        expirer.expiry.lock.lock(); // failures: detail::pi_mutex's policy (asserted)
         expirer.expiry.waiters.fetch_sub(1, std::memory_order_relaxed);
-        if (RTDEFER_UNLIKELY(rc != 0))
-            return status::system_error;
-        (void)expirer.expiry.lock.unlock();
+        expirer.expiry.lock.unlock();
         return status::ok;
     }
 };
@@ -328,29 +334,6 @@ status poll_until_done(Running& still_running, const std::atomic<bool>* give_up,
 
 } // namespace detail
 
-/// Busy-wait with cpu_relax(). FOR MEASUREMENT ONLY (the pre-RT hrtimer_cancel loop): burns its CPU
-/// and never finishes if it out-prioritises the expirer on the expirer's CPU. `give_up`, when set
-/// by another thread (a watchdog), makes it return timed_out; the callback may then still run.
-struct spin {
-    static constexpr const char* name = "spin";
-    const std::atomic<bool>* give_up = nullptr;
-    template <class Running>
-    status wait(thread_ctx& /*expirer*/, Running&& still_running) const noexcept RTDEFER_NONBLOCKING {
-        return detail::poll_until_done(still_running, give_up, []() noexcept RTDEFER_NONBLOCKING { detail::cpu_relax(); });
-    }
-};
-
-/// Busy-wait with sched_yield(). FOR MEASUREMENT ONLY: under SCHED_FIFO, sched_yield only lets
-/// threads of the same priority run, so a lower-priority expirer on the same CPU still starves.
-struct spin_yield {
-    static constexpr const char* name = "spin_yield";
-    const std::atomic<bool>* give_up = nullptr;
-    template <class Running>
-    status wait(thread_ctx& /*expirer*/, Running&& still_running) const noexcept RTDEFER_BLOCKING {
-        return detail::poll_until_done(still_running, give_up, []() noexcept { ::sched_yield(); });
-    }
-};
-
 /// Poll with a sleep in between (the kernel's nsleep-style fallback). Finishes, since sleeping lets
 /// the expirer run, but the expirer runs at its own (low) priority and the waiter adds up to one
 /// `period` of latency. Kept as a baseline.
@@ -368,8 +351,8 @@ struct sleep_poll {
 namespace detail {
 
 /// Waits, with `policy`, until `item.handling` no longer names `expirer`. The caller holds a
-/// thread_ref to `expirer`. Returns: waited, timed_out (spin gave up) or system_error.
-template <class Policy, template <class> class Atom>
+/// thread_ref to `expirer`. Returns: waited, or timed_out (a spin baseline gave up).
+template <wait_policy Policy, template <class> class Atom>
 status wait_for_expirer(const basic_expiry_item<Atom>& item, thread_ctx& expirer,
                         const Policy& policy) noexcept RTDEFER_BLOCKING {
     auto still_running = [&]() noexcept RTDEFER_NONBLOCKING {
@@ -391,13 +374,14 @@ status wait_for_expirer(const basic_expiry_item<Atom>& item, thread_ctx& expirer
 /// Effects: if a callback for `item` is running, waits (with `Policy`) until it has returned.
 /// Returns: idle (none was running), waited (one was; it has returned and its writes are visible),
 /// would_deadlock (the caller is the expirer running it: waiting would never end), timed_out (a
-/// spin variant's give_up flag was set: it may still be running), system_error (the mutex failed).
+/// spin variant's give_up flag was set: it may still be running). Lock failures: detail::pi_mutex's
+/// policy (asserted).
 /// Progress: blocking. pi_block: the callback's remaining time (plus, at most, the expirer's next
 /// callback; see pi_block), run at the caller's priority if that is higher (priority
 /// inheritance); spin variants: unbounded, see above.
 /// Real-time safety: no allocation; a PI mutex (pi_block); takes and drops a thread_ref (the drop
 /// frees the expirer's ctx only if that thread has exited meanwhile).
-template <class Policy = pi_block, template <class> class Atom = std::atomic>
+template <wait_policy Policy = pi_block, template <class> class Atom = std::atomic>
 [[nodiscard]] status wait_running(const basic_expiry_item<Atom>& item, thread_ctx& self,
                                   const Policy& policy = Policy{}) noexcept RTDEFER_BLOCKING {
     thread_ref expirer = detail::handling_ref(item);

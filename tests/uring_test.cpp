@@ -23,10 +23,6 @@
 #include <thread>
 
 #include <fcntl.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
-#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -93,19 +89,6 @@ struct read_op : uring_op {
 
 template <class Op> status submit_read(uring_loop& loop, Op& op, int fd) {
     return loop.submit(op, [&](io_uring_sqe& sqe) noexcept { io_uring_prep_read(&sqe, fd, op.buf, sizeof op.buf, 0); });
-}
-
-// A seccomp filter that makes io_uring_setup fail with `err` (and allows everything else).
-bool refuse_io_uring_setup(int err) {
-    sock_filter filter[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (static_cast<unsigned>(err) & SECCOMP_RET_DATA)),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    sock_fprog prog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
-    return ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
-           ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) == 0;
 }
 
 } // namespace
@@ -390,7 +373,7 @@ TEST_CASE("uring: destroying the loop with reads in flight cancels them and runs
 TEST_CASE("uring: under a seccomp filter refusing io_uring_setup the loop runs on the futex parker") {
     for (const int err : {EPERM, ENOSYS}) {
         const int rc = rtdefer_test::in_child([err] {
-            if (!refuse_io_uring_setup(err))
+            if (!rtdefer_test::refuse_syscall(__NR_io_uring_setup, err))
                 return 10;
             // The filter really refuses: a raw io_uring_setup fails with err.
             io_uring_params params{};

@@ -551,20 +551,21 @@ public:
 
     /// Effects: leaves the section now (ct_isolation_exit) if it was entered and not yet left.
     void exit() noexcept RTDEFER_NONBLOCKING {
-        if (result_ == status::ok) {
-            result_ = status::idle;
+        if (entered()) {
+            left_ = true;
             ct_isolation_exit(*self_);
         }
     }
     /// Returns: whether the section is entered (and not yet left).
-    [[nodiscard]] bool entered() const noexcept RTDEFER_NONBLOCKING { return result_ == status::ok; }
+    [[nodiscard]] bool entered() const noexcept RTDEFER_NONBLOCKING { return result_ == status::ok && !left_; }
     explicit operator bool() const noexcept RTDEFER_NONBLOCKING { return entered(); }
-    /// Returns: what the enter returned (ok, busy, exited), or idle once left.
+    /// Returns: what the enter returned (ok, busy, exited); unchanged by exit() (see entered()).
     [[nodiscard]] status result() const noexcept RTDEFER_NONBLOCKING { return result_; }
 
 private:
     thread_ctx* self_;
     status result_;
+    bool left_ = false;
 };
 
 } // namespace rtdefer

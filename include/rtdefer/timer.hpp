@@ -38,7 +38,7 @@
 //     expiry locks), as timer_delete_sync() from two timer callbacks would in the kernel.
 //   a timer belongs to the service that armed it until cancel_sync there returned; using it with
 //     another service meanwhile is misuse (asserted while it is pending).
-//   freeing a timer: after cancel_sync returned anything but would_deadlock/timed_out/system_error,
+//   freeing a timer: after cancel_sync returned anything but would_deadlock/timed_out,
 //     or when it was never armed. Never from its own callback (the expirer clears `handling` after
 //     the callback returns).
 #pragma once
@@ -60,7 +60,7 @@
 
 namespace rtdefer {
 
-template <class WaitPolicy, class Clock>
+template <wait_policy WaitPolicy, class Clock>
 class timer_service;
 
 namespace detail {
@@ -107,7 +107,7 @@ public:
     [[nodiscard]] const expiry_item& expiry() const noexcept RTDEFER_NONBLOCKING { return item_; }
 
 private:
-    template <class, class>
+    template <wait_policy, class>
     friend class timer_service;
     detail::heap_hook hook_;         // heap position (npos when not queued) and FIFO tie-break stamp
     time_point expires_{};
@@ -136,9 +136,9 @@ struct timer_service_options {
     std::chrono::nanoseconds clock_recheck = std::chrono::milliseconds(100);
 };
 
-/// A timer service. `WaitPolicy` is how cancel_sync waits for a running callback (pi_block; the spin
-/// variants exist for measurement only, see expiry_lock.hpp). `Clock` is the deadline clock.
-template <class WaitPolicy = pi_block, class Clock = std::chrono::steady_clock>
+/// A timer service. `WaitPolicy` (a wait_policy) is how cancel_sync waits for a running callback
+/// (pi_block; rtdefer/baseline/spin_wait.hpp has the spin baselines). `Clock` is the deadline clock.
+template <wait_policy WaitPolicy = pi_block, class Clock = std::chrono::steady_clock>
 class timer_service {
 public:
     using timer_type = basic_timer<Clock>;
@@ -152,7 +152,7 @@ public:
     /// Progress: blocking. Real-time safety: setup path (allocates, creates a thread).
     explicit timer_service(timer_service_options opts = {}, WaitPolicy policy = WaitPolicy{})
         : policy_(policy), heap_(opts.capacity), recheck_(opts.clock_recheck) {
-        RTDEFER_ASSERT(q_.init_error() == 0, "timer_service: pthread_mutex_init failed");
+        RTDEFER_ASSERT(q_.init_status() == status::ok, "timer_service: pthread_mutex_init failed");
         RTDEFER_ASSERT(recheck_ > std::chrono::nanoseconds::zero(), "timer_service: clock_recheck must be positive");
         if (opts.start_thread) {
             thread_ = rt_thread(opts.thread, [this](thread_ctx& self) { expiry_thread(self); });
@@ -183,8 +183,8 @@ public:
     /// timer is moved (mod_timer). Wakes the expiry thread if this is the new earliest deadline.
     /// Any `when` is valid: one in the past (even time_point::min()) is due at once; max() is due
     /// only to a run_expired(max()).
-    /// Returns: ok (it was not pending), removed (it was pending: that expiry was replaced),
-    /// not_accepting (a cancel_sync of `t` is in progress), no_space (capacity reached),
+    /// Returns: ok (it was not pending), moved (it was pending: that expiry was replaced),
+    /// cancelling (a cancel_sync of `t` is in progress), no_space (capacity reached),
     /// invalid_argument (null fn, negative period).
     /// Progress: blocking on the queue's PI mutex, held for O(log n); one futex wake at most.
     /// Real-time safety: no allocation; takes a PI mutex (not nonblocking).
@@ -198,7 +198,7 @@ public:
         assert_not_foreign(t);
         if (t.cancelling_ != 0) {
             unlock_q();
-            return status::not_accepting;
+            return status::cancelling;
         }
         const bool was_queued = t.hook_.queued();
         if (!was_queued && heap_.full()) {
@@ -212,7 +212,7 @@ public:
         t.expires_ = when;
         if (was_queued) {
             heap_.update(t);
-            result = status::removed;
+            result = status::moved;
         } else {
             heap_push(t);
             result = status::ok;
@@ -248,8 +248,8 @@ public:
     ///   idle           it was neither pending nor running;
     ///   would_deadlock called from its own callback (self is the expirer): it is disarmed and will
     ///                  not run again, the running callback (the caller) goes on;
-    ///   timed_out      only with a spin policy whose give_up flag was set: it may still run;
-    ///   system_error   the expiry lock failed.
+    ///   timed_out      only with a spin policy whose give_up flag was set: it may still run.
+    /// Lock failures follow detail::pi_mutex's policy (asserted).
     /// After removed, waited or idle the callback is not running and will not run: `t` may be freed.
     /// The caller must not hold a lock the callback takes (timer_delete_sync's rule: that deadlocks).
     /// Progress: blocking; with pi_block bounded by the callback's remaining time (plus at most the
@@ -370,16 +370,9 @@ public:
     [[nodiscard]] const WaitPolicy& policy() const noexcept { return policy_; }
 
 private:
-    void lock_q() noexcept RTDEFER_BLOCKING {
-        const int rc = q_.lock();
-        if (RTDEFER_UNLIKELY(rc != 0))
-            detail::expiry_lock_failed(rc);
-    }
-    void unlock_q() noexcept RTDEFER_BLOCKING {
-        const int rc = q_.unlock();
-        if (RTDEFER_UNLIKELY(rc != 0))
-            detail::expiry_lock_failed(rc);
-    }
+    // Lock failures follow detail::pi_mutex's policy (asserted).
+    void lock_q() noexcept RTDEFER_BLOCKING { q_.lock(); }
+    void unlock_q() noexcept RTDEFER_BLOCKING { q_.unlock(); }
 
     // A timer pending on another service carries that heap's index: using it here would corrupt
     // both heaps. (Racy read in exactly that misuse; fine otherwise: q_ of its service is ours.)

@@ -3,7 +3,7 @@
 //
 //   1. add -> run latency of a task_work item (notify::resume) to an owner waiting in
 //      uring_loop::run_once on io_uring (in-ring FUTEX_WAIT on the park word), beside the same
-//      owner on the futex backend (wait_for_work) and the plain futex wake-to-run. Goal <= 1.1x.
+//      owner on the futex backend (wait_for_work_until) and the plain futex wake-to-run. Goal <= 1.1x.
 //   2. A loop serving real I/O: 64-byte ping-pong over two pipes (the client writes, the loop reads
 //      and writes the message back), for a fixed time: round trips/s and the round-trip
 //      distribution (the loop's jitter), while a producer adds 10^5 task_work items/s (batches of

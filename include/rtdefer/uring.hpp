@@ -223,7 +223,7 @@ public:
     /// Effects: one turn (see the table at the top): runs task_work, reaps completions (running
     /// their callbacks), submits, and if nothing was done waits in one io_uring_enter for a
     /// completion, a wake of the owner (unpark / task_work_add) or `deadline`; then reaps and runs
-    /// task_work again. On the futex backend: wait_for_work(self, deadline).
+    /// task_work again. On the futex backend: wait_for_work_until(self, deadline).
     /// Returns: ok (work ran, a completion arrived, or the owner was woken: callers loop and check
     /// their own conditions); timed_out at `deadline`; interrupted if a signal ended the wait;
     /// system_error if io_uring_enter failed unexpectedly.
@@ -235,7 +235,7 @@ public:
                                                         std::chrono::steady_clock::time_point::max()) noexcept RTDEFER_BLOCKING {
         RTDEFER_ASSERT(&self == &owner_ && self.is_current(), "uring_loop::run_once off the owner thread");
         if (backend_ != uring_backend::io_uring)
-            return wait_for_work(self, deadline);
+            return wait_for_work_until(self, deadline);
         RTDEFER_ASSERT(!in_turn_, "uring_loop::run_once nested in a callback");
         in_turn_ = true;
         const status st = turn(self, deadline);
@@ -339,7 +339,7 @@ private:
                 return status::ok;
             }
             if (detail::task_work_deferred_blocked(self.task_work)) {
-                // As wait_for_work: wait for the canceller holding our chain back on its PI lock.
+                // As wait_for_work_until: wait for the canceller holding our chain back on its PI lock.
                 detail::task_work_lock(self.task_work);
                 detail::task_work_unlock(self.task_work);
                 continue;

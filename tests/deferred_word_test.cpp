@@ -484,7 +484,7 @@ TEST_CASE("a foreign interrupt takes IPI work but leaves INFLIGHT to the deferre
         // One more pass lets a hook that is still running finish (it changes nothing we check then).
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
     };
-    // release: publishes like the sender's CAS (D1).
+    // release: publishes like the sender's CAS (DW1).
     tgt.ct.word.fetch_or(detail::ct_inflight | (A << detail::ct_ipi_shift), std::memory_order_release);
     interrupt_and_wait([&] { return send_ipi(tgt, interrupt_source::task_work); },
                        [&] { return runs_a.load(std::memory_order_acquire) == 1; });

@@ -136,7 +136,7 @@ TEST_CASE_TEMPLATE("wait_running: returns waited, only after the running callbac
     expiry_item item;
     std::atomic<bool> marked{false};
     std::atomic<int> entered{0};
-    bool callback_done = false; // plain: published by clear (2) / the lock, read after wait_running
+    bool callback_done = false; // plain: published by clear (EL2) / the lock, read after wait_running
     std::thread expirer([&] {
         thread_ctx& e = attach_this_thread();
         expiry_pass pass(e);

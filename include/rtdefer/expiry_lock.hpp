@@ -14,9 +14,9 @@
 //   expirer E (any attached thread)              waiter W (wait_running(item, self))
 //   ----------------------------------           -----------------------------------------------
 //   expiry_pass p(E):    lock E.expiry.lock      h = item.handling (under a grace-period read
-//   p.mark(item):  item.handling = &E  (1)          section, the kernel's rcu_read_lock), and a
+//   p.mark(item):  item.handling = &E  (EL1)        section, the kernel's rcu_read_lock), and a
 //   callback(item)                                  thread_ref to *h, so E's ctx cannot vanish
-//   p.clear(item): item.handling = null (2)      h == null   -> idle (nothing running)
+//   p.clear(item): item.handling = null (EL2)    h == null   -> idle (nothing running)
 //   p.sync_wait_running(): if E.waiters,         h == &self  -> would_deadlock (own callback)
 //       unlock + relock E.expiry.lock            else policy.wait(*h): pi_block = waiters++,
 //   ~expiry_pass:        unlock E.expiry.lock        lock(E.expiry.lock) [PI boosts E], waiters--,
@@ -93,7 +93,7 @@ inline void sleep_for_ns(std::int64_t ns) noexcept RTDEFER_BLOCKING {
 template <template <class> class Atom = std::atomic>
 struct basic_expiry_item {
     /// The expirer running this item's callback, or nullptr. Written only by that expirer while it
-    /// holds its expiry lock: set by mark (1), cleared by clear (2).
+    /// holds its expiry lock: set by mark (EL1), cleared by clear (EL2).
     Atom<thread_ctx*> handling{nullptr};
 
     /// Returns: whether a callback for this item is running right now (a racy peek).
@@ -140,19 +140,19 @@ thread_ref handling_ref(const basic_expiry_item<Atom>& item) noexcept {
     struct reader_section {
         std::atomic<std::uint64_t>& slot;
         explicit reader_section(std::atomic<std::uint64_t>& s) noexcept : slot(s) {
-            // relaxed increment, ordered before the handling load by the fence (G1).
+            // relaxed increment, ordered before the handling load by the fence (EL5).
             slot.fetch_add(1, std::memory_order_relaxed);
         }
-        // (G2) release, on leaving (after the returned reference was taken): our reference
-        // increment happens-before the exiting expirer's acquire (G4) that sees this slot drop, hence
+        // (EL6) release, on leaving (after the returned reference was taken): our reference
+        // increment happens-before the exiting expirer's acquire (EL8) that sees this slot drop, hence
         // before its final put (which then is not the last one).
         ~reader_section() { slot.fetch_sub(1, std::memory_order_release); }
     } section(g.slot(idx));
-    // (G1) seq_cst fence: orders our slot increment (store) before our handling load (load), against
-    // the exiting expirer's handling clear (store) before its slot loads (load), fence (G3): store
+    // (EL5) seq_cst fence: orders our slot increment (store) before our handling load (load), against
+    // the exiting expirer's handling clear (store) before its slot loads (load), fence (EL7): store
     // buffering, so both sides need a full fence. Either it sees our increment, or we see its clear.
     detail::full_fence();
-    // (3) acquire: pairs with release (1) in mark(); we then see the expirer's state it published.
+    // (EL3) acquire: pairs with release (EL1) in mark(); we then see the expirer's state it published.
     thread_ctx* h = item.handling.load(std::memory_order_acquire);
     // Safe to take a reference: the expirer cannot finish exiting while we are counted. Built in the
     // return slot (no temporary to destroy), before `section` ends.
@@ -166,17 +166,17 @@ inline void expiry_lock_exit(thread_ctx& self) noexcept {
     if (!self.expiry.was_expirer)
         return;
     auto& g = grace();
-    // (G3) seq_cst fence: pairs with (G1). Our clears (2) of every handling are sequenced before it.
+    // (EL7) seq_cst fence: pairs with (EL5). Our clears (EL2) of every handling are sequenced before it.
     full_fence();
     // relaxed: the flips only steer new readers away from the slot we drain; correctness comes from
-    // seeing each of the two slots empty once after (G3). Drain slot(first), then slot(first + 1):
+    // seeing each of the two slots empty once after (EL7). Drain slot(first), then slot(first + 1):
     // explicitly both parities, because another exiting expirer may flip the epoch between our two
     // flips (the value our second flip returns can have the parity of the first).
     const std::uint32_t first = g.epoch.fetch_add(1, std::memory_order_relaxed);
     for (std::uint32_t k = 0; k < 2; ++k) {
         if (k == 1)
             (void)g.epoch.fetch_add(1, std::memory_order_relaxed); // relaxed: as above
-        // (G4) acquire: pairs with (G2): a drained slot means those readers' refs are taken.
+        // (EL8) acquire: pairs with (EL6): a drained slot means those readers' refs are taken.
         while (g.slot(first + k).load(std::memory_order_acquire) != 0)
             sleep_for_ns(20'000);
     }
@@ -236,7 +236,7 @@ inline bool expiry_sync_wait_running(thread_ctx& self) noexcept RTDEFER_BLOCKING
 template <template <class> class Atom>
 inline void expiry_mark_handling(basic_expiry_item<Atom>& item, thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
     RTDEFER_ASSERT(self.expiry.held, "expiry_mark_handling outside an expiry pass");
-    // (1) release: pairs with acquire (3) in handling_ref()/wait loops: a waiter that sees &self
+    // (EL1) release: pairs with acquire (EL3) in handling_ref()/wait loops: a waiter that sees &self
     // also sees that self holds its expiry lock (taken before, in program order).
     item.handling.store(&self, std::memory_order_release);
 }
@@ -246,7 +246,7 @@ inline void expiry_mark_handling(basic_expiry_item<Atom>& item, thread_ctx& self
 /// Returns: nothing. Progress: wait-free. Real-time safety: one release store; no syscall.
 template <template <class> class Atom>
 inline void expiry_clear_handling(basic_expiry_item<Atom>& item) noexcept RTDEFER_NONBLOCKING {
-    // (2) release: pairs with acquire (3)/(4): a spinning waiter that sees nullptr sees every write
+    // (EL2) release: pairs with acquire (EL3)/(EL4): a spinning waiter that sees nullptr sees every write
     // the callback made.
     item.handling.store(nullptr, std::memory_order_release);
 }
@@ -356,7 +356,7 @@ template <wait_policy Policy, template <class> class Atom>
 status wait_for_expirer(const basic_expiry_item<Atom>& item, thread_ctx& expirer,
                         const Policy& policy) noexcept RTDEFER_BLOCKING {
     auto still_running = [&]() noexcept RTDEFER_NONBLOCKING {
-        // (4) acquire: pairs with release (2) in expiry_clear_handling().
+        // (EL4) acquire: pairs with release (EL2) in expiry_clear_handling().
         return item.handling.load(std::memory_order_acquire) == &expirer;
     };
     do {

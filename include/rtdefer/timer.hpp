@@ -166,7 +166,7 @@ public:
     /// run_expired must have returned, no arm/cancel/cancel_sync in flight).
     /// Progress: blocking (join). Real-time safety: teardown path.
     ~timer_service() {
-        // (S1) release: pairs with acquire (S2) in the expiry thread's loop.
+        // (TM1) release: pairs with acquire (TM2) in the expiry thread's loop.
         stop_.store(true, std::memory_order_release);
         if (thread_.joinable()) {
             (void)unpark(thread_.ctx());
@@ -429,7 +429,7 @@ private:
 
     // The expiry thread: sleep until the earliest deadline, run what expired, repeat.
     void expiry_thread(thread_ctx& self) noexcept {
-        // (S2) acquire: pairs with release (S1) in the destructor.
+        // (TM2) acquire: pairs with release (TM1) in the destructor.
         while (!stop_.load(std::memory_order_acquire)) {
             (void)run_expired(Clock::now(), self);
             const std::optional<time_point> next = next_expiry();

@@ -267,7 +267,7 @@ inline void cpu_timer_queue::pass(callback_head* cb) noexcept {
             void* const arg = t.arg_;
             q.unlock_q();
             if (run) {
-                t.fired_ns_.store(now, std::memory_order_relaxed); // relaxed: published by the clear (2)
+                t.fired_ns_.store(now, std::memory_order_relaxed); // relaxed: published by the clear (EL2)
                 fn(t, arg);
             }
             q.lock_q();

@@ -74,7 +74,7 @@ latency_result measure_add_to_run(const baseline_config& c, std::size_t samples,
                          std::memory_order_release);
         for (std::uint64_t k = 1; !stop.load(std::memory_order_acquire); ++k) {
             ready.store(k, std::memory_order_release);
-            (void)loop.run_once(self, steady::now() + std::chrono::seconds(2));
+            (void)loop.run_once_until(self, steady::now() + std::chrono::seconds(2));
         }
     });
     while (backend_ok.load(std::memory_order_acquire) < 0)
@@ -211,7 +211,7 @@ echo_figure measure_echo(const baseline_config& c, double seconds, loop_kind kin
             loop_ok = loop.submit(rd, read_prep) == rtdefer::status::ok;
             loop_ready.store(true, std::memory_order_release);
             while (loop_ok && !stop.load(std::memory_order_acquire)) {
-                (void)loop.run_once(self, steady::now() + std::chrono::milliseconds(50));
+                (void)loop.run_once_until(self, steady::now() + std::chrono::milliseconds(50));
                 if (rd.fired) {
                     rd.fired = false;
                     loop_ok = rd.res == static_cast<int>(msg_size) && loop.submit(wr, write_prep) == rtdefer::status::ok;

@@ -2,6 +2,8 @@
 // contract_nodiscard.cpp, for uring_loop's hot paths.
 #include <rtdefer/uring.hpp>
 
+#include <chrono>
+
 using namespace rtdefer;
 
 void discard_uring(uring_loop& loop, uring_op& op, thread_ctx& t) {
@@ -9,4 +11,5 @@ void discard_uring(uring_loop& loop, uring_op& op, thread_ctx& t) {
     loop.submit(op, prep); // EXPECT: warning here
     loop.cancel(op); // EXPECT: warning here
     loop.run_once(t); // EXPECT: warning here
+    loop.run_once_until(t, std::chrono::steady_clock::time_point{}); // EXPECT: warning here
 }

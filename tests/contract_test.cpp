@@ -89,6 +89,7 @@ RTDEFER_CONTRACT(status, ref<uring_loop>().submit(ref<uring_op>(), nop_prep{}));
 RTDEFER_CONTRACT(status, ref<uring_loop>().submit(ref<uring_op>(), nop_prep{}, ref<std::chrono::nanoseconds>()));
 RTDEFER_CONTRACT(status, ref<uring_loop>().cancel(ref<uring_op>()));
 RTDEFER_CONTRACT(status, ref<uring_loop>().run_once(ref<thread_ctx>()));
+RTDEFER_CONTRACT(status, ref<uring_loop>().run_once_until(ref<thread_ctx>(), ref<steady_tp>()));
 #endif
 
 // The wait-policy concept: the library's policies and the baselines satisfy it...

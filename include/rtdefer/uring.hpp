@@ -231,16 +231,21 @@ public:
     /// Progress: blocking (until something happens or the deadline). Real-time safety: blocks by
     /// design (the safe point); no allocation; a turn with nothing to submit or collect makes no
     /// syscall unless it waits.
-    [[nodiscard]] status run_once(thread_ctx& self, std::chrono::steady_clock::time_point deadline =
-                                                        std::chrono::steady_clock::time_point::max()) noexcept RTDEFER_BLOCKING {
-        RTDEFER_ASSERT(&self == &owner_ && self.is_current(), "uring_loop::run_once off the owner thread");
+    [[nodiscard]] status run_once_until(thread_ctx& self, std::chrono::steady_clock::time_point deadline) noexcept
+        RTDEFER_BLOCKING {
+        RTDEFER_ASSERT(&self == &owner_ && self.is_current(), "uring_loop::run_once_until off the owner thread");
         if (backend_ != uring_backend::io_uring)
             return wait_for_work_until(self, deadline);
-        RTDEFER_ASSERT(!in_turn_, "uring_loop::run_once nested in a callback");
+        RTDEFER_ASSERT(!in_turn_, "uring_loop::run_once_until nested in a callback");
         in_turn_ = true;
         const status st = turn(self, deadline);
         in_turn_ = false;
         return st;
+    }
+    /// Effects, returns, progress, real-time safety: run_once_until(self, time_point::max()) (no
+    /// deadline: never timed_out).
+    [[nodiscard]] status run_once(thread_ctx& self) noexcept RTDEFER_BLOCKING {
+        return run_once_until(self, std::chrono::steady_clock::time_point::max());
     }
 
 private:

@@ -18,6 +18,7 @@
 #include "harness/baseline.hpp"
 #include "harness/report.hpp"
 
+#include <rtdefer/baseline/spin_wait.hpp>
 #include <rtdefer/park.hpp>
 #include <rtdefer/rt_thread.hpp>
 #include <rtdefer/timer.hpp>
@@ -37,8 +38,8 @@ using namespace rtdefer_bench;
 using rtdefer::pi_block;
 using rtdefer::sched_policy;
 using rtdefer::sleep_poll;
-using rtdefer::spin;
-using rtdefer::spin_yield;
+using rtdefer::baseline::spin;
+using rtdefer::baseline::spin_yield;
 using rtdefer::status;
 using rtdefer::thread_ctx;
 using clk = std::chrono::steady_clock;

@@ -209,7 +209,7 @@ method_result run_process_method(pmethod m, std::uint64_t budget_ns, std::size_t
             }
             ready.store(1, std::memory_order_release);
             while (!stop.load(std::memory_order_acquire))
-                (void)rtdefer::wait_for_work(self, clk::now() + std::chrono::milliseconds(5));
+                (void)rtdefer::wait_for_work_until(self, clk::now() + std::chrono::milliseconds(5));
         }
         drop_rt_on_this_thread();
     });

@@ -59,7 +59,7 @@ std::atomic<std::uint64_t> job_runs{0};
 std::atomic<thread_ctx*> signal_job_target{nullptr}; // the hook does the job only on this thread
 
 void do_job() noexcept RTDEFER_NONBLOCKING {
-    // relaxed: posted is published by the word's CAS (D1) or, for the signal, by the kernel's
+    // relaxed: posted is published by the word's CAS (DW1) or, for the signal, by the kernel's
     // signal delivery; covered/job_runs are read after the phase by the thread that joined it.
     covered.store(posted.load(std::memory_order_relaxed), std::memory_order_relaxed);
     job_runs.fetch_add(1, std::memory_order_relaxed);

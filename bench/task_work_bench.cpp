@@ -7,7 +7,7 @@
 //      std::mutex + std::deque. Allocations per item over the measured rounds (all threads).
 //   2. Per-add cost on the producer (owner draining concurrently on the other CPU), batch means,
 //      beside the cache-line round trip measured now.
-//   3. add -> run latency: owner parked in wait_for_work(), producer adds with notify::resume;
+//   3. add -> run latency: owner parked in wait_for_work_until(), producer adds with notify::resume;
 //      beside futex wake-to-run (rtdefer::unpark to a parked thread) measured now.
 //
 //   task_work_bench [--quick] [--json FILE] [--no-rt] [--repeat N]
@@ -182,13 +182,13 @@ latency_result measure_add_cost(const baseline_config& c, std::size_t batches, s
                                 "CPU " + std::to_string(c.cpu_a) + " -> CPU " + std::to_string(c.cpu_b));
 }
 
-/// add -> run: the owner is parked in wait_for_work(); the producer stamps, adds with
+/// add -> run: the owner is parked in wait_for_work_until(); the producer stamps, adds with
 /// notify::resume; the callback stamps. Rounds where the owner was not yet parked (no futex wake
 /// was needed) are skipped, as in the futex baseline.
 latency_result measure_add_to_run(const baseline_config& c, std::size_t samples, report& rep) {
     const char* name = "task_work add->run (owner parked)";
     const char* what = "from just before task_work_add(notify::resume) (CPU a) to the callback running in the "
-                       "owner's wait_for_work (CPU b)";
+                       "owner's wait_for_work_until (CPU b)";
     if (c.cpu_a < 0 || c.cpu_b < 0 || c.cpu_a == c.cpu_b)
         return latency_result::unavailable(name, what, "needs two usable CPUs");
     lock_memory_once();
@@ -215,7 +215,7 @@ latency_result measure_add_to_run(const baseline_config& c, std::size_t samples,
         rtdefer::thread_ctx& self = target.attach_and_publish();
         for (std::uint64_t k = 1; !stop.load(std::memory_order_acquire); ++k) {
             ready.store(k, std::memory_order_release);
-            (void)rtdefer::wait_for_work(self, std::chrono::steady_clock::now() + std::chrono::seconds(2));
+            (void)rtdefer::wait_for_work_until(self, std::chrono::steady_clock::now() + std::chrono::seconds(2));
         }
     });
     rt_outcome o = run_measured({.fifo = true, .priority = c.priority, .cpu = c.cpu_a}, [&] {

@@ -3,7 +3,7 @@
 //
 //   1. add -> run latency of a task_work item (notify::resume) to an owner waiting in
 //      uring_loop::run_once on io_uring (in-ring FUTEX_WAIT on the park word), beside the same
-//      owner on the futex backend (wait_for_work) and the plain futex wake-to-run. Goal <= 1.1x.
+//      owner on the futex backend (wait_for_work_until) and the plain futex wake-to-run. Goal <= 1.1x.
 //   2. A loop serving real I/O: 64-byte ping-pong over two pipes (the client writes, the loop reads
 //      and writes the message back), for a fixed time: round trips/s and the round-trip
 //      distribution (the loop's jitter), while a producer adds 10^5 task_work items/s (batches of
@@ -75,7 +75,7 @@ latency_result measure_add_to_run(const baseline_config& c, std::size_t samples,
                          std::memory_order_release);
         for (std::uint64_t k = 1; !stop.load(std::memory_order_acquire); ++k) {
             ready.store(k, std::memory_order_release);
-            (void)loop.run_once(self, steady::now() + std::chrono::seconds(2));
+            (void)loop.run_once_until(self, steady::now() + std::chrono::seconds(2));
         }
     });
     while (backend_ok.load(std::memory_order_acquire) < 0)
@@ -212,7 +212,7 @@ echo_figure measure_echo(const baseline_config& c, double seconds, loop_kind kin
             loop_ok = loop.submit(rd, read_prep) == rtdefer::status::ok;
             loop_ready.store(true, std::memory_order_release);
             while (loop_ok && !stop.load(std::memory_order_acquire)) {
-                (void)loop.run_once(self, steady::now() + std::chrono::milliseconds(50));
+                (void)loop.run_once_until(self, steady::now() + std::chrono::milliseconds(50));
                 if (rd.fired) {
                     rd.fired = false;
                     loop_ok = rd.res == static_cast<int>(msg_size) && loop.submit(wr, write_prep) == rtdefer::status::ok;

@@ -161,7 +161,7 @@ TEST_CASE("cpu_timer: timers run in deadline order; a moved timer returns remove
         REQUIRE(a.t.arm(now + 3'000'000, cb, &a) == status::ok);
         REQUIRE(b.t.arm(now + 1'000'000, cb, &b) == status::ok);
         REQUIRE(c.t.arm(now + 2'000'000, cb, &c) == status::ok);
-        CHECK(a.t.arm(now + 500'000, cb, &a) == status::removed); // moved to the front
+        CHECK(a.t.arm(now + 500'000, cb, &a) == status::moved); // moved to the front
         CHECK(burn_until(self, [&] { return n == 3; }));
         CHECK(log[0] == 1);
         CHECK(log[1] == 2);

@@ -27,7 +27,7 @@ namespace {
 
 using rtdefer_test::eventually;
 
-// The designated expirer: sets up, then loops on its safe point (wait_for_work) until stopped.
+// The designated expirer: sets up, then loops on its safe point (wait_for_work_until) until stopped.
 struct expirer_thread {
     std::atomic<bool> stop{false};
     std::atomic<int> setup{-1};
@@ -45,7 +45,7 @@ struct expirer_thread {
               if (s != status::ok)
                   return;
               while (!stop.load(std::memory_order_acquire))
-                  (void)wait_for_work(self, clk::now() + 2ms);
+                  (void)wait_for_work_until(self, clk::now() + 2ms);
           }) {
         REQUIRE(eventually([&] { return setup.load(std::memory_order_acquire) >= 0; }));
         REQUIRE(setup.load() == static_cast<int>(status::ok));
@@ -155,7 +155,7 @@ TEST_CASE("process_cpu_timer: timers run in deadline order; a moved timer return
     REQUIRE(a.t.arm(me, now + 30'000'000, cb, &a) == status::ok);
     REQUIRE(b.t.arm(me, now + 10'000'000, cb, &b) == status::ok);
     REQUIRE(c.t.arm(me, now + 20'000'000, cb, &c) == status::ok);
-    CHECK(a.t.arm(me, now + 5'000'000, cb, &a) == status::removed); // moved to the front
+    CHECK(a.t.arm(me, now + 5'000'000, cb, &a) == status::moved); // moved to the front
     CHECK(burn_until([&] { return n.load(std::memory_order_acquire) == 3; }));
     CHECK(log[0] == 1);
     CHECK(log[1] == 2);

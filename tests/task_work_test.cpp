@@ -1,6 +1,6 @@
 // Unit tests for rtdefer/task_work.hpp: add/run/cancel semantics, FIFO order, re-queueing and
 // freeing from a callback, the exited sentinel, notify modes, adds from a signal handler, the
-// run-vs-cancel handshake (a canceller held inside its walk), wait_for_work and inline_task_work.
+// run-vs-cancel handshake (a canceller held inside its walk), wait_for_work_until and inline_task_work.
 //
 // Callbacks run inside task_work_run, which is [[clang::nonblocking]]: under RealtimeSanitizer they
 // must not allocate, so they record into fixed arrays and atomics; the CHECKs come afterwards.
@@ -501,7 +501,7 @@ TEST_CASE("run vs cancel: a chain detached while a canceller walks is held back,
     CHECK(b.runs.load() == 1);
 }
 
-TEST_CASE("wait_for_work waits out a canceller that holds work back (PI lock), then runs it") {
+TEST_CASE("wait_for_work_until waits out a canceller that holds work back (PI lock), then runs it") {
     rec_item a(1);
     std::atomic<bool> owner_waiting{false};
     std::atomic<int> result{-1};
@@ -509,7 +509,7 @@ TEST_CASE("wait_for_work waits out a canceller that holds work back (PI lock), t
     owner_thread owner([&](thread_ctx& self) {
         spin_until(go);
         owner_waiting.store(true, std::memory_order_release);
-        result.store(static_cast<int>(wait_for_work(self, std::chrono::steady_clock::now() + 60s)));
+        result.store(static_cast<int>(wait_for_work_until(self, std::chrono::steady_clock::now() + 60s)));
     });
     REQUIRE(task_work_add(*owner, a, notify::none) == status::ok);
     held_canceller canceller(*owner);
@@ -601,7 +601,7 @@ TEST_CASE("notify: none leaves the park word alone, resume sets the token, and w
     std::atomic<int> result{-1};
     owner_thread owner([&](thread_ctx& self) {
         spin_until(go);
-        result.store(static_cast<int>(wait_for_work(self, std::chrono::steady_clock::now() + 60s)));
+        result.store(static_cast<int>(wait_for_work_until(self, std::chrono::steady_clock::now() + 60s)));
     });
     thread_ctx& o = *owner;
     REQUIRE(task_work_add(o, a, notify::none) == status::ok);
@@ -630,7 +630,7 @@ TEST_CASE("a resume add to a list made non-empty by a notify::none add still wak
     owner_thread owner([&](thread_ctx& self) {
         spin_until(go);
         // Only the resume add should end this wait (the deadline is a fallback for a broken build).
-        result.store(static_cast<int>(wait_for_work(self, std::chrono::steady_clock::now() + 30s)));
+        result.store(static_cast<int>(wait_for_work_until(self, std::chrono::steady_clock::now() + 30s)));
         ran_after.store(static_cast<std::size_t>(a.runs.load() + b.runs.load()));
     });
     thread_ctx& o = *owner;
@@ -646,14 +646,14 @@ TEST_CASE("a resume add to a list made non-empty by a notify::none add still wak
     CHECK(ran_after.load() == 2);
 }
 
-TEST_CASE("wait_for_work returns timed_out at its deadline when nothing is queued") {
+TEST_CASE("wait_for_work_until returns timed_out at its deadline when nothing is queued") {
     thread_ctx& self = attach_this_thread();
     (void)task_work_run(self);
     (void)park_until(self, std::chrono::steady_clock::now()); // drop a token left by earlier cases
-    CHECK(wait_for_work(self, std::chrono::steady_clock::now() + 1ms) == status::timed_out);
+    CHECK(wait_for_work_until(self, std::chrono::steady_clock::now() + 1ms) == status::timed_out);
     rec_item a(1);
     REQUIRE(task_work_add(self, a, notify::none) == status::ok);
-    CHECK(wait_for_work(self, std::chrono::steady_clock::now() + 1ms) == status::ok);
+    CHECK(wait_for_work_until(self, std::chrono::steady_clock::now() + 1ms) == status::ok);
     CHECK(a.runs.load() == 1);
 }
 

@@ -1,6 +1,7 @@
 // Unit tests for rtdefer/timer.hpp: arm/cancel/cancel_sync results, periodic timers, re-arm from a
 // callback, self-cancel, 10^5 armed timers, the expiry thread, cancel racing expiry (free right after
 // cancel_sync: ASan/TSan), and priority inversion for real under SCHED_FIFO.
+#include <rtdefer/baseline/spin_wait.hpp>
 #include <rtdefer/park.hpp>
 #include <rtdefer/rt_thread.hpp>
 #include <rtdefer/timer.hpp>
@@ -128,7 +129,7 @@ TEST_CASE("timer: arm of a pending timer moves it (returns removed), it runs onc
     timer t;
     const auto t0 = clk::now();
     CHECK(svc.arm(t, t0 + 10ms, count_cb, &runs) == status::ok);
-    CHECK(svc.arm(t, t0 + 50ms, count_cb, &runs) == status::removed);
+    CHECK(svc.arm(t, t0 + 50ms, count_cb, &runs) == status::moved);
     CHECK(svc.size() == 1);
     CHECK(svc.run_expired(t0 + 20ms, self) == 0);
     CHECK(svc.run_expired(t0 + 50ms, self) == 1);
@@ -146,7 +147,7 @@ TEST_CASE("timer: argument and capacity errors") {
     CHECK(svc.arm(a, t0, count_cb, &runs) == status::ok);
     CHECK(svc.arm(b, t0, count_cb, &runs) == status::ok);
     CHECK(svc.arm(c, t0, count_cb, &runs) == status::no_space);
-    CHECK(svc.arm(b, t0 + 1ms, count_cb, &runs) == status::removed); // moving needs no new slot
+    CHECK(svc.arm(b, t0 + 1ms, count_cb, &runs) == status::moved); // moving needs no new slot
     CHECK(svc.cancel(a));
     CHECK(svc.arm(c, t0, count_cb, &runs) == status::ok);
     CHECK(svc.cancel(b));
@@ -560,8 +561,8 @@ void blocking_cb(Timer& t, void* arg) noexcept {
 }
 } // namespace
 
-TEST_CASE_TEMPLATE("timer: cancel_sync of a running callback waits for it (waited)", Policy, pi_block, spin,
-                   spin_yield, sleep_poll) {
+TEST_CASE_TEMPLATE("timer: cancel_sync of a running callback waits for it (waited)", Policy, pi_block, baseline::spin,
+                   baseline::spin_yield, sleep_poll) {
     thread_ctx& self = attach_this_thread();
     blocking_cb_state st;
     observed<Policy> pol;
@@ -601,9 +602,9 @@ TEST_CASE("timer: cancel_sync of a running and re-armed (pending) timer: removed
 TEST_CASE("timer: cancel_sync with a spin policy told to give up: timed_out, disarmed") {
     thread_ctx& self = attach_this_thread();
     std::atomic<bool> give_up{true};
-    spin pol;
+    baseline::spin pol;
     pol.give_up = &give_up;
-    timer_service<spin> svc(threaded_other(), pol);
+    timer_service<baseline::spin> svc(threaded_other(), pol);
     struct state {
         std::atomic<bool> started{false}, release{false};
     } st;
@@ -647,7 +648,7 @@ TEST_CASE("timer: arm is refused while a cancel_sync of that timer waits (a self
     REQUIRE(svc.arm(t, clk::now(), cb, &st, 1ms) == status::ok);
     REQUIRE(eventually([&] { return st.started.load(std::memory_order_acquire); }, 60s));
     CHECK(svc.cancel_sync(t, self) == status::waited);
-    CHECK(st.rearm == status::not_accepting);
+    CHECK(st.rearm == status::cancelling);
     CHECK_FALSE(svc.pending(t));
     CHECK(st.runs == 1);
     // After cancel_sync the timer is usable again.
@@ -783,7 +784,7 @@ TEST_CASE("timer: wait_running on t.expiry() with a polling policy, then free: t
                         v.get()) == status::ok);
         REQUIRE(eventually([&] { return v->started.load(std::memory_order_acquire); }, 60s));
         v->polling.store(true, std::memory_order_release);
-        const status s = wait_running<spin>(v->t.expiry(), self);
+        const status s = wait_running<baseline::spin>(v->t.expiry(), self);
         REQUIRE((s == status::waited || s == status::idle));
         waited += s == status::waited;
         // No svc call here: taking the queue lock would order us after the expirer's section.

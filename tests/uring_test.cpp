@@ -25,10 +25,6 @@
 #include <thread>
 
 #include <fcntl.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
-#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -54,7 +50,7 @@ template <class Done> bool run_until(uring_loop& loop, thread_ctx& self, Done do
     while (!done()) {
         if (steady::now() >= give_up)
             return false;
-        const status st = loop.run_once(self, steady::now() + 100ms);
+        const status st = loop.run_once_until(self, steady::now() + 100ms);
         if (st == status::system_error)
             return false;
     }
@@ -97,19 +93,6 @@ template <class Op> status submit_read(uring_loop& loop, Op& op, int fd) {
     return loop.submit(op, [&](io_uring_sqe& sqe) noexcept { io_uring_prep_read(&sqe, fd, op.buf, sizeof op.buf, 0); });
 }
 
-// A seccomp filter that makes io_uring_setup fail with `err` (and allows everything else).
-bool refuse_io_uring_setup(int err) {
-    sock_filter filter[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (static_cast<unsigned>(err) & SECCOMP_RET_DATA)),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    sock_fprog prog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
-    return ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
-           ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) == 0;
-}
-
 } // namespace
 
 TEST_SUITE("unit") {
@@ -142,11 +125,11 @@ TEST_CASE("uring: run_once times out at its deadline with nothing to do") {
     uring_loop loop(self);
     if (!require_uring(loop))
         return;
-    (void)loop.run_once(self, steady::now()); // drain a token an earlier test may have left
+    (void)loop.run_once_until(self, steady::now()); // drain a token an earlier test may have left
     const auto t0 = steady::now();
     status st = status::ok;
     while (st == status::ok && steady::now() - t0 < 2s)
-        st = loop.run_once(self, t0 + 20ms);
+        st = loop.run_once_until(self, t0 + 20ms);
     CHECK(st == status::timed_out);
     CHECK(steady::now() - t0 >= 20ms);
 }
@@ -285,7 +268,7 @@ TEST_CASE("uring: the loop is the expiry thread of a timer_service without a thr
     const auto give_up = t0 + 10s;
     while (fired.load(std::memory_order_relaxed) < 2 && steady::now() < give_up) {
         const auto next = timers.next_expiry().value_or(steady::time_point::max());
-        (void)loop.run_once(self, std::min(next, give_up));
+        (void)loop.run_once_until(self, std::min(next, give_up));
         (void)timers.run_expired(steady::now(), self);
     }
     CHECK(fired.load(std::memory_order_relaxed) == 2);
@@ -317,7 +300,7 @@ TEST_CASE("uring: a pipe read completes; its callback may free the op (never tou
     REQUIRE(submit_read(loop, *op, p.r) == status::ok);
     CHECK(loop.ops_in_flight() == 1);
     CHECK(submit_read(loop, *op, p.r) == status::already_queued);
-    (void)loop.run_once(self, steady::now()); // submitted; nothing to read yet
+    (void)loop.run_once_until(self, steady::now()); // submitted; nothing to read yet
     REQUIRE(::write(p.w, "hello", 5) == 5);
     CHECK(run_until(loop, self, [] { return got.load(std::memory_order_relaxed) != 0; }));
     CHECK(got.load(std::memory_order_relaxed) == 5);
@@ -332,7 +315,7 @@ TEST_CASE("uring: cancel of an in-flight read reports -ECANCELED to its callback
     pipe_pair p;
     read_op op;
     REQUIRE(submit_read(loop, op, p.r) == status::ok);
-    (void)loop.run_once(self, steady::now() + 5ms); // in the kernel now, waiting for data
+    (void)loop.run_once_until(self, steady::now() + 5ms); // in the kernel now, waiting for data
     CHECK(op.in_flight());
     CHECK(loop.cancel(op) == status::ok);
     CHECK(run_until(loop, self, [&] { return op.calls != 0; }));
@@ -379,7 +362,7 @@ TEST_CASE("uring: destroying the loop with reads in flight cancels them and runs
             return;
         for (auto& op : ops)
             REQUIRE(submit_read(loop, op, p.r) == status::ok);
-        (void)loop.run_once(self, steady::now() + 5ms);
+        (void)loop.run_once_until(self, steady::now() + 5ms);
         CHECK(loop.ops_in_flight() == 4);
     }
     for (auto& op : ops) {
@@ -392,7 +375,7 @@ TEST_CASE("uring: destroying the loop with reads in flight cancels them and runs
 TEST_CASE("uring: under a seccomp filter refusing io_uring_setup the loop runs on the futex parker") {
     for (const int err : {EPERM, ENOSYS}) {
         const int rc = rtdefer_test::in_child([err] {
-            if (!refuse_io_uring_setup(err))
+            if (!rtdefer_test::refuse_syscall(__NR_io_uring_setup, err))
                 return 10;
             // The filter really refuses: a raw io_uring_setup fails with err.
             io_uring_params params{};
@@ -422,7 +405,7 @@ TEST_CASE("uring: under a seccomp filter refusing io_uring_setup the loop runs o
             producer.join();
             if (!ok)
                 return 16;
-            return loop.run_once(self, steady::now() + 5ms) == status::timed_out ? 0 : 17;
+            return loop.run_once_until(self, steady::now() + 5ms) == status::timed_out ? 0 : 17;
         });
         INFO("errno " << err);
         CHECK(rc == 0);

@@ -8,6 +8,7 @@
 #include "harness/latency.hpp"
 #include "harness/report.hpp"
 
+#include <rtdefer/baseline/spin_wait.hpp>
 #include <rtdefer/park.hpp>
 #include <rtdefer/rt_thread.hpp>
 #include <rtdefer/timer.hpp>
@@ -149,7 +150,7 @@ int run_expiry_lock_scene(const scene_args& args) {
     std::atomic<bool> give_up{false};
 
     const row pi = inversion<rtdefer::pi_block>(cpu, rounds, budget, give_up);
-    const row sp = inversion<rtdefer::spin>(cpu, 1, budget, give_up);
+    const row sp = inversion<rtdefer::baseline::spin>(cpu, 1, budget, give_up);
 
     auto cancel_cell = [&](const row& r) {
         if (!r.finished)

@@ -112,7 +112,7 @@ result run_echo(int datagrams, bool reconfigure) {
         // release: publishes the attached ctx to the control and client threads.
         loop_ctx.store(&self, std::memory_order_release);
         while (!stop.load(std::memory_order_acquire)) {
-            (void)loop.run_once(self, steady::now() + (ring ? 20ms : 200us));
+            (void)loop.run_once_until(self, steady::now() + (ring ? 20ms : 200us));
             if (!ring) { // the fallback loop has no ring I/O: poll the socket with plain syscalls
                 while (::recv(srv, &buf, sizeof buf, MSG_DONTWAIT) == static_cast<ssize_t>(sizeof buf)) {
                     buf.version = cfg.version;

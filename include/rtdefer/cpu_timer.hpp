@@ -103,7 +103,7 @@ public:
     /// Effects: arms (or moves) the timer to fire when the owner's CPU time reaches `cpu_deadline_ns`
     /// (CLOCK_THREAD_CPUTIME_ID of the owner; in the past: at its next check). Re-arms the kernel
     /// timer only if this deadline is earlier than what it is armed for.
-    /// Returns: ok (was not pending), removed (was pending: replaced), not_accepting (a cancel_sync
+    /// Returns: ok (was not pending), moved (was pending: replaced), cancelling (a cancel_sync
     /// is in progress), no_space, invalid_argument (null fn), not_installed (no cpu_timer_setup on the
     /// owner), exited (the owner exited). Precondition: called on the owner (asserted).
     /// Progress: the owner's PI queue lock for O(log n) (uncontended: no syscall); timer_settime only
@@ -120,7 +120,7 @@ public:
     /// Effects: disarms the timer and waits until no callback of it runs (timer_delete_sync). While it
     /// runs, arm() is refused. Returns: removed (dequeued before it ran), waited (it was running or
     /// collected; it has returned), idle, would_deadlock (from its own deferred callback: disarmed,
-    /// the caller goes on), system_error (the expiry lock failed). After removed/waited/idle it may
+    /// the caller goes on). After removed/waited/idle it may
     /// be freed. Progress: blocking on the expirer's PI expiry lock (deferred) or PI hard lock
     /// (urgent) for the callback's remaining time, at the caller's priority; never spins.
     /// Real-time safety: no allocation, PI locks only. Not from a signal handler (asserted).
@@ -195,8 +195,8 @@ private:
 
 /// Effects, returns: park_until(self, deadline) with the wall timer paused (cpu_timer_sleep_guard).
 [[nodiscard]] status cpu_timer_park_until(thread_ctx& self, std::chrono::steady_clock::time_point deadline) noexcept RTDEFER_BLOCKING;
-/// Effects, returns: wait_for_work(self, deadline) with the wall timer paused.
-[[nodiscard]] status cpu_timer_wait_for_work(thread_ctx& self, std::chrono::steady_clock::time_point deadline) noexcept RTDEFER_BLOCKING;
+/// Effects, returns: wait_for_work_until(self, deadline) with the wall timer paused.
+[[nodiscard]] status cpu_timer_wait_for_work_until(thread_ctx& self, std::chrono::steady_clock::time_point deadline) noexcept RTDEFER_BLOCKING;
 
 /// What one budgeted cycle took (cpu_budget::finish).
 struct cpu_cycle {
@@ -226,7 +226,7 @@ public:
     cpu_budget(const cpu_budget&) = delete;
     cpu_budget& operator=(const cpu_budget&) = delete;
 
-    /// Effects: starts a cycle at CPU time `cpu_now_ns`. Returns: arm()'s status (ok/removed).
+    /// Effects: starts a cycle at CPU time `cpu_now_ns`. Returns: arm()'s status (ok/moved).
     /// Progress: PI queue lock, uncontended; no syscall unless the kernel timer must move earlier.
     [[nodiscard]] status start_at(std::uint64_t cpu_now_ns) noexcept RTDEFER_BLOCKING {
         start_ns_ = cpu_now_ns;

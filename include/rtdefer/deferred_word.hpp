@@ -65,7 +65,7 @@
 //   - I is emptied only by fetch_and in the handler or a local drain (or the exit hook's
 //     exchange); each RMW takes a disjoint set of bit occurrences and runs them once.
 //   - Coalescing: a request whose bit is already pending is covered by the one take that follows
-//     its CAS in the word's modification order, which runs after it (and sees its data, (D1)).
+//     its CAS in the word's modification order, which runs after it (and sees its data, (DW1)).
 //   - Never lost: S is taken at the next exit (or at thread exit); I with INFLIGHT has a signal
 //     coming whose handler takes it or leaves it to a drain that loops until I is empty (and every
 //     enter drains I too); I without INFLIGHT exists only inside a run (drained before it returns)
@@ -98,25 +98,25 @@
 //   ct_register_work / ct_work_setup    setup: before requests for that bit are made
 //
 // Memory orders (numbers used at each operation):
-//   (D1) sender CAS, release       pairs with (D3)/(D5)/(D6)/(D7): the callback sees what the
+//   (DW1) sender CAS, release       pairs with (DW3)/(DW5)/(DW6)/(DW7): the callback sees what the
 //                                  sender wrote before requesting
-//   (D2) sender CAS failure/loads, relaxed: the value only seeds the next CAS; decisions are made by
+//   (DW2) sender CAS failure/loads, relaxed: the value only seeds the next CAS; decisions are made by
 //                                  a CAS on the whole word
-//   (D3) exit exchange, seq_cst    (or, with nothing deferred, a CAS 0 -> DISABLED: the same RMW)
+//   (DW3) exit exchange, seq_cst    (or, with nothing deferred, a CAS 0 -> DISABLED: the same RMW)
 //                                  the fully ordered flush the issue and the kernel's review ask
 //                                  for. The protocol relies only on its acquire half (pairs with
-//                                  (D1)): every hand-off is a release CAS read by an acquiring RMW on
+//                                  (DW1)): every hand-off is a release CAS read by an acquiring RMW on
 //                                  the one word. Its store->load half orders the DISABLED store only
 //                                  before later seq_cst operations; plain or relaxed accesses after
 //                                  the exit are ordered by the acquire alone (arm64 may perform a
 //                                  later plain load before the store is visible). On x86 the
 //                                  exchange costs the same either way (xchg is a full barrier)
-//   (D4) enter CAS, relaxed        only atomicity matters: the section's start publishes nothing
-//   (D5) handler fetch_and, acquire pairs with (D1)
-//   (D6) drain fetch_and, acquire  pairs with (D1)
-//   (D7) exit-hook exchange, acquire  pairs with (D1); nothing to publish (a sender that reads
+//   (DW4) enter CAS, relaxed        only atomicity matters: the section's start publishes nothing
+//   (DW5) handler fetch_and, acquire pairs with (DW1)
+//   (DW6) drain fetch_and, acquire  pairs with (DW1)
+//   (DW7) exit-hook exchange, acquire  pairs with (DW1); nothing to publish (a sender that reads
 //                                  EXITED just fails)
-//   (D8) table store release / load acquire: a bound callback is seen fully by a runner
+//   (DW8) table store release / load acquire: a bound callback is seen fully by a runner
 #pragma once
 
 #include <rtdefer/config.hpp>
@@ -146,7 +146,7 @@ namespace detail {
 
 struct ct_globals {
     std::array<std::atomic<ct_work_fn>, ct_work_max> fns{};
-    std::atomic<std::uint32_t> bound{0};     ///< bits with a callback; (D8) release/acquire
+    std::atomic<std::uint32_t> bound{0};     ///< bits with a callback; (DW8) release/acquire
     std::atomic<bool> hook_ready{false};     ///< interrupt hook registered; release/acquire
     detail::setup_mutex setup;                        ///< serialises registration (setup path only)
 };
@@ -161,7 +161,7 @@ inline void ct_run_bits(thread_ctx& self, std::uint32_t work) noexcept RTDEFER_N
     while (work != 0) {
         const unsigned bit = static_cast<unsigned>(std::countr_zero(work));
         work &= work - 1;
-        // (D8) acquire: pairs with the release store in ct_register_work().
+        // (DW8) acquire: pairs with the release store in ct_register_work().
         if (ct_work_fn fn = ct().fns[bit].load(std::memory_order_acquire))
             fn(self, 1u << bit);
     }
@@ -170,11 +170,11 @@ inline void ct_run_bits(thread_ctx& self, std::uint32_t work) noexcept RTDEFER_N
 /// Takes the IPI field (owner thread or its handler). Returns the work bits taken (unshifted).
 inline std::uint32_t ct_take_ipi(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
     auto& word = detail::ctx_access::ct(self).word;
-    // (D2) relaxed hint: bits a handler left for us were read by that handler's RMW on this thread,
+    // (DW2) relaxed hint: bits a handler left for us were read by that handler's RMW on this thread,
     // so coherence shows them to this later load; bits set after it come with INFLIGHT and a signal.
     if ((word.load(std::memory_order_relaxed) & ct_ipi_mask) == 0)
         return 0;
-    // (D6) acquire: pairs with the senders' release CAS (D1).
+    // (DW6) acquire: pairs with the senders' release CAS (DW1).
     return (word.fetch_and(~ct_ipi_mask, std::memory_order_acquire) & ct_ipi_mask) >> ct_ipi_shift;
 }
 
@@ -220,7 +220,7 @@ inline void ct_interrupt_hook(thread_ctx* self, interrupt_source src) noexcept R
     auto& word = detail::ctx_access::ct(*self).word;
     const bool ours = src == interrupt_source::deferred_word;
     const std::uint32_t mine = ours ? (ct_inflight | ct_ipi_mask) : ct_ipi_mask;
-    // (D2) relaxed cheap check (every interrupt calls every hook): the sender's CAS precedes its
+    // (DW2) relaxed cheap check (every interrupt calls every hook): the sender's CAS precedes its
     // send, and the kernel's signal delivery (siglock taken by the sender, then by this thread's
     // dequeue) orders it before this load. For a foreign interrupt the check is opportunistic: bits it
     // misses have a signal of ours coming, or are drained at the next enter.
@@ -228,12 +228,12 @@ inline void ct_interrupt_hook(thread_ctx* self, interrupt_source src) noexcept R
         return;
     if (detail::ctx_access::ct(*self).running.load(std::memory_order_relaxed)) {
         // The thread is inside ct_run_local: acknowledge our signal, leave the bits to its drain.
-        // relaxed: no bits are taken here, so nothing to acquire; the drain's (D6) does that.
+        // relaxed: no bits are taken here, so nothing to acquire; the drain's (DW6) does that.
         if (ours)
             word.fetch_and(~ct_inflight, std::memory_order_relaxed);
         return;
     }
-    // (D5) acquire: pairs with (D1). Takes I (and, for our signal, acknowledges it) in one RMW.
+    // (DW5) acquire: pairs with (DW1). Takes I (and, for our signal, acknowledges it) in one RMW.
     const std::uint32_t old = word.fetch_and(~mine, std::memory_order_acquire);
     const std::uint32_t work = (old & ct_ipi_mask) >> ct_ipi_shift;
     if (work != 0) {
@@ -245,7 +245,7 @@ inline void ct_interrupt_hook(thread_ctx* self, interrupt_source src) noexcept R
 /// Thread exit hook: closes the word for good and runs whatever was pending (deferred work of a
 /// thread that exits inside a section, IPI work whose signal will never be handled).
 inline void ct_thread_exit(thread_ctx& self) noexcept {
-    // (D7) acquire: pairs with (D1); later requests see EXITED and fail (they read nothing else).
+    // (DW7) acquire: pairs with (DW1); later requests see EXITED and fail (they read nothing else).
     const std::uint32_t old = detail::ctx_access::ct(self).word.exchange(ct_disabled | ct_exited, std::memory_order_acquire);
     const std::uint32_t work = (old & ct_disabled) ? 0 : (old & ct_work_mask);
     const std::uint32_t ipi = (old & ct_ipi_mask) >> ct_ipi_shift;
@@ -258,7 +258,7 @@ inline const bool ct_exit_registered = register_exit_hook(&ct_thread_exit, exit_
 
 /// Validates a request. Returns ok or invalid_argument (empty, out of range, or unbound bits).
 inline status ct_check_work(unsigned work) noexcept RTDEFER_NONBLOCKING {
-    // (D8) acquire: a bit seen bound has its callback visible to us (and, through (D1), to the runner).
+    // (DW8) acquire: a bit seen bound has its callback visible to us (and, through (DW1), to the runner).
     const std::uint32_t bound = ct().bound.load(std::memory_order_acquire);
     if (RTDEFER_UNLIKELY(work == 0 || (work & ~bound) != 0))
         return status::invalid_argument;
@@ -273,7 +273,7 @@ enum class ct_path { deferred, ipi_signal, ipi_coalesced };
 template <bool allow_ipi>
 inline status ct_queue(thread_ctx& target, std::uint32_t work, ct_path& path) noexcept RTDEFER_NONBLOCKING {
     auto& word = detail::ctx_access::ct(target).word;
-    // (D2) relaxed: a hint; the decision is the CAS below.
+    // (DW2) relaxed: a hint; the decision is the CAS below.
     const std::uint32_t seen = word.load(std::memory_order_relaxed);
     if (RTDEFER_UNLIKELY(seen & ct_exited))
         return status::exited; // EXITED is final
@@ -292,7 +292,7 @@ inline status ct_queue(thread_ctx& target, std::uint32_t work, ct_path& path) no
         } else {
             desired = expected | (work << ct_ipi_shift) | ct_inflight;
         }
-        // (D1) release on success: publishes the sender's data to the run. (D2) relaxed on failure.
+        // (DW1) release on success: publishes the sender's data to the run. (DW2) relaxed on failure.
         // Success is judged by the whole word, never by "is my bit set now".
         if (word.compare_exchange_weak(expected, desired, std::memory_order_release, std::memory_order_relaxed)) {
             if ((expected & ct_disabled) == 0)
@@ -317,7 +317,7 @@ inline status ct_queue(thread_ctx& target, std::uint32_t work, ct_path& path) no
     }
     if (detail::ctx_access::ct(self).running.load(std::memory_order_relaxed)) {
         // Called from a callback: queue for the running drain instead of nesting. No INFLIGHT: no
-        // signal is involved. (D1) release: as a sender's (only this thread reads it back).
+        // signal is involved. (DW1) release: as a sender's (only this thread reads it back).
         word.fetch_or(work << ct_ipi_shift, std::memory_order_release);
         return status::ok;
     }
@@ -364,7 +364,7 @@ inline status ct_queue(thread_ctx& target, std::uint32_t work, ct_path& path) no
         return status::ok;
     if (cur != nullptr)
         return status::busy;
-    // (D8) release: pairs with the acquire loads in ct_run_bits()/ct_check_work().
+    // (DW8) release: pairs with the acquire loads in ct_run_bits()/ct_check_work().
     g.fns[bit].store(fn, std::memory_order_release);
     g.bound.fetch_or(1u << bit, std::memory_order_release);
     return status::ok;
@@ -486,7 +486,7 @@ inline status ct_queue(thread_ctx& target, std::uint32_t work, ct_path& path) no
             }
             continue;
         }
-        // (D4) relaxed: only atomicity matters; a sender's CAS that sees 0 defers, one that saw
+        // (DW4) relaxed: only atomicity matters; a sender's CAS that sees 0 defers, one that saw
         // DISABLED made this CAS fail (INFLIGHT or I set) and is re-judged above.
         if (word.compare_exchange_weak(cur, 0, std::memory_order_relaxed, std::memory_order_relaxed))
             return status::ok;
@@ -508,7 +508,7 @@ inline void ct_isolation_exit(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
     // relaxed: DISABLED is written only by this thread.
     RTDEFER_ASSERT((word.load(std::memory_order_relaxed) & detail::ct_disabled) == 0,
                    "ct_isolation_exit() outside an isolated section");
-    // (D3) seq_cst: the fully ordered flush; acquire pairs with (D1) (see the table at the top).
+    // (DW3) seq_cst: the fully ordered flush; acquire pairs with (DW1) (see the table at the top).
     // Nothing deferred (the common case): a CAS 0 -> DISABLED is the same fully ordered RMW and
     // takes nothing, so no cancellation hold is needed.
     std::uint32_t expected = 0;
@@ -519,7 +519,7 @@ inline void ct_isolation_exit(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
     // (detail/cancel_hold.hpp: an asynchronous cancel must not lose what the exchange took).
     detail::cancel_hold hold;
     hold.engage();
-    // (D3) seq_cst, as above; nothing else writes DISABLED, so this is still the one flush.
+    // (DW3) seq_cst, as above; nothing else writes DISABLED, so this is still the one flush.
     const std::uint32_t work = word.exchange(detail::ct_disabled, std::memory_order_seq_cst);
     if (work != 0) {
         detail::ctx_access::ct(self).deferred_runs.fetch_add(static_cast<unsigned>(std::popcount(work)), std::memory_order_relaxed);
@@ -551,20 +551,21 @@ public:
 
     /// Effects: leaves the section now (ct_isolation_exit) if it was entered and not yet left.
     void exit() noexcept RTDEFER_NONBLOCKING {
-        if (result_ == status::ok) {
-            result_ = status::idle;
+        if (entered()) {
+            left_ = true;
             ct_isolation_exit(*self_);
         }
     }
     /// Returns: whether the section is entered (and not yet left).
-    [[nodiscard]] bool entered() const noexcept RTDEFER_NONBLOCKING { return result_ == status::ok; }
+    [[nodiscard]] bool entered() const noexcept RTDEFER_NONBLOCKING { return result_ == status::ok && !left_; }
     explicit operator bool() const noexcept RTDEFER_NONBLOCKING { return entered(); }
-    /// Returns: what the enter returned (ok, busy, exited), or idle once left.
+    /// Returns: what the enter returned (ok, busy, exited); unchanged by exit() (see entered()).
     [[nodiscard]] status result() const noexcept RTDEFER_NONBLOCKING { return result_; }
 
 private:
     thread_ctx* self_;
     status result_;
+    bool left_ = false;
 };
 
 } // namespace rtdefer

@@ -14,9 +14,9 @@
 //   expirer E (any attached thread)              waiter W (wait_running(item, self))
 //   ----------------------------------           -----------------------------------------------
 //   expiry_pass p(E):    lock E.expiry.lock      h = item.handling (under a grace-period read
-//   p.mark(item):  item.handling = &E  (1)          section, the kernel's rcu_read_lock), and a
+//   p.mark(item):  item.handling = &E  (EL1)        section, the kernel's rcu_read_lock), and a
 //   callback(item)                                  thread_ref to *h, so E's ctx cannot vanish
-//   p.clear(item): item.handling = null (2)      h == null   -> idle (nothing running)
+//   p.clear(item): item.handling = null (EL2)    h == null   -> idle (nothing running)
 //   p.sync_wait_running(): if E.waiters,         h == &self  -> would_deadlock (own callback)
 //       unlock + relock E.expiry.lock            else policy.wait(*h): pi_block = waiters++,
 //   ~expiry_pass:        unlock E.expiry.lock        lock(E.expiry.lock) [PI boosts E], waiters--,
@@ -35,12 +35,13 @@
 //   thread exit of an expirer       waits (sleep-polling, exit path) until no wait_running is between
 //                                   reading handling and taking its thread_ref (grace period)
 //
-// Wait policies (template parameter, so the same code is measured with each):
+// Wait policies (template parameter constrained by `wait_policy`, so the same code is measured with
+// each):
 //   pi_block   (default) block on the expirer's PI mutex. Never spins. The real-time answer.
-//   spin       busy-wait on item.handling (cpu_relax). FOR MEASUREMENT ONLY: never finishes when the
-//              waiter out-prioritises the expirer on the same CPU.
-//   spin_yield busy-wait with sched_yield(). FOR MEASUREMENT ONLY: sched_yield only yields to
-//              threads of equal or higher priority, so it never finishes in the same case.
+//   baseline::spin        (rtdefer/baseline/spin_wait.hpp) busy-wait on item.handling. FOR
+//              MEASUREMENT ONLY: never finishes when the waiter out-prioritises the expirer on its CPU.
+//   baseline::spin_yield  busy-wait with sched_yield(). FOR MEASUREMENT ONLY: never finishes in
+//              the same case (sched_yield only yields to threads of equal or higher priority).
 //   sleep_poll poll item.handling with nanosleep() in between: the kernel's nsleep fallback. Finishes,
 //              but adds up to one poll period of latency and runs the expirer at its own priority.
 #pragma once
@@ -53,10 +54,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <concepts>
 #include <cstdint>
 #include <ctime>
 
-#include <sched.h>
 #include <time.h>
 
 namespace rtdefer {
@@ -92,7 +93,7 @@ inline void sleep_for_ns(std::int64_t ns) noexcept RTDEFER_BLOCKING {
 template <template <class> class Atom = std::atomic>
 struct basic_expiry_item {
     /// The expirer running this item's callback, or nullptr. Written only by that expirer while it
-    /// holds its expiry lock: set by mark (1), cleared by clear (2).
+    /// holds its expiry lock: set by mark (EL1), cleared by clear (EL2).
     Atom<thread_ctx*> handling{nullptr};
 
     /// Returns: whether a callback for this item is running right now (a racy peek).
@@ -139,19 +140,19 @@ thread_ref handling_ref(const basic_expiry_item<Atom>& item) noexcept {
     struct reader_section {
         std::atomic<std::uint64_t>& slot;
         explicit reader_section(std::atomic<std::uint64_t>& s) noexcept : slot(s) {
-            // relaxed increment, ordered before the handling load by the fence (G1).
+            // relaxed increment, ordered before the handling load by the fence (EL5).
             slot.fetch_add(1, std::memory_order_relaxed);
         }
-        // (G2) release, on leaving (after the returned reference was taken): our reference
-        // increment happens-before the exiting expirer's acquire (G4) that sees this slot drop, hence
+        // (EL6) release, on leaving (after the returned reference was taken): our reference
+        // increment happens-before the exiting expirer's acquire (EL8) that sees this slot drop, hence
         // before its final put (which then is not the last one).
         ~reader_section() { slot.fetch_sub(1, std::memory_order_release); }
     } section(g.slot(idx));
-    // (G1) seq_cst fence: orders our slot increment (store) before our handling load (load), against
-    // the exiting expirer's handling clear (store) before its slot loads (load), fence (G3): store
+    // (EL5) seq_cst fence: orders our slot increment (store) before our handling load (load), against
+    // the exiting expirer's handling clear (store) before its slot loads (load), fence (EL7): store
     // buffering, so both sides need a full fence. Either it sees our increment, or we see its clear.
     detail::full_fence();
-    // (3) acquire: pairs with release (1) in mark(); we then see the expirer's state it published.
+    // (EL3) acquire: pairs with release (EL1) in mark(); we then see the expirer's state it published.
     thread_ctx* h = item.handling.load(std::memory_order_acquire);
     // Safe to take a reference: the expirer cannot finish exiting while we are counted. Built in the
     // return slot (no temporary to destroy), before `section` ends.
@@ -165,28 +166,23 @@ inline void expiry_lock_exit(thread_ctx& self) noexcept {
     if (!detail::ctx_access::expiry(self).was_expirer)
         return;
     auto& g = grace();
-    // (G3) seq_cst fence: pairs with (G1). Our clears (2) of every handling are sequenced before it.
+    // (EL7) seq_cst fence: pairs with (EL5). Our clears (EL2) of every handling are sequenced before it.
     full_fence();
     // relaxed: the flips only steer new readers away from the slot we drain; correctness comes from
-    // seeing each of the two slots empty once after (G3). Drain slot(first), then slot(first + 1):
+    // seeing each of the two slots empty once after (EL7). Drain slot(first), then slot(first + 1):
     // explicitly both parities, because another exiting expirer may flip the epoch between our two
     // flips (the value our second flip returns can have the parity of the first).
     const std::uint32_t first = g.epoch.fetch_add(1, std::memory_order_relaxed);
     for (std::uint32_t k = 0; k < 2; ++k) {
         if (k == 1)
             (void)g.epoch.fetch_add(1, std::memory_order_relaxed); // relaxed: as above
-        // (G4) acquire: pairs with (G2): a drained slot means those readers' refs are taken.
+        // (EL8) acquire: pairs with (EL6): a drained slot means those readers' refs are taken.
         while (g.slot(first + k).load(std::memory_order_acquire) != 0)
             sleep_for_ns(20'000);
     }
 }
 
 inline const bool expiry_lock_exit_registered = register_exit_hook(&expiry_lock_exit, exit_order::expiry_lock);
-
-[[gnu::cold, gnu::noinline]] inline void expiry_lock_failed(int rc) noexcept {
-    std::fprintf(stderr, "rtdefer: expiry lock: pthread_mutex error %d\n", rc);
-    std::abort();
-}
 
 } // namespace detail
 
@@ -201,9 +197,7 @@ inline const bool expiry_lock_exit_registered = register_exit_hook(&expiry_lock_
 inline void expiry_lock_acquire(thread_ctx& self) noexcept RTDEFER_BLOCKING {
     RTDEFER_ASSERT(self.is_current(), "expiry lock taken on another thread's ctx");
     RTDEFER_ASSERT(!detail::ctx_access::expiry(self).held, "expiry lock taken twice (nested expiry pass)");
-    const int rc = detail::ctx_access::expiry(self).lock.lock();
-    if (RTDEFER_UNLIKELY(rc != 0))
-        detail::expiry_lock_failed(rc);
+    detail::ctx_access::expiry(self).lock.lock(); // failures: detail::pi_mutex's policy (asserted)
     detail::ctx_access::expiry(self).held = true;
     detail::ctx_access::expiry(self).was_expirer = true;
 }
@@ -214,9 +208,7 @@ inline void expiry_lock_acquire(thread_ctx& self) noexcept RTDEFER_BLOCKING {
 inline void expiry_lock_release(thread_ctx& self) noexcept RTDEFER_BLOCKING {
     RTDEFER_ASSERT(detail::ctx_access::expiry(self).held, "expiry lock released but not held");
     detail::ctx_access::expiry(self).held = false;
-    const int rc = detail::ctx_access::expiry(self).lock.unlock();
-    if (RTDEFER_UNLIKELY(rc != 0))
-        detail::expiry_lock_failed(rc);
+    detail::ctx_access::expiry(self).lock.unlock();
 }
 
 /// Effects: if a waiter is blocked on the lock, drops and retakes it so the waiter (whose callback
@@ -244,7 +236,7 @@ inline bool expiry_sync_wait_running(thread_ctx& self) noexcept RTDEFER_BLOCKING
 template <template <class> class Atom>
 inline void expiry_mark_handling(basic_expiry_item<Atom>& item, thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
     RTDEFER_ASSERT(detail::ctx_access::expiry(self).held, "expiry_mark_handling outside an expiry pass");
-    // (1) release: pairs with acquire (3) in handling_ref()/wait loops: a waiter that sees &self
+    // (EL1) release: pairs with acquire (EL3) in handling_ref()/wait loops: a waiter that sees &self
     // also sees that self holds its expiry lock (taken before, in program order).
     item.handling.store(&self, std::memory_order_release);
 }
@@ -254,7 +246,7 @@ inline void expiry_mark_handling(basic_expiry_item<Atom>& item, thread_ctx& self
 /// Returns: nothing. Progress: wait-free. Real-time safety: one release store; no syscall.
 template <template <class> class Atom>
 inline void expiry_clear_handling(basic_expiry_item<Atom>& item) noexcept RTDEFER_NONBLOCKING {
-    // (2) release: pairs with acquire (3)/(4): a spinning waiter that sees nullptr sees every write
+    // (EL2) release: pairs with acquire (EL3)/(EL4): a spinning waiter that sees nullptr sees every write
     // the callback made.
     item.handling.store(nullptr, std::memory_order_release);
 }
@@ -285,8 +277,24 @@ private:
 
 // ---------------------------------------------------------------------------------------------
 // Wait policies. Each has `wait(expirer, still_running)`: returns ok once `still_running()` may have
-// become false (the caller re-checks), or timed_out if a spin variant was told to give up.
+// become false (the caller re-checks), or timed_out if a spin baseline was told to give up.
+// The spin-wait baselines (which never finish under inversion) live in rtdefer/baseline/spin_wait.hpp.
 // ---------------------------------------------------------------------------------------------
+
+namespace detail {
+/// The predicate type wait_policy is checked with (a policy's wait is a template over it).
+struct still_running_probe {
+    bool operator()() const noexcept RTDEFER_NONBLOCKING { return false; }
+};
+} // namespace detail
+
+/// What wait_running, wait_for_expirer and timer_service accept as their wait policy: a `name`
+/// and a noexcept `wait(expirer, still_running)` returning status.
+template <class P>
+concept wait_policy = requires(const P& p, thread_ctx& expirer, detail::still_running_probe& running) {
+    { P::name } -> std::convertible_to<const char*>;
+    { p.wait(expirer, running) } noexcept -> std::same_as<status>;
+};
 
 /// Block on the expirer's PI mutex (default; the kernel's mutex_lock(&tsk->...expiry mutex)).
 /// Progress: blocking until the expirer drops its lock: at its next sync_wait_running() after it
@@ -303,11 +311,9 @@ struct pi_block {
         // relaxed: the count is a hint for the expirer (see expiry_sync_wait_running); the lock
         // itself provides the ordering we rely on (acquire on lock: the callback's writes are ours).
         detail::ctx_access::expiry(expirer).waiters.fetch_add(1, std::memory_order_relaxed);
-        const int rc = detail::ctx_access::expiry(expirer).lock.lock();
+        detail::ctx_access::expiry(expirer).lock.lock(); // failures: detail::pi_mutex's policy (asserted)
         detail::ctx_access::expiry(expirer).waiters.fetch_sub(1, std::memory_order_relaxed);
-        if (RTDEFER_UNLIKELY(rc != 0))
-            return status::system_error;
-        (void)detail::ctx_access::expiry(expirer).lock.unlock();
+        detail::ctx_access::expiry(expirer).lock.unlock();
         return status::ok;
     }
 };
@@ -328,29 +334,6 @@ status poll_until_done(Running& still_running, const std::atomic<bool>* give_up,
 
 } // namespace detail
 
-/// Busy-wait with cpu_relax(). FOR MEASUREMENT ONLY (the pre-RT hrtimer_cancel loop): burns its CPU
-/// and never finishes if it out-prioritises the expirer on the expirer's CPU. `give_up`, when set
-/// by another thread (a watchdog), makes it return timed_out; the callback may then still run.
-struct spin {
-    static constexpr const char* name = "spin";
-    const std::atomic<bool>* give_up = nullptr;
-    template <class Running>
-    status wait(thread_ctx& /*expirer*/, Running&& still_running) const noexcept RTDEFER_NONBLOCKING {
-        return detail::poll_until_done(still_running, give_up, []() noexcept RTDEFER_NONBLOCKING { detail::cpu_relax(); });
-    }
-};
-
-/// Busy-wait with sched_yield(). FOR MEASUREMENT ONLY: under SCHED_FIFO, sched_yield only lets
-/// threads of the same priority run, so a lower-priority expirer on the same CPU still starves.
-struct spin_yield {
-    static constexpr const char* name = "spin_yield";
-    const std::atomic<bool>* give_up = nullptr;
-    template <class Running>
-    status wait(thread_ctx& /*expirer*/, Running&& still_running) const noexcept RTDEFER_BLOCKING {
-        return detail::poll_until_done(still_running, give_up, []() noexcept { ::sched_yield(); });
-    }
-};
-
 /// Poll with a sleep in between (the kernel's nsleep-style fallback). Finishes, since sleeping lets
 /// the expirer run, but the expirer runs at its own (low) priority and the waiter adds up to one
 /// `period` of latency. Kept as a baseline.
@@ -368,12 +351,12 @@ struct sleep_poll {
 namespace detail {
 
 /// Waits, with `policy`, until `item.handling` no longer names `expirer`. The caller holds a
-/// thread_ref to `expirer`. Returns: waited, timed_out (spin gave up) or system_error.
-template <class Policy, template <class> class Atom>
+/// thread_ref to `expirer`. Returns: waited, or timed_out (a spin baseline gave up).
+template <wait_policy Policy, template <class> class Atom>
 status wait_for_expirer(const basic_expiry_item<Atom>& item, thread_ctx& expirer,
                         const Policy& policy) noexcept RTDEFER_BLOCKING {
     auto still_running = [&]() noexcept RTDEFER_NONBLOCKING {
-        // (4) acquire: pairs with release (2) in expiry_clear_handling().
+        // (EL4) acquire: pairs with release (EL2) in expiry_clear_handling().
         return item.handling.load(std::memory_order_acquire) == &expirer;
     };
     do {
@@ -391,13 +374,14 @@ status wait_for_expirer(const basic_expiry_item<Atom>& item, thread_ctx& expirer
 /// Effects: if a callback for `item` is running, waits (with `Policy`) until it has returned.
 /// Returns: idle (none was running), waited (one was; it has returned and its writes are visible),
 /// would_deadlock (the caller is the expirer running it: waiting would never end), timed_out (a
-/// spin variant's give_up flag was set: it may still be running), system_error (the mutex failed).
+/// spin variant's give_up flag was set: it may still be running). Lock failures: detail::pi_mutex's
+/// policy (asserted).
 /// Progress: blocking. pi_block: the callback's remaining time (plus, at most, the expirer's next
 /// callback; see pi_block), run at the caller's priority if that is higher (priority
 /// inheritance); spin variants: unbounded, see above.
 /// Real-time safety: no allocation; a PI mutex (pi_block); takes and drops a thread_ref (the drop
 /// frees the expirer's ctx only if that thread has exited meanwhile).
-template <class Policy = pi_block, template <class> class Atom = std::atomic>
+template <wait_policy Policy = pi_block, template <class> class Atom = std::atomic>
 [[nodiscard]] status wait_running(const basic_expiry_item<Atom>& item, thread_ctx& self,
                                   const Policy& policy = Policy{}) noexcept RTDEFER_BLOCKING {
     thread_ref expirer = detail::handling_ref(item);

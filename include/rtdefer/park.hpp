@@ -106,7 +106,7 @@ inline bool park_abandon(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
 /// deadline passes, or a signal interrupts the wait. A token set before the call makes it return at
 /// once. Returns: ok (token consumed), timed_out, or interrupted (EINTR: the interrupt signal or
 /// another handler ran). Progress: blocking. Real-time safety: blocking by design (the safe point).
-inline status park_until(thread_ctx& self, std::chrono::steady_clock::time_point deadline) noexcept RTDEFER_BLOCKING {
+[[nodiscard]] inline status park_until(thread_ctx& self, std::chrono::steady_clock::time_point deadline) noexcept RTDEFER_BLOCKING {
     RTDEFER_ASSERT(self.is_current(), "park_until() called on another thread's ctx");
     if (detail::park_commit(self))
         return status::ok;
@@ -128,7 +128,7 @@ inline status park_until(thread_ctx& self, std::chrono::steady_clock::time_point
 }
 
 /// Effects, returns: as park_until() with no deadline (ok or interrupted).
-inline status park(thread_ctx& self) noexcept RTDEFER_BLOCKING {
+[[nodiscard]] inline status park(thread_ctx& self) noexcept RTDEFER_BLOCKING {
     return park_until(self, std::chrono::steady_clock::time_point::max());
 }
 

@@ -92,7 +92,7 @@ public:
     /// `cpu_deadline_ns` (in the past: at the expirer's next check). If this moves the head earlier
     /// than what the kernel timer is set for: on the expirer one timer_settime, elsewhere one IPI to
     /// the expirer (its hook re-arms).
-    /// Returns: ok (was not pending), removed (was pending: replaced), not_accepting (a cancel_sync
+    /// Returns: ok (was not pending), moved (was pending: replaced), cancelling (a cancel_sync
     /// is in progress), no_space, invalid_argument (null fn), not_installed (no setup yet), exited
     /// (the expirer exited). Precondition: `self` is the caller's ctx.
     /// Progress: the PI queue lock for O(log n). Real-time safety: no allocation; one syscall only
@@ -109,7 +109,7 @@ public:
     /// Effects: disarms the timer and waits until no callback of it runs. While it runs, arm() is
     /// refused. Returns: removed (dequeued before it ran), waited (its callback was running or
     /// collected: it has returned), idle, would_deadlock (from its own callback: disarmed, the
-    /// caller goes on), system_error (the expiry lock failed). After removed/waited/idle it may be
+    /// caller goes on). After removed/waited/idle it may be
     /// freed. Progress: blocking on the expirer's PI expiry lock (a counted reference keeps the
     /// expirer's ctx) for the callback's remaining time, at the caller's priority; never spins.
     /// Real-time safety: no allocation, PI locks only. Precondition: `self` is the caller's ctx.
@@ -142,7 +142,7 @@ private:
 /// Effects: designates the calling thread as the process's timer expirer: creates the process
 /// queue (first call only), one kernel timer signalled to this thread (SIGEV_THREAD_ID with the
 /// interrupt signal; one RLIMIT_SIGPENDING slot), and registers the interrupt hook and the exit and
-/// fork handlers. The expirer must reach a safe point (task_work_run, wait_for_work) regularly; its
+/// fork handlers. The expirer must reach a safe point (task_work_run, wait_for_work_until) regularly; its
 /// park may return `interrupted` for hybrid re-checks (loops re-check their conditions anyway).
 /// Returns: ok; busy (a live expirer exists); not_installed (interrupt_install() first); no_space
 /// (EAGAIN: RLIMIT_SIGPENDING, or the hook table full); system_error.

@@ -13,28 +13,34 @@
 
 namespace rtdefer {
 
+/// Every value has exactly one meaning, given here and nowhere else; a function's Returns lists
+/// which values it returns. tests/status_test.cpp reaches each value through a real library call.
 enum class status : int {
-    ok = 0,           ///< done
-    already_queued,   ///< the item is already queued/pending; the earlier queueing will run it
-    exited,           ///< the target thread has exited; the item is untouched and still the caller's
-    would_deadlock,   ///< waiting on yourself (e.g. cancel_sync from the item's own callback)
-    not_accepting,    ///< deferred word: the target is not in an isolated section
-    timed_out,        ///< a deadline passed
+    ok = 0,           ///< done as asked
+    already_queued,   ///< the item is already queued/in flight; the earlier queueing will run it
+    exited,           ///< the target (thread, loop) has exited; the item is untouched and still the caller's
+    would_deadlock,   ///< the wait would never end: waiting on yourself (e.g. cancel_sync from the item's own callback)
+    not_accepting,    ///< deferred word: the target is not in an isolated section (nothing was set)
+    cancelling,       ///< a cancel_sync of this item is in progress: the (re)arm was refused
+    timed_out,        ///< a deadline passed (or a baseline spin wait was told to give up)
     interrupted,      ///< a signal interrupted a wait (EINTR)
-    removed,          ///< cancel_sync: the item was queued and has been removed before it ran
+    removed,          ///< cancel: the item was pending and has been removed before it ran
+    moved,            ///< arm: the item was pending; that expiry was replaced by the new one (mod_timer's 1)
     waited,           ///< cancel_sync: the callback was running; it has finished
-    idle,             ///< cancel_sync: the item was neither queued nor running
-    busy,             ///< a different configuration is already installed / resource in use
+    idle,             ///< cancel/wait: the item was neither pending nor running: nothing to do
+    busy,             ///< what was asked for is held by another user (a bit bound to another callback,
+                      ///< an item still queued, an IPI still in flight)
     signal_in_use,    ///< the interrupt signal already has a handler that is not rtdefer's
-    not_installed,    ///< the interrupt signal is not installed
-    invalid_argument, ///< a bad argument (CPU out of range, bad signal number, ...)
-    not_permitted,    ///< EPERM: e.g. real-time scheduling refused
-    no_space,         ///< a bounded table or queue is full
-    not_supported,    ///< the facility is missing here (e.g. io_uring disabled)
+    not_installed,    ///< the facility this needs (interrupt signal, work bit, hook) is not installed
+    invalid_argument, ///< a bad argument (CPU out of range, bad signal number, null callback, ...)
+    not_permitted,    ///< EPERM/EACCES: refused by policy (e.g. io_uring disabled by sysctl or seccomp)
+    no_space,         ///< a bounded table or queue is full (or the kernel's EAGAIN/ENOMEM for one)
+    not_supported,    ///< the facility is missing here (e.g. no io_uring: the futex backend cannot do it)
     system_error,     ///< an unexpected errno from the OS
 };
 
 /// Returns: a short, stable, lower-case name ("already_queued"). Wait-free, async-signal-safe.
+/// The switch is exhaustive (no default), so -Wswitch flags a value added without a name.
 constexpr const char* to_string(status s) noexcept RTDEFER_NONBLOCKING {
     switch (s) {
     case status::ok: return "ok";
@@ -42,9 +48,11 @@ constexpr const char* to_string(status s) noexcept RTDEFER_NONBLOCKING {
     case status::exited: return "exited";
     case status::would_deadlock: return "would_deadlock";
     case status::not_accepting: return "not_accepting";
+    case status::cancelling: return "cancelling";
     case status::timed_out: return "timed_out";
     case status::interrupted: return "interrupted";
     case status::removed: return "removed";
+    case status::moved: return "moved";
     case status::waited: return "waited";
     case status::idle: return "idle";
     case status::busy: return "busy";
@@ -59,10 +67,11 @@ constexpr const char* to_string(status s) noexcept RTDEFER_NONBLOCKING {
     return "unknown_status";
 }
 
-/// Returns: true for the outcomes that mean "the operation did what was asked":
-/// ok and the three cancel_sync outcomes (removed, waited, idle).
+/// Returns: true for the outcomes that mean "the operation did what was asked": ok, arm's moved,
+/// and the cancel outcomes (removed, waited, idle).
 constexpr bool succeeded(status s) noexcept RTDEFER_NONBLOCKING {
-    return s == status::ok || s == status::removed || s == status::waited || s == status::idle;
+    return s == status::ok || s == status::moved || s == status::removed || s == status::waited ||
+           s == status::idle;
 }
 
 namespace detail {

@@ -60,7 +60,7 @@
 // reach w. A canceller that was inside and has left is seen through its (C4), which releases all its
 // reads and unlinks to the runner's acquire. So callbacks never run (and never free an item) while a
 // canceller may hold a pointer into their chain, and the owner never waits: a slow canceller delays
-// only the work it might be looking at. A waiting owner (wait_for_work, thread exit) takes the PI
+// only the work it might be looking at. A waiting owner (wait_for_work_until, thread exit) takes the PI
 // lock to boost such a canceller; task_work_run never does. Items in `deferred` have left the shared
 // list: like the kernel's detached chain they are committed to run and cancel no longer finds them.
 // The same rule rules out ABA on the canceller's head CAS: an item it may be looking at cannot run,
@@ -208,13 +208,9 @@ inline std::size_t task_work_run_chain(callback_head* lifo) noexcept {
 }
 
 /// PI lock helpers (setup/blocking paths only).
-inline void task_work_lock(task_work_state& s) noexcept RTDEFER_BLOCKING {
-    const int rc = ::pthread_mutex_lock(&s.cancel_lock);
-    RTDEFER_ASSERT(rc == 0, "task_work: cancel_lock lock failed");
-}
-inline void task_work_unlock(task_work_state& s) noexcept RTDEFER_BLOCKING {
-    (void)::pthread_mutex_unlock(&s.cancel_lock);
-}
+/// Failures follow detail::pi_mutex's policy (asserted).
+inline void task_work_lock(task_work_state& s) noexcept RTDEFER_BLOCKING { s.cancel_lock.lock(); }
+inline void task_work_unlock(task_work_state& s) noexcept RTDEFER_BLOCKING { s.cancel_lock.unlock(); }
 
 /// The owner found a canceller inside after detaching `w` (cold: cancels are rare).
 /// Returns: true if `w` was parked in `deferred`; false if the canceller left meanwhile and `w`
@@ -479,10 +475,10 @@ inline bool task_work_cancel(thread_ctx& target, callback_head& w) noexcept RTDE
 /// interrupted if a signal interrupted the park and no work was pending.
 /// Precondition: `self` is the caller's own ctx. Progress: blocking (until work or the deadline).
 /// Real-time safety: blocks by design (futex park, PI lock); no allocation.
-[[nodiscard]] inline status wait_for_work(thread_ctx& self,
+[[nodiscard]] inline status wait_for_work_until(thread_ctx& self,
                                           std::chrono::steady_clock::time_point deadline) noexcept RTDEFER_BLOCKING {
-    RTDEFER_ASSERT(self.is_current(), "wait_for_work() called on another thread's ctx");
-    auto& s = detail::ctx_access::task_work(self);
+    RTDEFER_ASSERT(self.is_current(), "wait_for_work_until() called on another thread's ctx");
+    auto& s = self.task_work;
     for (;;) {
         if (task_work_run(self) != 0)
             return status::ok;

@@ -38,7 +38,7 @@
 //     expiry locks), as timer_delete_sync() from two timer callbacks would in the kernel.
 //   a timer belongs to the service that armed it until cancel_sync there returned; using it with
 //     another service meanwhile is misuse (asserted while it is pending).
-//   freeing a timer: after cancel_sync returned anything but would_deadlock/timed_out/system_error,
+//   freeing a timer: after cancel_sync returned anything but would_deadlock/timed_out,
 //     or when it was never armed. Never from its own callback (the expirer clears `handling` after
 //     the callback returns).
 #pragma once
@@ -62,7 +62,7 @@
 
 namespace rtdefer {
 
-template <class WaitPolicy, class Clock>
+template <wait_policy WaitPolicy, class Clock>
 class timer_service;
 
 namespace detail {
@@ -109,7 +109,7 @@ public:
     [[nodiscard]] const expiry_item& expiry() const noexcept RTDEFER_NONBLOCKING { return item_; }
 
 private:
-    template <class, class>
+    template <wait_policy, class>
     friend class timer_service;
     detail::heap_hook hook_;         // heap position (npos when not queued) and FIFO tie-break stamp
     time_point expires_{};
@@ -138,9 +138,9 @@ struct timer_service_options {
     std::chrono::nanoseconds clock_recheck = std::chrono::milliseconds(100);
 };
 
-/// A timer service. `WaitPolicy` is how cancel_sync waits for a running callback (pi_block; the spin
-/// variants exist for measurement only, see expiry_lock.hpp). `Clock` is the deadline clock.
-template <class WaitPolicy = pi_block, class Clock = std::chrono::steady_clock>
+/// A timer service. `WaitPolicy` (a wait_policy) is how cancel_sync waits for a running callback
+/// (pi_block; rtdefer/baseline/spin_wait.hpp has the spin baselines). `Clock` is the deadline clock.
+template <wait_policy WaitPolicy = pi_block, class Clock = std::chrono::steady_clock>
 class timer_service {
 public:
     using timer_type = basic_timer<Clock>;
@@ -154,7 +154,7 @@ public:
     /// Progress: blocking. Real-time safety: setup path (allocates, creates a thread).
     explicit timer_service(timer_service_options opts = {}, WaitPolicy policy = WaitPolicy{})
         : policy_(policy), heap_(opts.capacity), recheck_(opts.clock_recheck) {
-        RTDEFER_ASSERT(q_.init_error() == 0, "timer_service: pthread_mutex_init failed");
+        RTDEFER_ASSERT(q_.init_status() == status::ok, "timer_service: pthread_mutex_init failed");
         RTDEFER_ASSERT(recheck_ > std::chrono::nanoseconds::zero(), "timer_service: clock_recheck must be positive");
         if (opts.start_thread) {
             thread_ = rt_thread(opts.thread, [this](thread_ctx& self) { expiry_thread(self); });
@@ -168,7 +168,7 @@ public:
     /// run_expired must have returned, no arm/cancel/cancel_sync in flight).
     /// Progress: blocking (join). Real-time safety: teardown path.
     ~timer_service() {
-        // (S1) release: pairs with acquire (S2) in the expiry thread's loop.
+        // (TM1) release: pairs with acquire (TM2) in the expiry thread's loop.
         stop_.store(true, std::memory_order_release);
         if (thread_.joinable()) {
             (void)unpark(thread_.ctx());
@@ -185,8 +185,8 @@ public:
     /// timer is moved (mod_timer). Wakes the expiry thread if this is the new earliest deadline.
     /// Any `when` is valid: one in the past (even time_point::min()) is due at once; max() is due
     /// only to a run_expired(max()).
-    /// Returns: ok (it was not pending), removed (it was pending: that expiry was replaced),
-    /// not_accepting (a cancel_sync of `t` is in progress), no_space (capacity reached),
+    /// Returns: ok (it was not pending), moved (it was pending: that expiry was replaced),
+    /// cancelling (a cancel_sync of `t` is in progress), no_space (capacity reached),
     /// invalid_argument (null fn, negative period).
     /// Progress: blocking on the queue's PI mutex, held for O(log n); one futex wake at most.
     /// Real-time safety: no allocation; takes a PI mutex (not nonblocking).
@@ -200,7 +200,7 @@ public:
         assert_not_foreign(t);
         if (t.cancelling_ != 0) {
             unlock_q();
-            return status::not_accepting;
+            return status::cancelling;
         }
         const bool was_queued = t.hook_.queued();
         if (!was_queued && heap_.full()) {
@@ -214,7 +214,7 @@ public:
         t.expires_ = when;
         if (was_queued) {
             heap_.update(t);
-            result = status::removed;
+            result = status::moved;
         } else {
             heap_push(t);
             result = status::ok;
@@ -250,8 +250,8 @@ public:
     ///   idle           it was neither pending nor running;
     ///   would_deadlock called from its own callback (self is the expirer): it is disarmed and will
     ///                  not run again, the running callback (the caller) goes on;
-    ///   timed_out      only with a spin policy whose give_up flag was set: it may still run;
-    ///   system_error   the expiry lock failed.
+    ///   timed_out      only with a spin policy whose give_up flag was set: it may still run.
+    /// Lock failures follow detail::pi_mutex's policy (asserted).
     /// After removed, waited or idle the callback is not running and will not run: `t` may be freed.
     /// The caller must not hold a lock the callback takes (timer_delete_sync's rule: that deadlocks).
     /// Progress: blocking; with pi_block bounded by the callback's remaining time (plus at most the
@@ -372,16 +372,9 @@ public:
     [[nodiscard]] const WaitPolicy& policy() const noexcept { return policy_; }
 
 private:
-    void lock_q() noexcept RTDEFER_BLOCKING {
-        const int rc = q_.lock();
-        if (RTDEFER_UNLIKELY(rc != 0))
-            detail::expiry_lock_failed(rc);
-    }
-    void unlock_q() noexcept RTDEFER_BLOCKING {
-        const int rc = q_.unlock();
-        if (RTDEFER_UNLIKELY(rc != 0))
-            detail::expiry_lock_failed(rc);
-    }
+    // Lock failures follow detail::pi_mutex's policy (asserted).
+    void lock_q() noexcept RTDEFER_BLOCKING { q_.lock(); }
+    void unlock_q() noexcept RTDEFER_BLOCKING { q_.unlock(); }
 
     // A timer pending on another service carries that heap's index: using it here would corrupt
     // both heaps. (Racy read in exactly that misuse; fine otherwise: q_ of its service is ours.)
@@ -438,7 +431,7 @@ private:
 
     // The expiry thread: sleep until the earliest deadline, run what expired, repeat.
     void expiry_thread(thread_ctx& self) noexcept {
-        // (S2) acquire: pairs with release (S1) in the destructor.
+        // (TM2) acquire: pairs with release (TM1) in the destructor.
         while (!stop_.load(std::memory_order_acquire)) {
             (void)run_expired(Clock::now(), self);
             const std::optional<time_point> next = next_expiry();

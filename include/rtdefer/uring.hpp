@@ -224,7 +224,7 @@ public:
     /// Effects: one turn (see the table at the top): runs task_work, reaps completions (running
     /// their callbacks), submits, and if nothing was done waits in one io_uring_enter for a
     /// completion, a wake of the owner (unpark / task_work_add) or `deadline`; then reaps and runs
-    /// task_work again. On the futex backend: wait_for_work(self, deadline).
+    /// task_work again. On the futex backend: wait_for_work_until(self, deadline).
     /// Returns: ok (work ran, a completion arrived, or the owner was woken: callers loop and check
     /// their own conditions); timed_out at `deadline`; interrupted if a signal ended the wait;
     /// system_error if io_uring_enter failed unexpectedly.
@@ -232,16 +232,21 @@ public:
     /// Progress: blocking (until something happens or the deadline). Real-time safety: blocks by
     /// design (the safe point); no allocation; a turn with nothing to submit or collect makes no
     /// syscall unless it waits.
-    [[nodiscard]] status run_once(thread_ctx& self, std::chrono::steady_clock::time_point deadline =
-                                                        std::chrono::steady_clock::time_point::max()) noexcept RTDEFER_BLOCKING {
-        RTDEFER_ASSERT(&self == &owner_ && self.is_current(), "uring_loop::run_once off the owner thread");
+    [[nodiscard]] status run_once_until(thread_ctx& self, std::chrono::steady_clock::time_point deadline) noexcept
+        RTDEFER_BLOCKING {
+        RTDEFER_ASSERT(&self == &owner_ && self.is_current(), "uring_loop::run_once_until off the owner thread");
         if (backend_ != uring_backend::io_uring)
-            return wait_for_work(self, deadline);
-        RTDEFER_ASSERT(!in_turn_, "uring_loop::run_once nested in a callback");
+            return wait_for_work_until(self, deadline);
+        RTDEFER_ASSERT(!in_turn_, "uring_loop::run_once_until nested in a callback");
         in_turn_ = true;
         const status st = turn(self, deadline);
         in_turn_ = false;
         return st;
+    }
+    /// Effects, returns, progress, real-time safety: run_once_until(self, time_point::max()) (no
+    /// deadline: never timed_out).
+    [[nodiscard]] status run_once(thread_ctx& self) noexcept RTDEFER_BLOCKING {
+        return run_once_until(self, std::chrono::steady_clock::time_point::max());
     }
 
 private:
@@ -339,10 +344,10 @@ private:
                 }
                 return status::ok;
             }
-            if (detail::task_work_deferred_blocked(detail::ctx_access::task_work(self))) {
-                // As wait_for_work: wait for the canceller holding our chain back on its PI lock.
-                detail::task_work_lock(detail::ctx_access::task_work(self));
-                detail::task_work_unlock(detail::ctx_access::task_work(self));
+            if (detail::task_work_deferred_blocked(self.task_work)) {
+                // As wait_for_work_until: wait for the canceller holding our chain back on its PI lock.
+                detail::task_work_lock(self.task_work);
+                detail::task_work_unlock(self.task_work);
                 continue;
             }
             if (task_work_pending(self))

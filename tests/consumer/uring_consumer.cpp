@@ -9,7 +9,7 @@
 int main() {
     rtdefer::thread_ctx& self = rtdefer::attach_this_thread();
     rtdefer::uring_loop loop(self);
-    const rtdefer::status st = loop.run_once(self, std::chrono::steady_clock::now());
+    const rtdefer::status st = loop.run_once_until(self, std::chrono::steady_clock::now());
     const bool ok = st == rtdefer::status::timed_out || st == rtdefer::status::ok;
     std::printf("rtdefer uring consumer: %s (backend %s: %s)\n", ok ? "OK" : "FAILED",
                 loop.backend() == rtdefer::uring_backend::io_uring ? "io_uring" : "futex",

@@ -105,10 +105,10 @@ inline run_local(G, got) {
 proctype sender(byte b) {
   byte seen, expected, desired;
   bool done = 0, sendsig = 0;
-  seen = W;                                   /* (D2) relaxed hint */
+  seen = W;                                   /* (DW2) relaxed hint */
   d_step { expected = ((seen & DIS) -> 0 : seen); seen = 0 }    /* bet on the isolated state */
   do
-  :: atomic {                                 /* (D1) CAS on the whole word */
+  :: atomic {                                 /* (DW1) CAS on the whole word */
        if
        :: (expected & DIS) == 0 -> desired = expected | b
        :: (expected & EXD) != 0 -> done = 1                     /* returns exited: no request */
@@ -155,7 +155,7 @@ hook:
        :: TAGGED && !ours ->
           if
           :: (W & IMASK) != 0 && !running ->
-             got = (W & IMASK) / 4; W = W & ~IMASK; take(got)             /* (D5), INF kept */
+             got = (W & IMASK) / 4; W = W & ~IMASK; take(got)             /* (DW5), INF kept */
           :: else -> got = 0
           fi
        :: else ->
@@ -163,7 +163,7 @@ hook:
           :: (W & (INF | IMASK)) == 0 -> got = 0
           :: (W & (INF | IMASK)) != 0 && running -> W = W & ~INF; got = 0
           :: (W & (INF | IMASK)) != 0 && !running ->
-             got = (W & IMASK) / 4; W = W & ~(INF | IMASK); take(got)    /* (D5) */
+             got = (W & IMASK) / 4; W = W & ~(INF | IMASK); take(got)    /* (DW5) */
           fi
        fi
      };
@@ -229,7 +229,7 @@ active proctype target() {
            :: else -> skip
            fi
         :: (cur & (INF | IMASK)) == 0 ->
-           atomic { !in_handler ->                                 /* (D4) CAS DIS -> 0 */
+           atomic { !in_handler ->                                 /* (DW4) CAS DIS -> 0 */
              if
              :: W == cur -> W = 0; isolated = 1; entered = 1
              :: else -> skip
@@ -244,7 +244,7 @@ active proctype target() {
      if
      :: entered && THREAD_EXIT && r == ROUNDS - 1 -> goto texit  /* thread exit inside the section */
      :: entered ->
-        /* ct_isolation_exit: (D3) exchange(DIS) */
+        /* ct_isolation_exit: (DW3) exchange(DIS) */
         atomic { !in_handler -> got = W & SMASK; assert((W & ~SMASK) == 0); W = DIS; isolated = 0; take(got) };
         if
         :: got != 0 -> run_local(!in_handler, got)
@@ -263,7 +263,7 @@ active proctype target() {
   };
   goto tend;
 texit:
-  /* ct_thread_exit: (D7) exchange(DIS|EXITED), run what it took (S if isolated, and I). Senders
+  /* ct_thread_exit: (DW7) exchange(DIS|EXITED), run what it took (S if isolated, and I). Senders
      race it; a signal still coming finds nothing (or the thread gone). */
   atomic { !in_handler ->
     got = ((W & DIS) -> 0 : (W & SMASK)) | ((W & IMASK) / 4);

@@ -12,7 +12,7 @@
 //     requests, one run); each run records, per sender, the newest posted sequence number it sees.
 //     No request may be lost: at the end every sender's last shared request is covered.
 //   The request payload is written with plain stores before the request and read with plain loads
-//   in the callback: the only happens-before between them is the word's release CAS (D1) and the
+//   in the callback: the only happens-before between them is the word's release CAS (DW1) and the
 //   runner's acquire (D3/D5/D6), so TSan checks the memory orders too.
 // Zero deferred_word interrupts inside isolated sections, under foreign traffic: a third thread
 // hammers the target with other users' interrupts of the same signal (send_ipi tagged task_work, and
@@ -62,7 +62,7 @@ constexpr std::uint32_t shared_work = 1u << shared_bit;
 constexpr std::uint64_t shared_every = 8;
 
 struct alignas(64) slot {
-    std::uint64_t seq = 0;        // plain: published by (D1), read by the callback
+    std::uint64_t seq = 0;        // plain: published by (DW1), read by the callback
     bool requested = false;       // plain: set by the sender, cleared by the callback
     std::atomic<bool> free{true}; // callback -> sender: release/acquire
 };
@@ -107,7 +107,7 @@ void owned_cb(thread_ctx&, unsigned work) noexcept RTDEFER_NONBLOCKING {
 void shared_cb(thread_ctx&, unsigned) noexcept RTDEFER_NONBLOCKING {
     ++S->shared_runs;
     for (unsigned s = 0; s < n_senders; ++s) {
-        // relaxed: ordered by the word ((D1) -> the runner's acquire); see the header comment.
+        // relaxed: ordered by the word ((DW1) -> the runner's acquire); see the header comment.
         const std::uint64_t p = S->shared_posted[s].load(std::memory_order_relaxed);
         if (p > S->shared_covered[s])
             S->shared_covered[s] = p;
@@ -259,11 +259,11 @@ TEST_CASE("deferred_word stress: random isolation, 2 senders and foreign interru
                 slot& sl = S->slots[bit];
                 sl.seq = k;
                 sl.requested = true;
-                // relaxed: only this sender stores false; the callback's true follows (D1)->acquire.
+                // relaxed: only this sender stores false; the callback's true follows (DW1)->acquire.
                 sl.free.store(false, std::memory_order_relaxed);
                 std::uint32_t work = 1u << bit;
                 if (k % shared_every == 0) {
-                    // relaxed: published by the CAS (D1) below.
+                    // relaxed: published by the CAS (DW1) below.
                     S->shared_posted[s].store(k, std::memory_order_relaxed);
                     work |= shared_work;
                 }
@@ -351,7 +351,7 @@ TEST_CASE("deferred_word stress: random isolation, 2 senders and foreign interru
 // (inside a section or not) while two senders keep requesting. Every ok request must run exactly
 // once (at an exit, by interrupt or drain, or in the exit hook), every exited one never; a sender
 // has one request outstanding at a time, so runs are not coalesced and each can be counted. The
-// payload is plain data published only by the word ((D1) -> the runner's acquire, (D7) in the exit
+// payload is plain data published only by the word ((DW1) -> the runner's acquire, (DW7) in the exit
 // hook), so TSan checks the exit path's orders too.
 namespace {
 

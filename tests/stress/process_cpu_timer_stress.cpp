@@ -54,7 +54,7 @@ TEST_CASE("process_cpu_timer stress: arm / cancel / cancel_sync from three threa
         if (s != status::ok)
             return;
         while (!stop.load(std::memory_order_acquire))
-            (void)wait_for_work(self, std::chrono::steady_clock::now() + 2ms);
+            (void)wait_for_work_until(self, std::chrono::steady_clock::now() + 2ms);
     });
     REQUIRE(rtdefer_test::eventually([&] { return setup.load(std::memory_order_acquire) >= 0; }));
     REQUIRE(setup.load() == static_cast<int>(status::ok));
@@ -78,11 +78,11 @@ TEST_CASE("process_cpu_timer stress: arm / cancel / cancel_sync from three threa
                 case 1: {
                     s.quiet.store(false, std::memory_order_relaxed); // relaxed: published by arm's lock
                     const status r = s.t.arm(self, process_cpu_time_ns() + (x >> 16) % 200'000, &count_cb, &s);
-                    if (r == status::ok || r == status::removed)
+                    if (r == status::ok || r == status::moved)
                         s.expected.fetch_add(1, std::memory_order_relaxed); // relaxed: summed after join
-                    if (r == status::removed)
+                    if (r == status::moved)
                         s.taken_back.fetch_add(1, std::memory_order_relaxed);
-                    if (r != status::ok && r != status::removed)
+                    if (r != status::ok && r != status::moved)
                         bad_status.fetch_add(1, std::memory_order_relaxed);
                     break;
                 }

@@ -96,7 +96,7 @@ round_result run_round(int producers, std::size_t per_producer, std::uint64_t ex
             std::this_thread::yield();
         // The safe-point loop: run work, park until notified or 1 ms passes; exit at exit_after.
         while (!stop_owner.load(std::memory_order_acquire) && log.ran.load(std::memory_order_relaxed) < exit_after)
-            (void)wait_for_work(self, std::chrono::steady_clock::now() + 1ms);
+            (void)wait_for_work_until(self, std::chrono::steady_clock::now() + 1ms);
         // Returning: the exit hook runs what is still queued and installs the exited sentinel.
     });
     while (owner_ctx.load(std::memory_order_acquire) == nullptr)
@@ -306,13 +306,13 @@ TEST_CASE("stress: one item re-added by many producers while the owner runs: ok 
 }
 
 TEST_CASE("stress: no lost wake-ups: producers wait for each resume add to run while the owner parks with no deadline") {
-    // The owner sleeps in wait_for_work without a deadline, so a lost wake-up hangs the round; each
+    // The owner sleeps in wait_for_work_until without a deadline, so a lost wake-up hangs the round; each
     // producer waits (with a 30 s bound, reported as a failure) for its item to run before adding
     // it again, sometimes after a notify::none add of a second item, so adds race with the owner's
     // run passes, its clearing of the notify flag, and its parking.
     owner_loop owner([](thread_ctx& self, const std::atomic<bool>& stop) {
         while (!stop.load(std::memory_order_acquire))
-            (void)wait_for_work(self, std::chrono::steady_clock::time_point::max());
+            (void)wait_for_work_until(self, std::chrono::steady_clock::time_point::max());
     });
     thread_ctx& target = owner.target();
     struct counted : callback_head {

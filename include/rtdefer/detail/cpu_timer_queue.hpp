@@ -406,8 +406,9 @@ inline status cpu_timer::arm(std::uint64_t cpu_deadline_ns, callback fn, void* a
         return status::not_installed;
     q->lock_q();
     if (q->dead || cancelling_ != 0) {
+        const status st = q->dead ? status::exited : status::cancelling; // read under q
         q->unlock_q();
-        return q->dead ? status::exited : status::not_accepting;
+        return st;
     }
     bool was_pending = hook_.queued() && unlink(*q);
     detail::cpu_timer_queue::heap& h = mode == cpu_timer_mode::urgent ? q->urgent : q->deferred;
@@ -426,7 +427,7 @@ inline status cpu_timer::arm(std::uint64_t cpu_deadline_ns, callback fn, void* a
     h.push(*this);
     q->publish(true);
     q->unlock_q();
-    return was_pending ? status::removed : status::ok;
+    return was_pending ? status::moved : status::ok;
 }
 
 inline status cpu_timer::arm_after(std::chrono::nanoseconds budget, callback fn, void* arg, cpu_timer_mode mode) noexcept {
@@ -458,7 +459,7 @@ inline status cpu_timer::cancel_sync(thread_ctx& self) noexcept {
     detail::cpu_timer_queue* q = detail::ctx_access::cpu_timer(*owner_).queue;
     if (q == nullptr)
         return status::idle;
-    detail::cpu_timer_state& s = owner_->cpu_timer;
+    detail::cpu_timer_state& s = detail::ctx_access::cpu_timer(*owner_);
     const bool on_owner = owner_.get() == &self;
     bool removed = false, waited = false;
     q->lock_q();
@@ -541,9 +542,9 @@ inline status cpu_timer_park_until(thread_ctx& self, std::chrono::steady_clock::
     cpu_timer_sleep_guard guard(self);
     return park_until(self, deadline);
 }
-inline status cpu_timer_wait_for_work(thread_ctx& self, std::chrono::steady_clock::time_point deadline) noexcept {
+inline status cpu_timer_wait_for_work_until(thread_ctx& self, std::chrono::steady_clock::time_point deadline) noexcept {
     cpu_timer_sleep_guard guard(self);
-    return wait_for_work(self, deadline);
+    return wait_for_work_until(self, deadline);
 }
 
 } // namespace rtdefer

@@ -367,8 +367,9 @@ inline status process_cpu_timer::arm(thread_ctx& self, std::uint64_t cpu_deadlin
         return status::not_installed;
     q->lock_q();
     if (q->cur == nullptr || cancelling_ != 0) {
+        const status st = q->cur == nullptr ? status::exited : status::cancelling; // read under q
         q->unlock_q();
-        return q->cur == nullptr ? status::exited : status::not_accepting;
+        return st;
     }
     const bool queued = hook_.queued();
     if (!queued && q->timers.full()) {
@@ -387,7 +388,7 @@ inline status process_cpu_timer::arm(thread_ctx& self, std::uint64_t cpu_deadlin
     q->timers.push(*this);
     q->publish(&self);
     q->unlock_q();
-    return was_pending ? status::removed : status::ok;
+    return was_pending ? status::moved : status::ok;
 }
 
 inline status process_cpu_timer::arm_after(thread_ctx& self, std::chrono::nanoseconds budget, callback fn, void* arg) noexcept {

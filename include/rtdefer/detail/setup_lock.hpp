@@ -8,28 +8,16 @@
 #pragma once
 
 #include <rtdefer/config.hpp>
-
-#include <pthread.h>
+#include <rtdefer/detail/pi_mutex.hpp>
 
 namespace rtdefer::detail {
 
-/// A statically initialisable mutex for setup paths (never taken on a hot path or in a handler).
-class setup_mutex {
+/// The constant-initialised pi_mutex for setup paths (never taken on a hot path or in a handler):
+/// usable in constinit globals and before main. Its lock failures follow pi_mutex's policy
+/// (asserted). Plain, not PI: POSIX has no static initialiser with PTHREAD_PRIO_INHERIT.
+class setup_mutex : public pi_mutex {
 public:
-    constexpr setup_mutex() noexcept = default;
-    setup_mutex(const setup_mutex&) = delete;
-    setup_mutex& operator=(const setup_mutex&) = delete;
-
-    /// Effects: locks (blocking). A failure is library misuse or a broken system: asserted.
-    void lock() noexcept {
-        const int rc = ::pthread_mutex_lock(&m_);
-        RTDEFER_ASSERT(rc == 0, "setup lock: pthread_mutex_lock failed");
-    }
-    /// Effects: unlocks.
-    void unlock() noexcept { (void)::pthread_mutex_unlock(&m_); }
-
-private:
-    pthread_mutex_t m_ = PTHREAD_MUTEX_INITIALIZER;
+    constexpr setup_mutex() noexcept : pi_mutex(pi_mutex_static_init) {}
 };
 
 /// RAII holder of a setup_mutex.

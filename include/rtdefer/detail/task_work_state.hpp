@@ -5,11 +5,10 @@
 #pragma once
 
 #include <rtdefer/config.hpp>
+#include <rtdefer/detail/pi_mutex.hpp>
 
 #include <atomic>
 #include <cstdint>
-
-#include <pthread.h>
 
 namespace rtdefer {
 
@@ -43,27 +42,11 @@ struct task_work_state {
 
     /// Serialises cancellers (and the exit path against them). PTHREAD_PRIO_INHERIT: a canceller
     /// that blocks behind another boosts it; the owner takes it only in blocking paths
-    /// (wait_for_work, thread exit), never in task_work_run.
-    alignas(cacheline_size) pthread_mutex_t cancel_lock;
-    bool cancel_lock_ok = false;
+    /// (wait_for_work_until, thread exit), never in task_work_run.
+    alignas(cacheline_size) pi_mutex cancel_lock;
 
     task_work_state() noexcept {
-        pthread_mutexattr_t attr;
-        if (::pthread_mutexattr_init(&attr) != 0)
-            return;
-        // PI where the system supports it; a plain mutex otherwise (still correct, no boosting).
-        (void)::pthread_mutexattr_setprotocol(&attr, PTHREAD_PRIO_INHERIT);
-        cancel_lock_ok = ::pthread_mutex_init(&cancel_lock, &attr) == 0;
-        if (!cancel_lock_ok) {
-            (void)::pthread_mutexattr_setprotocol(&attr, PTHREAD_PRIO_NONE);
-            cancel_lock_ok = ::pthread_mutex_init(&cancel_lock, &attr) == 0;
-        }
-        ::pthread_mutexattr_destroy(&attr);
-        RTDEFER_ASSERT(cancel_lock_ok, "task_work: pthread_mutex_init failed");
-    }
-    ~task_work_state() {
-        if (cancel_lock_ok)
-            ::pthread_mutex_destroy(&cancel_lock);
+        RTDEFER_ASSERT(cancel_lock.init_status() == status::ok, "task_work: pthread_mutex_init failed");
     }
     task_work_state(const task_work_state&) = delete;
     task_work_state& operator=(const task_work_state&) = delete;

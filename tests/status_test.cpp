@@ -195,7 +195,7 @@ TEST_CASE("every status value is returned by a real library call") {
             thread_ctx& me = *current_thread_ctx();
             s->started.store(true, std::memory_order_release);
             // Wait until the canceller blocks on our expiry lock, then try to re-arm.
-            (void)rtdefer_test::eventually([&] { return me.expiry.waiters.load(std::memory_order_relaxed) > 0; }, 60s);
+            (void)rtdefer_test::eventually([&] { return detail::ctx_access::expiry(me).waiters.load(std::memory_order_relaxed) > 0; }, 60s);
             s->rearm = s->svc->arm(tm, steady::now(), &noop_timer, s);
         };
         REQUIRE(svc.arm(t, steady::now(), cb, &st) == status::ok);

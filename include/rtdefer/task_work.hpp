@@ -478,7 +478,7 @@ inline bool task_work_cancel(thread_ctx& target, callback_head& w) noexcept RTDE
 [[nodiscard]] inline status wait_for_work_until(thread_ctx& self,
                                           std::chrono::steady_clock::time_point deadline) noexcept RTDEFER_BLOCKING {
     RTDEFER_ASSERT(self.is_current(), "wait_for_work_until() called on another thread's ctx");
-    auto& s = self.task_work;
+    auto& s = detail::ctx_access::task_work(self);
     for (;;) {
         if (task_work_run(self) != 0)
             return status::ok;

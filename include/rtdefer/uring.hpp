@@ -344,10 +344,10 @@ private:
                 }
                 return status::ok;
             }
-            if (detail::task_work_deferred_blocked(self.task_work)) {
+            if (detail::task_work_deferred_blocked(detail::ctx_access::task_work(self))) {
                 // As wait_for_work_until: wait for the canceller holding our chain back on its PI lock.
-                detail::task_work_lock(self.task_work);
-                detail::task_work_unlock(self.task_work);
+                detail::task_work_lock(detail::ctx_access::task_work(self));
+                detail::task_work_unlock(detail::ctx_access::task_work(self));
                 continue;
             }
             if (task_work_pending(self))

@@ -33,7 +33,7 @@
 // urgent timer with the CAS on hs; cancel claims it with the same CAS (armed→idle), so exactly one
 // of "fires" and "removed" happens. The hook holds `hard` (a PI futex word) while it may touch a
 // timer it read from `urgent`; a canceller on another thread that unpublished it then waits on
-// `hard` (Dekker (CT1)/(CT2)) before the timer may be freed.
+// `hard` (Dekker (CT1)/(HL1)) before the timer may be freed.
 //
 // Concurrency (same owner): arm: the owner only (it alone re-arms the kernel timer, so the hook and
 // the owner never race on timer_settime). cancel, cancel_sync: any thread, any number. The pass and

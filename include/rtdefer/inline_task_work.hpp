@@ -65,7 +65,7 @@ public:
         // acquire: pairs with (R6)/(C6)/(A4); seeing (R6) also shows the count raised by (IW1).
         if (task_work_queued(*this))
             return false;
-        // (IW3) acquire: pairs with (IW2) of every run counted so far (an RMW release sequence).
+        // (ITW1) acquire: pairs with (IW2) of every run counted so far (an RMW release sequence).
         return running_.load(std::memory_order_acquire) == 0;
     }
 

@@ -59,8 +59,8 @@ public:
         llist_node* head = first_.load(std::memory_order_relaxed);
         do {
             last.next = head;
-            // (1) release on success: publishes the nodes' contents and `last.next` to the consumer;
-            //     pairs with acquire (2) in del_all() and acquire (3)/(4) in del_first().
+            // (LL1) release on success: publishes the nodes' contents and `last.next` to the consumer;
+            //     pairs with acquire (LL2) in del_all() and acquire (LL3)/(LL4) in del_first().
             //     relaxed on failure: nothing was published, we only retry with the fresh head.
         } while (!first_.compare_exchange_weak(head, &first, std::memory_order_release,
                                                std::memory_order_relaxed));
@@ -76,7 +76,7 @@ public:
         // one is followed by the acquiring exchange below.
         if (first_.load(std::memory_order_relaxed) == nullptr)
             return nullptr;
-        // (2) acquire: pairs with release (1) in add_batch(): every node in the chain and its next
+        // (LL2) acquire: pairs with release (LL1) in add_batch(): every node in the chain and its next
         //     pointer are visible before we walk them.
         return first_.exchange(nullptr, std::memory_order_acquire);
     }
@@ -85,14 +85,14 @@ public:
     /// del_first/del_all callers (see the table above); concurrent add() is fine.
     /// Returns: the node, or nullptr if empty. Progress: lock-free. Safety: as add().
     [[nodiscard]] llist_node* del_first() noexcept RTDEFER_NONBLOCKING {
-        // (3) acquire: pairs with release (1): we read entry->next below.
+        // (LL3) acquire: pairs with release (LL1): we read entry->next below.
         llist_node* entry = first_.load(std::memory_order_acquire);
         do {
             if (entry == nullptr)
                 return nullptr;
             // entry->next is stable: only add() writes next, and only on nodes it has not published;
             // the exclusion the table demands rules out entry being taken and re-added meanwhile.
-            // (4) acquire on both paths: a failure hands us a new entry whose next we read next.
+            // (LL4) acquire on both paths: a failure hands us a new entry whose next we read next.
         } while (!first_.compare_exchange_weak(entry, entry->next, std::memory_order_acquire,
                                                std::memory_order_acquire));
         entry->next = nullptr;

@@ -38,7 +38,7 @@
 // Who touches the kernel timer: only the expirer (its arms, its pass, its interrupt hook), as the
 // kernel timer of a thread is only touched by its owner. An arm on another thread that moves the
 // head earlier than what the kernel timer is set for sends the expirer an IPI (send_ipi); its hook
-// re-arms. The store→load pairs (PC1)/(PC2) make sure either the armer sees the hook's new setting
+// re-arms. The store→load pairs (PT1)/(PT2) make sure either the armer sees the hook's new setting
 // (and kicks) or the hook sees the armer's new head (and re-arms for it).
 //
 // Expirer exit: every timer is disarmed (they never fire afterwards; arm returns exited,

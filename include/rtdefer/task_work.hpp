@@ -139,7 +139,7 @@ protected:
         auto* self = static_cast<inline_task_work_base*>(h);
         self->invoke_(self);
         // (IW2) release: the callable's effects and every read of the item by this run (func,
-        // invoke_, the storage) happen-before a done() that reads 0 at (IW3). The run's last access
+        // invoke_, the storage) happen-before a done() that reads 0 at (ITW1). The run's last access
         // to the item: once the count is 0 its owner may re-emplace or free it.
         self->running_.fetch_sub(1, std::memory_order_release);
     }

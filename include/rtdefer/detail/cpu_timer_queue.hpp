@@ -479,7 +479,7 @@ inline status cpu_timer::cancel_sync(thread_ctx& self) noexcept {
             q->unlock_q();
             return status::would_deadlock;
         }
-        // (CT1) seq_cst: after the unpublish (store) above, Dekker with (CT2) in the hook: either it
+        // (CT1) seq_cst: after the unpublish (store) above, Dekker with (HL1) in the hook: either it
         // sees our unpublish, or we see it holding `hard`. The owner never races its own hook.
         const bool hook_inside = !on_owner && s.hard.load(std::memory_order_seq_cst) != 0;
         // acquire: pairs with (CT6).

@@ -20,7 +20,7 @@ namespace rtdefer::detail {
 /// The hard lock (a raw PI futex word). trylock: the hook's only way in (no syscall, never waits).
 inline bool hard_trylock(std::atomic<std::uint32_t>& w, std::uint32_t tid) noexcept RTDEFER_NONBLOCKING {
     std::uint32_t e = 0;
-    // (CT2) seq_cst: the hook's claim is ordered before its load of `urgent` (store→load, Dekker
+    // (HL1) seq_cst: the hook's claim is ordered before its load of `urgent` (store→load, Dekker
     // with the canceller's unpublish (CT1) → its load of `hard`). relaxed on failure: we back off.
     return w.compare_exchange_strong(e, tid, std::memory_order_seq_cst, std::memory_order_relaxed);
 }

@@ -51,7 +51,7 @@ struct pcpu_expirer : callback_head {
     /// CPUTIMERS_WORK_SCHEDULED: the pass is queued and has not finished.
     std::atomic<bool> scheduled{false};
     /// What the kernel timer is set for (process CPU ns; cpu_never: not armed), written by the
-    /// expirer only, read by armers under q (PC1); armed_wall_ns: its CLOCK_MONOTONIC expiry (hybrid).
+    /// expirer only, read by armers under q (PT1); armed_wall_ns: its CLOCK_MONOTONIC expiry (hybrid).
     std::atomic<std::uint64_t> armed_cpu_ns{cpu_never};
     std::atomic<std::uint64_t> armed_wall_ns{cpu_never};
 };
@@ -104,8 +104,8 @@ struct pcpu_queue {
         }
         // relaxed: published by the seq_cst store below.
         e.armed_wall_ns.store(wall, std::memory_order_relaxed);
-        // (PC2) seq_cst: the hook's store, before its re-load of next_ns; Dekker with the armer's
-        // (PC1) store of next_ns before its load of armed_cpu_ns. Pairs with (PC1).
+        // (PT2) seq_cst: the hook's store, before its re-load of next_ns; Dekker with the armer's
+        // (PT1) store of next_ns before its load of armed_cpu_ns. Pairs with (PT1).
         e.armed_cpu_ns.store(next, std::memory_order_seq_cst);
         if (e.ktimer >= 0)
             (void)raw_syscall(SYS_timer_settime, e.ktimer, TIMER_ABSTIME, &its, nullptr);
@@ -117,12 +117,12 @@ struct pcpu_queue {
     /// `self` null: only publish (cancel: the head never moves earlier).
     void publish(thread_ctx* self) noexcept RTDEFER_NONBLOCKING {
         const std::uint64_t next = timers.empty() ? cpu_never : timers.top()->expires_ns_;
-        // (PC1) seq_cst: the armer's store, before its load of armed_cpu_ns below; pairs with (PC2).
+        // (PT1) seq_cst: the armer's store, before its load of armed_cpu_ns below; pairs with (PT2).
         next_ns.store(next, std::memory_order_seq_cst);
         if (self == nullptr || cur == nullptr)
             return;
         pcpu_expirer& e = *cur;
-        // (PC1) seq_cst load: see above. Either this sees the hook's (PC2) setting, or the hook's
+        // (PT1) seq_cst load: see above. Either this sees the hook's (PT2) setting, or the hook's
         // re-load sees our head.
         if (next >= e.armed_cpu_ns.load(std::memory_order_seq_cst))
             return;
@@ -139,7 +139,7 @@ struct pcpu_queue {
         // seq_cst: the hook (on the expirer) stops touching `cur` once this store is done.
         expirer_ctx.store(nullptr, std::memory_order_seq_cst);
         timers.clear();
-        next_ns.store(cpu_never, std::memory_order_seq_cst); // seq_cst: as (PC1)
+        next_ns.store(cpu_never, std::memory_order_seq_cst); // seq_cst: as (PT1)
         pcpu_expirer* e = cur;
         cur = nullptr;
         return e;
@@ -162,7 +162,7 @@ inline void pcpu_queue::interrupt(thread_ctx* self) noexcept RTDEFER_NONBLOCKING
         return;
     pcpu_queue& q = *qp;
     pcpu_expirer& e = *q.cur;
-    // seq_cst: (PC2)'s partner read (see publish).
+    // seq_cst: (PT2)'s partner read (see publish).
     std::uint64_t next = q.next_ns.load(std::memory_order_seq_cst);
     // relaxed (both): expirer-only words, and we are the expirer, interrupted.
     const std::uint64_t armed_cpu = e.armed_cpu_ns.load(std::memory_order_relaxed);
@@ -184,11 +184,11 @@ inline void pcpu_queue::interrupt(thread_ctx* self) noexcept RTDEFER_NONBLOCKING
         }
         return;
     }
-    // Not due: re-arm for the remainder, then re-load the head (PC2): an armer that read the old
+    // Not due: re-arm for the remainder, then re-load the head (PT2): an armer that read the old
     // setting before our store published an earlier head we must see here.
     while (now < next && (fired || kicked)) {
         q.kernel_set(e, next, now, mono);
-        const std::uint64_t again = q.next_ns.load(std::memory_order_seq_cst); // seq_cst: (PC2)
+        const std::uint64_t again = q.next_ns.load(std::memory_order_seq_cst); // seq_cst: (PT2)
         if (again >= next)
             return;
         next = again;

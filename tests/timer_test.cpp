@@ -539,6 +539,28 @@ TEST_CASE("timer: a Clock other than steady_clock: a far deadline does not fire,
     CHECK(svc.cancel_sync(stepped_t, self) == status::idle);
 }
 
+TEST_CASE("timer: the destructor begins no new pass: a timer due while the thread sleeps does not run") {
+    stepped_clock::offset_ns.store(0, std::memory_order_relaxed);
+    std::atomic<int> runs{0};
+    basic_timer<stepped_clock> t; // outlives the service: its destructor unlinks it
+    {
+        timer_service_options o = threaded_other();
+        o.clock_recheck = 2h; // the thread sleeps until the deadline, an hour away
+        timer_service<pi_block, stepped_clock> svc(o);
+        REQUIRE(svc.arm(t, stepped_clock::now() + 1h, [](basic_timer<stepped_clock>&, void* a) noexcept {
+            static_cast<std::atomic<int>*>(a)->fetch_add(1, std::memory_order_relaxed);
+        }, &runs) == status::ok);
+        // arm() left a token (NOTIFIED): PARKED again means the thread has read the new deadline.
+        REQUIRE(eventually([&] { return detail::ctx_access::park(*svc.expirer()).word.load() == detail::park_parked; },
+                           60s));
+        // Due now, but the sleeping thread does not look before its hour is up; the destructor's
+        // wake-up must not start a pass that runs it.
+        stepped_clock::offset_ns.fetch_add(std::chrono::nanoseconds(2h).count(), std::memory_order_relaxed);
+    }
+    stepped_clock::offset_ns.store(0, std::memory_order_relaxed);
+    CHECK(runs.load() == 0);
+}
+
 namespace {
 struct blocking_cb_state {
     std::atomic<bool> started{false};

@@ -3,11 +3,11 @@
 // posix-cpu-timers' per-timer `handling` (see expiry_lock.hpp for the lock protocol).
 //
 //   timer_service<WaitPolicy = pi_block, Clock = steady_clock>
-//     an expiry thread (rt_thread, SCHED_FIFO by default) sleeps until the earliest deadline
-//     (park_until on its own ctx; arm() of a new earliest deadline unparks it), or the owner drives
-//     it by hand with run_expired(now, self) (tests, or an existing real-time loop). With a Clock
-//     other than steady_clock it sleeps on CLOCK_MONOTONIC for at most clock_recheck at a time, so
-//     a step of that clock delays expiries by at most that much.
+//     an expiry thread (one thread on detail/percpu_thread.hpp, SCHED_FIFO by default) sleeps until
+//     the earliest deadline (park_until on its own ctx; arm() of a new earliest deadline unparks it),
+//     or the owner drives it by hand with run_expired(now, self) (tests, or an existing real-time
+//     loop). With a Clock other than steady_clock it sleeps on CLOCK_MONOTONIC for at most
+//     clock_recheck at a time, so a step of that clock delays expiries by at most that much.
 //   basic_timer<Clock> (timer): caller-owned and intrusive; arm/cancel never allocate.
 //
 // Timer states. All fields are guarded by the service's queue lock `q_` (a PI mutex, held only for
@@ -46,6 +46,7 @@
 #include <rtdefer/config.hpp>
 #include <rtdefer/detail/expiry_lock_state.hpp>
 #include <rtdefer/detail/intrusive_heap.hpp>
+#include <rtdefer/detail/percpu_thread.hpp>
 #include <rtdefer/expiry_lock.hpp>
 #include <rtdefer/park.hpp>
 #include <rtdefer/rt_thread.hpp>
@@ -156,10 +157,8 @@ public:
         : policy_(policy), heap_(opts.capacity), recheck_(opts.clock_recheck) {
         RTDEFER_ASSERT(q_.init_status() == status::ok, "timer_service: pthread_mutex_init failed");
         RTDEFER_ASSERT(recheck_ > std::chrono::nanoseconds::zero(), "timer_service: clock_recheck must be positive");
-        if (opts.start_thread) {
-            thread_ = rt_thread(opts.thread, [this](thread_ctx& self) { expiry_thread(self); });
-            expirer_ = &thread_.ctx();
-        }
+        if (opts.start_thread)
+            thread_.emplace(opts.thread, hooks_); // its setup hook sets expirer_
     }
 
     /// Effects: stops and joins the expiry thread (a pass in progress finishes first; its callbacks
@@ -168,12 +167,8 @@ public:
     /// run_expired must have returned, no arm/cancel/cancel_sync in flight).
     /// Progress: blocking (join). Real-time safety: teardown path.
     ~timer_service() {
-        // (TM1) release: pairs with acquire (TM2) in the expiry thread's loop.
-        stop_.store(true, std::memory_order_release);
-        if (thread_.joinable()) {
-            (void)unpark(thread_.ctx());
-            thread_.join();
-        }
+        if (thread_)
+            thread_->stop(); // no pass begins after this, the one in progress finishes
         lock_q();
         heap_.clear();
         unlock_q();
@@ -364,7 +359,7 @@ public:
     [[nodiscard]] thread_ctx* expirer() const noexcept { return expirer_; }
     /// Returns: the scheduling the expiry thread got, or nullptr without a thread. Wait-free.
     [[nodiscard]] const sched_report* sched_status() const noexcept {
-        return thread_.joinable() ? &thread_.sched_status() : nullptr;
+        return thread_ ? &thread_->sched(0) : nullptr;
     }
     /// Returns: whether the queue lock and expiry locks use priority inheritance here. Wait-free.
     [[nodiscard]] bool priority_inheritance() const noexcept { return q_.priority_inheritance(); }
@@ -397,7 +392,7 @@ private:
             }
             // A timer (re-)armed during this pass waits for the next one even if it is due: a
             // callback that re-arms itself at a deadline <= now would otherwise keep the pass (and
-            // the expiry lock) forever, and the expiry thread would never see stop_.
+            // the expiry lock) forever, and the expiry thread would never stop.
             timer_type* head = heap_.top();
             if (head == nullptr || head->expires_ > now || head->hook_.order >= pass_order) {
                 unlock_q();
@@ -429,19 +424,28 @@ private:
         return ran;
     }
 
-    // The expiry thread: sleep until the earliest deadline, run what expired, repeat.
-    void expiry_thread(thread_ctx& self) noexcept {
-        // (TM2) acquire: pairs with release (TM1) in the destructor.
-        while (!stop_.load(std::memory_order_acquire)) {
-            (void)run_expired(Clock::now(), self);
-            const std::optional<time_point> next = next_expiry();
-            if (stop_.load(std::memory_order_acquire))
-                break;
-            // An arm() of an earlier deadline after this read unparks us: its token makes the park
-            // return at once (no lost wake-up).
-            (void)park_until(self, sleep_deadline(next));
+    // The expiry thread's hooks on detail::percpu_threads (one thread, index 0): run what expired,
+    // again at once while the earliest deadline is due, else park until it. The mechanism's stop
+    // flag is read before each pass.
+    struct expiry_hooks {
+        timer_service& s;
+        status setup(std::size_t, thread_ctx& self) noexcept {
+            s.expirer_ = &self; // published to the constructor by percpu_threads' start handshake
+            return status::ok;
         }
-    }
+        void run(std::size_t, thread_ctx& self) noexcept { (void)s.run_expired(Clock::now(), self); }
+        // A pass stops at timers armed during it (see run_expired): those may already be due.
+        bool should_run(std::size_t) noexcept {
+            return s.sleep_deadline(s.next_expiry()) <= std::chrono::steady_clock::now();
+        }
+        // An arm() of an earlier deadline after this read unparks us: its token makes the park
+        // return at once (no lost wake-up).
+        std::chrono::steady_clock::time_point park_deadline(std::size_t) noexcept {
+            return s.sleep_deadline(s.next_expiry());
+        }
+        // What is still armed is unlinked by the destructor (as without a thread).
+        void cleanup(std::size_t, thread_ctx&) noexcept {}
+    };
 
     // The CLOCK_MONOTONIC time to sleep until for the earliest deadline `next`. Overflow-free for
     // any deadline (time_point::min() and max() included).
@@ -526,11 +530,11 @@ private:
     detail::pi_mutex q_;                  // the queue lock (PI): guards the heap and timer fields
     detail::intrusive_heap<timer_type, heap_traits> heap_; // allocated once, at construction
     std::atomic<std::uint64_t> dropped_rearms_{0};
-    std::atomic<bool> stop_{false};
     std::atomic<bool> in_pass_{false};    // misuse check: one run_expired at a time
     std::chrono::nanoseconds recheck_;    // clock_recheck (Clock other than steady_clock)
     thread_ctx* expirer_ = nullptr;       // the expiry thread's ctx (alive while thread_ lives)
-    rt_thread thread_;
+    expiry_hooks hooks_{*this};
+    std::optional<detail::percpu_threads<expiry_hooks>> thread_; // last: stopped before the rest goes
 };
 
 } // namespace rtdefer

@@ -1,10 +1,11 @@
 // rtdefer/detail/percpu_thread.hpp: one pinned real-time thread per CPU, each running a
 // run / should_run / park loop: the userspace analogue of the kernel's smpboot (kernel/smpboot.c,
 // struct smp_hotplug_thread), which owns the irq_work/N threads so that irq_work.c need not. Knows
-// nothing of irq_work: any per-CPU service (a timer expiry thread, say) can sit on it.
+// nothing of irq_work: any service thread can sit on it, also a single one that is not per-CPU
+// (timer_service's expiry thread: the second constructor, its rt_thread_options as given).
 //
 // The owner supplies Hooks (the smp_hotplug_thread callbacks), called on the CPU's thread with the
-// CPU's index i (position in cpus()):
+// CPU's index i (position in cpus(); 0 for the single thread):
 //   status setup(std::size_t i, thread_ctx& self)   before the thread counts as started (setup);
 //                                                   not ok: the constructor throws it
 //   void run(std::size_t i, thread_ctx& self)       one pass over the work (thread_fn)
@@ -70,32 +71,14 @@ public:
     /// Throws: std::system_error: rt_thread's errors, or the status a setup hook returned (the threads
     /// started so far are stopped and joined first). Real-time safety: setup path.
     percpu_threads(const std::vector<int>& cpus, const percpu_thread_options& o, Hooks& hooks)
-        : hooks_(hooks), started_(std::make_unique<std::atomic<std::uint32_t>[]>(cpus.size())) {
-        threads_.reserve(cpus.size());
-        try {
-            for (std::size_t i = 0; i < cpus.size(); ++i) {
-                rt_thread_options to;
-                to.name = o.name + "/" + std::to_string(cpus[i]);
-                to.policy = o.policy;
-                to.priority = o.priority;
-                to.cpu = cpus[i];
-                to.lock_memory = o.lock_memory && i == 0;
-                to.require_rt = o.require_rt;
-                threads_.emplace_back(to, [this, i](thread_ctx& self) { main(i, self); });
-                // (PC2) acquire: pairs with (PC1): what setup wrote is visible to us, and through our
-                // publication of the owner to every other thread.
-                std::uint32_t s;
-                while ((s = started_[i].load(std::memory_order_acquire)) == 0)
-                    started_[i].wait(0, std::memory_order_acquire);
-                if (s != 1)
-                    throw std::system_error(make_error_code(static_cast<status>(s - 1)),
-                                            o.name + ": worker setup on CPU " + std::to_string(cpus[i]));
-            }
-        } catch (...) {
-            stop();
-            throw;
-        }
-    }
+        : percpu_threads(per_cpu(cpus, o), o.name, hooks) {}
+
+    /// Effects: starts a single thread with exactly `one` (its name, and no pinning for cpu -1), its
+    /// index i 0, and waits until it has run its setup hook. `hooks` must outlive this object.
+    /// Throws: as above. Real-time safety: setup path.
+    percpu_threads(const rt_thread_options& one, Hooks& hooks)
+        : percpu_threads(std::vector<rt_thread_options>{one}, one.name, hooks) {}
+
     ~percpu_threads() { stop(); }
     percpu_threads(const percpu_threads&) = delete;
     percpu_threads& operator=(const percpu_threads&) = delete;
@@ -117,6 +100,41 @@ public:
     [[nodiscard]] const sched_report& sched(std::size_t i) const noexcept { return threads_[i].sched_status(); }
 
 private:
+    static std::vector<rt_thread_options> per_cpu(const std::vector<int>& cpus, const percpu_thread_options& o) {
+        std::vector<rt_thread_options> tos(cpus.size());
+        for (std::size_t i = 0; i < cpus.size(); ++i) {
+            tos[i].name = o.name + "/" + std::to_string(cpus[i]);
+            tos[i].policy = o.policy;
+            tos[i].priority = o.priority;
+            tos[i].cpu = cpus[i];
+            tos[i].lock_memory = o.lock_memory && i == 0;
+            tos[i].require_rt = o.require_rt;
+        }
+        return tos;
+    }
+
+    percpu_threads(const std::vector<rt_thread_options>& tos, const std::string& who, Hooks& hooks)
+        : hooks_(hooks), started_(std::make_unique<std::atomic<std::uint32_t>[]>(tos.size())) {
+        threads_.reserve(tos.size());
+        try {
+            for (std::size_t i = 0; i < tos.size(); ++i) {
+                threads_.emplace_back(tos[i], [this, i](thread_ctx& self) { main(i, self); });
+                // (PC2) acquire: pairs with (PC1): what setup wrote is visible to us, and through our
+                // publication of the owner to every other thread.
+                std::uint32_t s;
+                while ((s = started_[i].load(std::memory_order_acquire)) == 0)
+                    started_[i].wait(0, std::memory_order_acquire);
+                if (s != 1)
+                    throw std::system_error(make_error_code(static_cast<status>(s - 1)),
+                                            who + ": worker setup" +
+                                                (tos[i].cpu >= 0 ? " on CPU " + std::to_string(tos[i].cpu) : ""));
+            }
+        } catch (...) {
+            stop();
+            throw;
+        }
+    }
+
     void main(std::size_t i, thread_ctx& self) noexcept {
         const status st = hooks_.setup(i, self);
         // (PC1) release: publishes what setup wrote to the constructor's acquire (PC2).
@@ -124,9 +142,12 @@ private:
         started_[i].notify_all();
         if (st != status::ok)
             return; // the constructor throws `st`
-        for (;;) {
+        // The stop flag is read before each pass, as smpboot_thread_fn() checks kthread_should_stop()
+        // before thread_fn: after stop() a pass in progress finishes, no new one begins (cleanup
+        // drains).
+        // (PC4) acquire, both loads: pair with release (PC3) in stop().
+        while (!stop_.load(std::memory_order_acquire)) {
             hooks_.run(i, self);
-            // (PC4) acquire: pairs with release (PC3) in stop().
             if (stop_.load(std::memory_order_acquire))
                 break;
             if (hooks_.should_run(i))

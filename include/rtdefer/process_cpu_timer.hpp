@@ -102,17 +102,13 @@ public:
     /// Effects, returns: arm(self, now + budget, ...) with now the process CPU clock (one syscall).
     [[nodiscard]] status arm_after(thread_ctx& self, std::chrono::nanoseconds budget, callback fn,
                                    void* arg = nullptr) noexcept RTDEFER_BLOCKING;
-    /// Effects: disarms the timer if pending (no syscall: the expirer's hook re-checks lazily).
-    /// A running callback is not waited for. Returns: whether it was pending and will now not run.
-    /// Progress: the PI queue lock for O(log n). Any thread, not a signal handler.
+    /// Effects, returns, progress: as cpu_timer::cancel() (no syscall: the expirer's hook re-checks
+    /// lazily; a running callback is not waited for).
     [[nodiscard]] bool cancel() noexcept RTDEFER_BLOCKING;
-    /// Effects: disarms the timer and waits until no callback of it runs. While it runs, arm() is
-    /// refused. Returns: removed (dequeued before it ran), waited (its callback was running or
-    /// collected: it has returned), idle, would_deadlock (from its own callback: disarmed, the
-    /// caller goes on). After removed/waited/idle it may be
-    /// freed. Progress: blocking on the expirer's PI expiry lock (a counted reference keeps the
-    /// expirer's ctx) for the callback's remaining time, at the caller's priority; never spins.
-    /// Real-time safety: no allocation, PI locks only. Precondition: `self` is the caller's ctx.
+    /// Effects, returns, real-time safety: as cpu_timer::cancel_sync() for a deferred timer
+    /// (removed / waited / idle / would_deadlock; free it after the first three). The wait is on the
+    /// designated expirer's PI expiry lock, reached through a counted reference to its ctx, so the
+    /// expirer may exit meanwhile. Precondition: `self` is the caller's ctx.
     [[nodiscard]] status cancel_sync(thread_ctx& self) noexcept RTDEFER_BLOCKING;
 
     /// Returns: the deadline (process CPU ns) of the current/last arm. Stable in the callback.

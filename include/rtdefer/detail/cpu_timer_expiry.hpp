@@ -52,8 +52,53 @@ inline int create_signal_timer(pid_t tid, clockid_t clk) noexcept {
     return rc == 0 ? id : static_cast<int>(rc);
 }
 
-/// The run half of a pass, befriended by both timer classes (they share these member names).
+/// The two halves of a pass, befriended by both timer classes (they share these member names).
 struct cpu_expiry {
+    /// collect_timerqueue(): in the caller's queue-lock section, pops the due timers of `h`
+    /// (expires_ns_ <= now) into batch/seqs from n on, marking `handling` with `p`; at most N in
+    /// all, `more` set when due ones were left for a follow-up pass. A popped timer for which
+    /// `claim(t)` is false is unlinked but not collected (an urgent one its hook fired already).
+    template <class Timer, class Heap, std::size_t N, class Claim>
+    static void collect(Heap& h, std::uint64_t now, expiry_pass& p, Timer* (&batch)[N], std::uint32_t (&seqs)[N],
+                        std::size_t& n, bool& more, Claim claim) noexcept {
+        while (Timer* t = h.top()) {
+            if (t->expires_ns_ > now)
+                break;
+            if (n == N) {
+                more = true;
+                break;
+            }
+            h.erase(*t);
+            if (!claim(*t))
+                continue;
+            t->collected_ = true;
+            p.mark(t->item_);
+            seqs[n] = t->seq_;
+            batch[n++] = t;
+        }
+    }
+
+    /// One expiry pass of `self` (handle_posix_cpu_timers): under its expiry lock, `collect(p,
+    /// batch, seqs, n, more)` in one queue-lock section, run_collected() outside it, then `finish()`
+    /// in a last queue-lock section (clear `scheduled`, re-publish). Returns: whether due timers
+    /// were left for a follow-up pass (the caller queues it).
+    template <class Timer, std::size_t N, class Queue, class Collect, class Finish>
+    static bool pass(Queue& q, thread_ctx& self, std::uint64_t now, Collect collect, Finish finish) noexcept {
+        Timer* batch[N];
+        std::uint32_t seqs[N];
+        std::size_t n = 0;
+        bool more = false;
+        expiry_pass p(self);
+        q.lock_q();
+        collect(p, batch, seqs, n, more);
+        q.unlock_q();
+        run_collected(q, p, batch, seqs, n, now);
+        q.lock_q();
+        finish();
+        q.unlock_q();
+        return more;
+    }
+
     /// Runs batch[0..n) (collected with their seq_ in seqs, `handling` marked by `p`), each under
     /// the rules above; `q` provides lock_q/unlock_q and accepting() (false: its owner exited).
     template <class Timer, class Queue>

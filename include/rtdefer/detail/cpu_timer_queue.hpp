@@ -220,46 +220,27 @@ inline void cpu_timer_queue::pass(callback_head* cb) noexcept {
     cpu_timer_state& s = st(self);
     q.passes.fetch_add(1, std::memory_order_relaxed); // relaxed: statistic
     const std::uint64_t now = clock_ns(CLOCK_THREAD_CPUTIME_ID);
-    cpu_timer* batch[cpu_timer_max_collected];
-    std::uint32_t seqs[cpu_timer_max_collected];
-    std::size_t n = 0;
-    bool more = false;
-    {
-        expiry_pass p(self);
-        q.lock_q();
-        // collect_timerqueue(): pop and mark in one q section; urgent ones the hook did not get (not
-        // the earliest, or the hard lock was busy) are claimed here and run in thread context.
+    // collect_timerqueue(): pop and mark in one q section; urgent ones the hook did not get (not the
+    // earliest, or the hard lock was busy) are claimed here and run in thread context.
+    auto collect = [&](expiry_pass& p, cpu_timer* (&batch)[cpu_timer_max_collected],
+                       std::uint32_t (&seqs)[cpu_timer_max_collected], std::size_t& n, bool& more) noexcept {
         for (heap* h : {&q.urgent, &q.deferred}) {
-            while (cpu_timer* t = h->top()) {
-                if (t->expires_ns_ > now)
-                    break;
-                if (n == cpu_timer_max_collected) {
-                    more = true;
-                    break;
-                }
-                h->erase(*t);
+            cpu_expiry::collect(*h, now, p, batch, seqs, n, more, [](cpu_timer& t) noexcept {
                 std::uint32_t e = hs_armed;
                 // acq_rel: the same claim as (CT5); failure: the hook fired it already (just unlink).
-                if (t->mode_ == cpu_timer_mode::urgent &&
-                    !t->hard_state_.compare_exchange_strong(e, hs_idle, std::memory_order_acq_rel, std::memory_order_acquire))
-                    continue;
-                t->collected_ = true;
-                p.mark(t->item_);
-                seqs[n] = t->seq_;
-                batch[n++] = t;
-            }
+                return t.mode_ != cpu_timer_mode::urgent ||
+                       t.hard_state_.compare_exchange_strong(e, hs_idle, std::memory_order_acq_rel, std::memory_order_acquire);
+            });
         }
-        q.unlock_q();
-        cpu_expiry::run_collected(q, p, batch, seqs, n, now);
-        q.lock_q();
-        // Clear `scheduled` before publishing: a hook after this queues a new pass; one before it
-        // found the work queued-or-running and marked the kernel timer fired, so publish re-arms it.
-        // release: pairs with the hook's acq_rel exchange.
-        s.scheduled.store(false, std::memory_order_release);
+    };
+    // Clear `scheduled` before publishing: a hook after this queues a new pass; one before it found
+    // the work queued-or-running and marked the kernel timer fired, so publish re-arms it.
+    auto finish = [&]() noexcept {
+        s.scheduled.store(false, std::memory_order_release); // release: pairs with the hook's acq_rel exchange
         if (!q.dead)
             q.publish(true);
-        q.unlock_q();
-    }
+    };
+    const bool more = cpu_expiry::pass<cpu_timer, cpu_timer_max_collected>(q, self, now, collect, finish);
     if (more && !s.scheduled.exchange(true, std::memory_order_acq_rel)) // acq_rel: as in the hook
         (void)task_work_add(self, q.work, notify::none);
 }

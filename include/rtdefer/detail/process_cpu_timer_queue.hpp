@@ -217,36 +217,17 @@ inline void pcpu_queue::pass(callback_head* cb) noexcept {
     thread_ctx& self = *e.ctx;
     q.passes.fetch_add(1, std::memory_order_relaxed); // relaxed: statistic
     const std::uint64_t now = clock_ns(CLOCK_PROCESS_CPUTIME_ID);
-    process_cpu_timer* batch[cpu_timer_max_collected];
-    std::uint32_t seqs[cpu_timer_max_collected];
-    std::size_t n = 0;
-    bool more = false;
-    {
-        expiry_pass p(self);
-        q.lock_q();
-        // collect_timerqueue(): pop and mark `handling` in one q section.
-        while (process_cpu_timer* t = q.timers.top()) {
-            if (t->expires_ns_ > now)
-                break;
-            if (n == cpu_timer_max_collected) {
-                more = true;
-                break;
-            }
-            q.timers.erase(*t);
-            t->collected_ = true;
-            p.mark(t->item_);
-            seqs[n] = t->seq_;
-            batch[n++] = t;
-        }
-        q.unlock_q();
-        cpu_expiry::run_collected(q, p, batch, seqs, n, now);
-        q.lock_q();
-        // Clear `scheduled` before publishing, as cpu_timer's pass. release: pairs with the hook's
-        // acq_rel exchange.
-        e.scheduled.store(false, std::memory_order_release);
+    // collect_timerqueue(): pop and mark `handling` in one q section.
+    auto collect = [&](expiry_pass& p, process_cpu_timer* (&batch)[cpu_timer_max_collected],
+                       std::uint32_t (&seqs)[cpu_timer_max_collected], std::size_t& n, bool& more) noexcept {
+        cpu_expiry::collect(q.timers, now, p, batch, seqs, n, more, [](process_cpu_timer&) noexcept { return true; });
+    };
+    // Clear `scheduled` before publishing, as cpu_timer's pass.
+    auto finish = [&]() noexcept {
+        e.scheduled.store(false, std::memory_order_release); // release: pairs with the hook's acq_rel exchange
         q.publish(&self);
-        q.unlock_q();
-    }
+    };
+    const bool more = cpu_expiry::pass<process_cpu_timer, cpu_timer_max_collected>(q, self, now, collect, finish);
     if (more && !e.scheduled.exchange(true, std::memory_order_acq_rel)) // acq_rel: as in the hook
         (void)task_work_add(self, e, notify::none);
 }

@@ -480,3 +480,28 @@ TEST_CASE("is_current: true only on the ctx's own live thread") {
     CHECK_FALSE(other_saw_mine);
     CHECK_FALSE(other_ref->is_current()); // exited: never current, even if its handle is reused
 }
+
+TEST_CASE("fork: the forking thread's ctx carries the child's tid and pid, so signals reach it") {
+    REQUIRE(interrupt_install() == status::ok);
+    // Forked from a second thread, so its tid differs from the process id on both sides.
+    int rc = -1;
+    std::thread t([&] {
+        thread_ctx& self = attach_this_thread();
+        const pid_t parent_tid = self.tid;
+        rc = rtdefer_test::in_child([&] {
+            // Checked before anything is sent: a stale tid would aim the signal at the parent.
+            if (self.tid != rtdefer::detail::gettid() || self.tgid != ::getpid() || self.tid == parent_tid)
+                return 1;
+            if (current_thread_ctx() != &self || !self.is_current())
+                return 2;
+            const std::uint64_t before = interrupts_received(self);
+            if (send_ipi(self) != status::ok)
+                return 3;
+            // A signal a thread sends itself is delivered before tgkill returns (it is not blocked).
+            return interrupts_received(self) == before + 1 ? 0 : 4;
+        });
+        CHECK(self.tid == parent_tid); // the parent's ctx is untouched
+    });
+    t.join();
+    CHECK(rc == 0);
+}

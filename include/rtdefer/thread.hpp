@@ -243,15 +243,37 @@ inline pthread_key_t exit_key() noexcept {
     return key;
 }
 
+/// fork() child handler: the forking thread lives on in the child under a new kernel thread id and
+/// process id. Its ctx keeps them current, or every tgkill aimed at it (interrupt-notified
+/// task_work, irq_work's IPI fallback, the deferred word's) would name the parent's thread and fail
+/// with ESRCH: the wake-up would be lost. The other threads' ctxs are not touched: their threads do
+/// not exist in the child (POSIX), so nothing they queue for those runs there.
+/// Async-signal-safe (gettid/getpid/pthread_self).
+inline void refresh_ctx_after_fork() noexcept {
+    if (thread_ctx* ctx = tls_ctx) {
+        ctx->tid = gettid();
+        ctx->tgid = ::getpid();
+        ctx->handle = ::pthread_self();
+    }
+}
+
+/// Registers refresh_ctx_after_fork once per process. Asserted: pthread_atfork fails only on ENOMEM.
+inline void register_fork_refresh() noexcept {
+    static const bool registered = ::pthread_atfork(nullptr, nullptr, &refresh_ctx_after_fork) == 0;
+    RTDEFER_ASSERT(registered, "pthread_atfork failed");
+}
+
 } // namespace detail
 
 /// Effects: creates the calling thread's thread_ctx on first call; later calls return the same one.
-/// The thread's exit (or detach_this_thread()) runs the exit hooks and marks it exited.
+/// The thread's exit (or detach_this_thread()) runs the exit hooks and marks it exited. In a fork()
+/// child the forking thread's ctx carries the child's tid and pid (the others' threads are gone).
 /// Returns: the ctx. Throws: std::bad_alloc. Progress: blocking (allocates). Real-time safety: setup
 /// path only: call it before entering a real-time loop, then pass the ctx explicitly.
 inline thread_ctx& attach_this_thread() {
     if (detail::tls_ctx != nullptr)
         return *detail::tls_ctx;
+    detail::register_fork_refresh();
     const pthread_key_t key = detail::exit_key();
     auto* ctx = new thread_ctx();
     ctx->tid = detail::gettid();

@@ -10,6 +10,7 @@
 
 #include <rtdefer/config.hpp>
 #include <rtdefer/detail/irq_work_percpu.hpp>
+#include <rtdefer/detail/wait_var.hpp>
 #include <rtdefer/llist.hpp>
 
 #include <atomic>
@@ -86,7 +87,7 @@ inline void irq_work_single_begin(irq_work& w) noexcept RTDEFER_NONBLOCKING {
 /// irq_work_single, second half: one run fewer; the last one out with nothing pending clears BUSY
 /// and wakes syncers.
 inline void irq_work_single_end(irq_work& w) noexcept RTDEFER_NONBLOCKING {
-    const auto addr = reinterpret_cast<std::uintptr_t>(&w); // the wake needs the address, not the item
+    const volatile void* const var = &w.flags; // the wake needs the address, not the item
     // relaxed: only seeds the CAS.
     std::uint32_t old = w.flags.load(std::memory_order_relaxed);
     std::uint32_t next;
@@ -98,11 +99,12 @@ inline void irq_work_single_end(irq_work& w) noexcept RTDEFER_NONBLOCKING {
         //     release: everything this run did with the item happens-before a syncer's acquire
         //              (IQ7)/(IQS5) that reads BUSY clear (other runs' decrements are earlier RMWs of
         //              the same release sequence), and before the next claimer's acquire (IQ1).
-        //     seq_cst: store→load against (IQS2) in irq_work_wake_syncers (see the table there).
+        //     seq_cst: the waker's store of wait_var.hpp's store→load pair: before (WV3) in
+        //              wake_up_var, against the syncer's (WV1)→(IQS5).
         //     relaxed on failure: we only retry with the fresh value.
     } while (!w.flags.compare_exchange_weak(old, next, std::memory_order_seq_cst, std::memory_order_relaxed));
     if ((next & irq_work_flags::busy) == 0)
-        irq_work_wake_syncers(addr);
+        wake_up_var(var);
 }
 
 /// irq_work_single: runs one item taken off a list of `pc`, its frame pushed on `runs`, counted in

@@ -513,14 +513,8 @@ inline std::size_t irq_work_run(irq_work_domain& d) noexcept RTDEFER_NONBLOCKING
             (void)detail::irq_work_run_list(*own, detail::irq_work_list::tick, own->running);
         }
     };
-    return detail::wait_var_event_until(
-        &w.flags,
-        [&w]() noexcept {
-            // (IQS5) seq_cst: the condition's load of wait_var.hpp's pair (after (WV1), (WV2)); also
-            //     acquire, pairing with (IQ4) as (IQ7) does.
-            return (w.flags.load(std::memory_order_seq_cst) & irq_work_flags::busy) == 0;
-        },
-        deadline, help,
+    return detail::irq_work_flags_wait_idle(
+        w.flags, deadline, help,
         own != nullptr ? std::chrono::nanoseconds(std::chrono::milliseconds(1)) : std::chrono::nanoseconds::zero());
 }
 

@@ -29,8 +29,10 @@
 //                                                        PENDING) clears BUSY in the same CAS    (IQ4)
 //                                             → claimed  queue during func (re-queue): runs again
 //
-// Every transition is coded once, in detail/irq_work_item.hpp; the per-CPU lists and the producer's
-// raise in detail/irq_work_percpu.hpp; the worker loop in detail/irq_work_worker.hpp.
+// Every transition is coded once, in detail/irq_work_item.hpp (templates over the flag word's atomic
+// type, so tests can inject a competing transition between a load and its CAS); the per-CPU lists
+// and the producer's raise in detail/irq_work_percpu.hpp; the worker loop in
+// detail/irq_work_worker.hpp; the sync's futex table in detail/wait_var.hpp.
 //
 // ACTIVE is where rtdefer departs from the kernel, whose runner clears BUSY with
 // cmpxchg(flags, flags & ~BUSY) "if no one else claimed it meanwhile". If a callback re-queues its item

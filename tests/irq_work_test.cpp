@@ -1133,3 +1133,167 @@ TEST_CASE("irq_work_run: asynchronous cancellation of the host never loses a tak
     });
     CHECK(rc == 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The item state machine over a swapped Atom: a competing transition injected between a load and
+// the CAS it seeds, or between the sync's check and its futex_wait, deterministically.
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+/// A flag word that runs a one-shot hook right before its next CAS, and hooks around its n-th
+/// seq_cst load (the sync's busy check): the competing operation lands exactly in the window.
+/// Each hook is consumed when it fires, so a hook may run the same transition on the word.
+template <class T> struct injecting_atomic : std::atomic<T> {
+    using std::atomic<T>::atomic;
+    using hook = void (*)(injecting_atomic&);
+    std::atomic<hook> before_cas{nullptr};
+    mutable std::atomic<hook> before_load{nullptr}, after_load{nullptr};
+    mutable std::atomic<int> hook_at_load{0};  ///< which seq_cst load (1-based) the load hooks watch
+    mutable std::atomic<int> seq_cst_loads{0}; ///< seq_cst loads so far
+    std::atomic<int> cas_failures{0};
+
+    bool compare_exchange_weak(T& e, T d, std::memory_order s, std::memory_order f) noexcept RTDEFER_NONBLOCKING {
+        fire(before_cas);
+        const bool ok = std::atomic<T>::compare_exchange_weak(e, d, s, f);
+        if (!ok)
+            cas_failures.fetch_add(1, std::memory_order_relaxed);
+        return ok;
+    }
+    T load(std::memory_order o) const noexcept RTDEFER_NONBLOCKING {
+        const bool watched = o == std::memory_order_seq_cst &&
+                             seq_cst_loads.fetch_add(1, std::memory_order_relaxed) + 1 == hook_at_load.load();
+        if (watched)
+            fire(before_load);
+        const T v = std::atomic<T>::load(o);
+        if (watched)
+            fire(after_load);
+        return v;
+    }
+    void fire(std::atomic<hook>& h) const noexcept RTDEFER_NONBLOCKING {
+        if (hook f = h.exchange(nullptr)) {
+            RTDEFER_EFFECTS_TRUST_BEGIN
+            [[maybe_unused]] detail::rtsan_trust trust;
+            f(const_cast<injecting_atomic&>(*this));
+            RTDEFER_EFFECTS_TRUST_END
+        }
+    }
+};
+using injected_word = injecting_atomic<std::uint32_t>;
+
+std::atomic<std::uint32_t> injected_claim_result{0};
+std::atomic<int> injected_end_cleared{0};
+void inject_claim(injected_word& w) { injected_claim_result.store(detail::irq_work_flags_claim(w)); }
+void inject_end(injected_word& w) { injected_end_cleared.fetch_add(detail::irq_work_flags_end(w) ? 1 : 0); }
+void inject_begin_end(injected_word& w) {
+    detail::irq_work_flags_begin(w);
+    inject_end(w);
+}
+
+/// The word of a queued item taken off its list and running: claim, then the runner's begin.
+void claim_and_begin(injected_word& w) {
+    REQUIRE(detail::irq_work_flags_claim(w) != ~std::uint32_t{0});
+    detail::irq_work_flags_begin(w);
+    REQUIRE(w.std::atomic<std::uint32_t>::load(std::memory_order_relaxed) == (irq_work_flags::busy | irq_work_flags::active_one));
+}
+
+std::uint32_t raw(const injected_word& w) { return w.std::atomic<std::uint32_t>::load(std::memory_order_seq_cst); }
+
+} // namespace
+
+TEST_CASE("irq_work item state (Atom): a claim between a run's load and its CAS keeps the item busy and pending") {
+    injected_word w{0};
+    claim_and_begin(w);
+    injected_claim_result.store(0);
+    w.before_cas.store(&inject_claim); // re-queue lands after end()'s load, before its CAS
+    CHECK_FALSE(detail::irq_work_flags_end(w)); // BUSY stays: the new claim must run
+    CHECK(w.cas_failures.load() >= 1);          // the CAS saw the claim and retried
+    CHECK(injected_claim_result.load() != ~std::uint32_t{0}); // the claim won (item was not pending)
+    CHECK(raw(w) == irq_work_flags::claimed);   // PENDING | BUSY, no run in progress
+    // The re-queued run then ends normally and frees the item.
+    detail::irq_work_flags_begin(w);
+    CHECK(detail::irq_work_flags_end(w));
+    CHECK(raw(w) == 0);
+}
+
+TEST_CASE("irq_work item state (Atom): two overlapping runs' ends racing: exactly one clears BUSY and wakes once") {
+    injected_word w{0};
+    claim_and_begin(w);                  // first run (CPU A)
+    REQUIRE(detail::irq_work_flags_claim(w) != ~std::uint32_t{0}); // its callback re-queues to CPU B
+    detail::irq_work_flags_begin(w);     // second run begins while the first still runs
+    REQUIRE(raw(w) == (irq_work_flags::busy | 2 * irq_work_flags::active_one));
+    // A syncer registered in the word's bucket: count the wakes the two ends make.
+    detail::wait_var_bucket& b = detail::var_waitqueue(&w);
+    b.waiters.fetch_add(1, std::memory_order_seq_cst);
+    const std::uint64_t wakes = b.futex_wakes.load(std::memory_order_relaxed);
+    injected_end_cleared.store(0);
+    w.before_cas.store(&inject_end);     // the second run ends between the first's load and CAS
+    const bool cleared = detail::irq_work_flags_end(w);
+    b.waiters.fetch_sub(1, std::memory_order_relaxed);
+    CHECK(w.cas_failures.load() >= 1);
+    CHECK(injected_end_cleared.load() == 0); // the injected end saw ACTIVE 2: not the last one out
+    CHECK(cleared);                          // the retried CAS saw ACTIVE 1: last out, clears BUSY
+    CHECK(raw(w) == 0);
+    CHECK(b.futex_wakes.load(std::memory_order_relaxed) - wakes == 1);
+}
+
+TEST_CASE("irq_work item state (Atom): a run's end between the sync's check and its futex_wait is not lost") {
+    injected_word w{0};
+    claim_and_begin(w);
+    // seq_cst loads of the wait: #1 before registering, #2 after the futex snapshot. The run ends
+    // right after #2 read BUSY: the waiter is registered, so the end's wake must reach it.
+    w.hook_at_load.store(2);
+    injected_end_cleared.store(0);
+    w.after_load.store(&inject_end);
+    std::atomic<bool> done{false};
+    status result = status::invalid_argument;
+    std::thread syncer([&] {
+        result = detail::irq_work_flags_wait_idle(w, std::chrono::steady_clock::time_point::max(),
+                                                  detail::wait_var_no_round{}, 0ns);
+        done.store(true, std::memory_order_release);
+    });
+    const bool returned = rtdefer_test::eventually([&] { return done.load(std::memory_order_acquire); });
+    CHECK_MESSAGE(returned, "irq_work sync slept through the end of the run it waited for");
+    while (!done.load(std::memory_order_acquire)) { // unstick it (BUSY is clear) to join
+        detail::wake_up_var(&w);
+        std::this_thread::sleep_for(1ms);
+    }
+    syncer.join();
+    CHECK(result == status::ok);
+    CHECK(injected_end_cleared.load() == 1);
+    CHECK(w.seq_cst_loads.load() == 3); // the check that missed, then the re-check after the wake
+}
+
+TEST_CASE("irq_work item state (Atom): a queue between a wake and the sync's re-check keeps it waiting") {
+    injected_word w{0};
+    claim_and_begin(w);
+    // Single thread, driven from the wait itself (the 1 ms poll of a worker's sync re-checks without
+    // a wake): load #2 is followed by the run's end (BUSY clear, wake); right before the re-check
+    // (#3) the item is queued again; the sync must see BUSY and wait for that run, which the third
+    // round runs (a worker helping).
+    w.hook_at_load.store(2);
+    w.after_load.store(+[](injected_word& x) {
+        inject_end(x);
+        x.hook_at_load.store(3);
+        x.before_load.store(&inject_claim);
+    });
+    injected_end_cleared.store(0);
+    injected_claim_result.store(0);
+    int rounds = 0;
+    std::uint32_t busy_seen_in_round3 = 0;
+    const status s = detail::irq_work_flags_wait_idle(
+        w, std::chrono::steady_clock::now() + 60s,
+        [&]() noexcept {
+            if (++rounds == 3) {
+                busy_seen_in_round3 = raw(w) & irq_work_flags::busy;
+                inject_begin_end(w);
+            }
+        },
+        std::chrono::nanoseconds(1ms));
+    CHECK(s == status::ok);
+    CHECK(injected_claim_result.load() != ~std::uint32_t{0}); // the queue won its claim after the end
+    CHECK(busy_seen_in_round3 != 0);      // the sync did not return at the re-check that saw it queued
+    CHECK(rounds == 3);
+    CHECK(injected_end_cleared.load() == 2); // the first run's end, then the re-queued run's
+    CHECK(raw(w) == 0);
+}

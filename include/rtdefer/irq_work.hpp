@@ -16,6 +16,7 @@
 //   arch_irq_work_raise / IPI                 send_ipi(worker) (tgkill with the interrupt signal)
 //   wake_up_process(irq_workd)                unpark(worker) (futex_wake only if it sleeps)
 //   irq_work_sync + rcuwait                   irq_work_sync: futex in a static hashed table
+//   wait_var_event / wake_up_var              detail/wait_var.hpp (the table, shared by any variable)
 //
 // Flag word of an item (as the kernel's table, plus a count of runs in progress; LAZY and HARD_IRQ
 // are constant kind bits):
@@ -28,8 +29,10 @@
 //                                                        PENDING) clears BUSY in the same CAS    (IQ4)
 //                                             → claimed  queue during func (re-queue): runs again
 //
-// Every transition is coded once, in detail/irq_work_item.hpp; the per-CPU lists and the producer's
-// raise in detail/irq_work_percpu.hpp; the worker loop in detail/irq_work_worker.hpp.
+// Every transition is coded once, in detail/irq_work_item.hpp (templates over the flag word's atomic
+// type, so tests can inject a competing transition between a load and its CAS); the per-CPU lists
+// and the producer's raise in detail/irq_work_percpu.hpp; the worker loop in
+// detail/irq_work_worker.hpp; the sync's futex table in detail/wait_var.hpp.
 //
 // ACTIVE is where rtdefer departs from the kernel, whose runner clears BUSY with
 // cmpxchg(flags, flags & ~BUSY) "if no one else claimed it meanwhile". If a callback re-queues its item
@@ -504,38 +507,17 @@ inline std::size_t irq_work_run(irq_work_domain& d) noexcept RTDEFER_NONBLOCKING
     // list), and helping here would run lazy callbacks, which may lock and free, in signal context.
     if (in_interrupt())
         return status::would_deadlock;
-    const auto addr = reinterpret_cast<std::uintptr_t>(&w);
-    detail::irq_work_wait_bucket& b = detail::irq_work_bucket_of(addr);
-    // (IQS3) seq_cst: registration before the flag check (IQS5); see irq_work_wake_syncers.
-    b.waiters.fetch_add(1, std::memory_order_seq_cst);
-    status result = status::ok;
-    for (;;) {
+    // Sleep in the static table (detail/wait_var.hpp), never in the item. A worker helps: the awaited
+    // item may be queued on its own lists, which only it runs; it re-checks every millisecond.
+    auto help = [own]() noexcept {
         if (own != nullptr) {
-            // Help: the awaited item may be queued on our own lists, which only we run.
             (void)detail::irq_work_run_list(*own, detail::irq_work_list::lazy, own->running);
             (void)detail::irq_work_run_list(*own, detail::irq_work_list::tick, own->running);
         }
-        // (IQS4) seq_cst: the futex snapshot precedes the flag check.
-        const std::uint32_t seq = b.seq.load(std::memory_order_seq_cst);
-        // (IQS5) seq_cst: also acquire, pairing with (IQ4) as (IQ7) does.
-        if ((w.flags.load(std::memory_order_seq_cst) & irq_work_flags::busy) == 0)
-            break;
-        auto until = deadline;
-        if (own != nullptr)
-            until = std::min(until, std::chrono::steady_clock::now() + std::chrono::milliseconds(1));
-        const bool timed = until != std::chrono::steady_clock::time_point::max();
-        const timespec abs = detail::to_timespec(until);
-        const int rc = detail::futex_wait(b.seq, seq, timed ? &abs : nullptr);
-        if (rc == -ETIMEDOUT && std::chrono::steady_clock::now() >= deadline) {
-            // One last look: the item may have finished exactly now.
-            if ((w.flags.load(std::memory_order_seq_cst) & irq_work_flags::busy) != 0)
-                result = status::timed_out;
-            break;
-        }
-    }
-    // relaxed: the count only gates wakes; a stale non-zero costs a spurious futex_wake.
-    b.waiters.fetch_sub(1, std::memory_order_relaxed);
-    return result;
+    };
+    return detail::irq_work_flags_wait_idle(
+        w.flags, deadline, help,
+        own != nullptr ? std::chrono::nanoseconds(std::chrono::milliseconds(1)) : std::chrono::nanoseconds::zero());
 }
 
 /// Effects: irq_work_sync_until() without a deadline (irq_work_sync).

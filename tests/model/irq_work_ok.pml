@@ -77,7 +77,7 @@ proctype runner(byte me) {
             :: else -> skip                                              // another run or a claim
             fi
         };
-        if                                                               // wake: bucket only
+        if                                                               // wake_up_var: bucket only (WV3), (WV4)
         :: waiters > 0 -> seq = (seq + 1) % 8
         :: else -> skip
         fi
@@ -88,11 +88,11 @@ proctype runner(byte me) {
 proctype syncer() {
     byte s;
     prod_done == 2;          // the caller's contract: nobody else queues any more
-    waiters++;               // (IQS3)
+    waiters++;               // (WV1) wait_var_event_until
     do
-    :: s = seq;              // (IQS4)
+    :: s = seq;              // (WV2)
         if
-        :: (flags & BUSY) == 0 -> break   // (IQS5)
+        :: (flags & BUSY) == 0 -> break   // (IQS5) irq_work_flags_wait_idle
         :: else -> (seq != s)             // futex_wait(seq, s): sleeps until a wake bumps seq
         fi
     od;

@@ -2,6 +2,12 @@
 // claim (IQ1), run begin (IQ3) and end (IQ4), and the one list runner every context uses (interrupt
 // hook, worker, irq_work_run(), irq_work_sync()'s helping, teardown). Internals of irq_work.hpp,
 // which includes this after struct irq_work; not meant to be included on its own.
+//
+// The transitions are templates over the flag word's atomic type (`Atom`, as llist's head): the item
+// keeps std::atomic, and tests instantiate them with an atomic that runs a competing transition
+// between a load and the CAS it seeds (tests/irq_work_test.cpp). Deduced from the word, so the
+// item's callers name no template argument and the instantiation for std::atomic is the code a
+// plain function would be.
 #pragma once
 
 #ifndef RTDEFER_IRQ_WORK_CONTRACT
@@ -10,24 +16,32 @@
 
 #include <rtdefer/config.hpp>
 #include <rtdefer/detail/irq_work_percpu.hpp>
+#include <rtdefer/detail/wait_var.hpp>
 #include <rtdefer/llist.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 
 namespace rtdefer::detail {
 
-/// Claims `w` (irq_work_claim). Returns: the previous flags, or ~0u if it was already pending.
-inline std::uint32_t irq_work_claim(irq_work& w) noexcept RTDEFER_NONBLOCKING {
+/// Claims the item whose flag word is `flags` (irq_work_claim): free → claimed.
+/// Returns: the previous flags, or ~0u if it was already pending (nothing changed but CLAIMED
+/// bits that were set already). Progress: wait-free (one RMW). Async-signal-safe.
+template <template <class> class Atom>
+inline std::uint32_t irq_work_flags_claim(Atom<std::uint32_t>& flags) noexcept RTDEFER_NONBLOCKING {
     // (IQ1) acq_rel fetch_or(CLAIMED):
     //     release: on failure, publishes what the caller wrote before; the pending run's acquire (IQ3)
     //              reads from this RMW's release sequence (the ordering argument in irq_work.hpp).
     //     acquire: on success, pairs with the previous runner's release (IQ4): its last accesses to
     //              the item (func, node) happen-before we relink the node.
-    const std::uint32_t old = w.flags.fetch_or(irq_work_flags::claimed, std::memory_order_acq_rel);
+    const std::uint32_t old = flags.fetch_or(irq_work_flags::claimed, std::memory_order_acq_rel);
     return (old & irq_work_flags::pending) != 0 ? ~std::uint32_t{0} : old;
 }
+
+/// Claims `w`: irq_work_flags_claim on its flag word.
+inline std::uint32_t irq_work_claim(irq_work& w) noexcept RTDEFER_NONBLOCKING { return irq_work_flags_claim(w.flags); }
 
 /// Returns: the list of `pc` that an item of kind bits `kind` goes on. LAZY items go on the tick
 /// list only while the domain has a tick; with it off they wake the worker like normal ones.
@@ -71,8 +85,10 @@ inline void irq_work_count(std::atomic<std::uint64_t>& counter) noexcept RTDEFER
     counter.fetch_add(1, std::memory_order_relaxed);
 }
 
-/// irq_work_single, first half: PENDING off, one more run in progress.
-inline void irq_work_single_begin(irq_work& w) noexcept RTDEFER_NONBLOCKING {
+/// irq_work_single, first half, on the flag word of a pending item taken off a list: pending →
+/// busy (PENDING off, one more run in progress). Progress: wait-free (one RMW).
+template <template <class> class Atom>
+inline void irq_work_flags_begin(Atom<std::uint32_t>& flags) noexcept RTDEFER_NONBLOCKING {
     // (IQ3) acq_rel fetch_add(ACTIVE_ONE - PENDING): PENDING is set (we took the item off a list and
     //     only a runner clears it), so adding 0xFF clears bit 0 and adds one to ACTIVE in one RMW. From
     //     here on the item may be claimed again (re-queued, even by its own callback) and runs again.
@@ -80,15 +96,20 @@ inline void irq_work_single_begin(irq_work& w) noexcept RTDEFER_NONBLOCKING {
     //              the flag word's modification order: func sees what those claimers wrote.
     //     release: orders our del_all of the node before a new claimer's relink of it.
     //     (The kernel writes PENDING off with atomic_set and adds smp_mb(); an RMW makes that implicit.)
-    (void)w.flags.fetch_add(irq_work_flags::active_one - irq_work_flags::pending, std::memory_order_acq_rel);
+    (void)flags.fetch_add(irq_work_flags::active_one - irq_work_flags::pending, std::memory_order_acq_rel);
 }
 
-/// irq_work_single, second half: one run fewer; the last one out with nothing pending clears BUSY
-/// and wakes syncers.
-inline void irq_work_single_end(irq_work& w) noexcept RTDEFER_NONBLOCKING {
-    const auto addr = reinterpret_cast<std::uintptr_t>(&w); // the wake needs the address, not the item
+/// irq_work_single, second half, on the flag word of a running item: one run fewer; the last one
+/// out with nothing pending clears BUSY (busy → free) and wakes the syncers of `flags`
+/// (wake_up_var: the word's address is hashed, never dereferenced after the CAS).
+/// Returns: whether this call cleared BUSY. Progress: lock-free (a CAS loop that fails only when a
+/// claim or another run's end changed the word meanwhile). Real-time safety: one futex_wake only
+/// when BUSY was cleared and a syncer waits in the bucket; async-signal-safe.
+template <template <class> class Atom>
+inline bool irq_work_flags_end(Atom<std::uint32_t>& flags) noexcept RTDEFER_NONBLOCKING {
+    const volatile void* const var = &flags; // the wake needs the address, not the word
     // relaxed: only seeds the CAS.
-    std::uint32_t old = w.flags.load(std::memory_order_relaxed);
+    std::uint32_t old = flags.load(std::memory_order_relaxed);
     std::uint32_t next;
     do {
         next = old - irq_work_flags::active_one;
@@ -98,11 +119,32 @@ inline void irq_work_single_end(irq_work& w) noexcept RTDEFER_NONBLOCKING {
         //     release: everything this run did with the item happens-before a syncer's acquire
         //              (IQ7)/(IQS5) that reads BUSY clear (other runs' decrements are earlier RMWs of
         //              the same release sequence), and before the next claimer's acquire (IQ1).
-        //     seq_cst: store→load against (IQS2) in irq_work_wake_syncers (see the table there).
+        //     seq_cst: the waker's store of wait_var.hpp's store→load pair: before (WV3) in
+        //              wake_up_var, against the syncer's (WV1)→(IQS5).
         //     relaxed on failure: we only retry with the fresh value.
-    } while (!w.flags.compare_exchange_weak(old, next, std::memory_order_seq_cst, std::memory_order_relaxed));
-    if ((next & irq_work_flags::busy) == 0)
-        irq_work_wake_syncers(addr);
+    } while (!flags.compare_exchange_weak(old, next, std::memory_order_seq_cst, std::memory_order_relaxed));
+    if ((next & irq_work_flags::busy) != 0)
+        return false;
+    wake_up_var(var);
+    return true;
+}
+
+/// Effects: waits until the flag word `flags` has BUSY clear or `deadline` passes (irq_work_sync's
+/// wait, without its would_deadlock checks), calling `round()` before each check and re-checking
+/// every `poll` (zero: only on wakes). Returns: ok or timed_out (wait_var_event_until).
+/// Progress: blocking. Real-time safety: blocking (futex_wait in the static table).
+template <template <class> class Atom, class Round>
+[[nodiscard]] inline status irq_work_flags_wait_idle(const Atom<std::uint32_t>& flags,
+                                                     std::chrono::steady_clock::time_point deadline, Round&& round,
+                                                     std::chrono::nanoseconds poll) noexcept RTDEFER_BLOCKING {
+    return wait_var_event_until(
+        &flags,
+        [&flags]() noexcept {
+            // (IQS5) seq_cst: the condition's load of wait_var.hpp's pair (after (WV1), (WV2)); also
+            //     acquire, pairing with (IQ4) as (IQ7) does.
+            return (flags.load(std::memory_order_seq_cst) & irq_work_flags::busy) == 0;
+        },
+        deadline, round, poll);
 }
 
 /// irq_work_single: runs one item taken off a list of `pc`, its frame pushed on `runs`, counted in
@@ -111,14 +153,14 @@ inline void irq_work_single_end(irq_work& w) noexcept RTDEFER_NONBLOCKING {
 inline void irq_work_single(irq_work_cpu& pc, irq_work& w, irq_work_run_stack& runs,
                             std::atomic<std::uint64_t>& counter) noexcept {
     irq_work_count(pc.started);
-    irq_work_single_begin(w);
+    irq_work_flags_begin(w.flags);
     // relaxed: see irq_work_run_stack (one thread; the call below is opaque, so the push is done).
     const irq_work_run_frame frame{&w, runs.top.load(std::memory_order_relaxed)};
     runs.top.store(&frame, std::memory_order_relaxed);
     w.func(w);
     runs.top.store(frame.outer, std::memory_order_relaxed); // relaxed: as above
     irq_work_count(counter);
-    irq_work_single_end(w);
+    (void)irq_work_flags_end(w.flags);
 }
 
 /// irq_work_run_list: takes list `l` of `pc` and runs it oldest-first, frames on `runs` (the

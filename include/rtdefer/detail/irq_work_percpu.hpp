@@ -1,15 +1,6 @@
-// rtdefer/detail/irq_work_percpu.hpp: the per-CPU state of an irq_work_domain, the process-wide table
-// that lets the interrupt hook find "which CPU's raised list belongs to this worker thread", and the
-// hashed wait table irq_work_sync() sleeps on. Internals of irq_work.hpp; no public API here.
-//
-// Why the sync waiters do not sleep inside the item (the kernel's irq_work_sync use-after-free): the
-// kernel keeps an rcuwait in struct irq_work and wakes it after clearing BUSY, so the runner touches
-// the item after the waiter may already have seen !BUSY, returned and freed it (the kernel closes the
-// window with RCU). Userspace has no RCU for this, so we move the wait queue out of the item, as the
-// kernel's wait_var_event()/wake_up_var() do: a fixed table of futex words indexed by a hash of the
-// item's *address*. The table has static storage duration and outlives every item; the runner computes
-// the bucket from the pointer value before its last access to the item, and afterwards only touches
-// the bucket. So the runner's last access to the item is the BUSY clear itself.
+// rtdefer/detail/irq_work_percpu.hpp: the per-CPU state of an irq_work_domain and the process-wide
+// table that lets the interrupt hook find "which CPU's raised list belongs to this worker thread".
+// Internals of irq_work.hpp; no public API here.
 //
 // Also here: the producer side of a CPU (irq_work_enqueue: list add, backlog stamp, raise).
 #pragma once
@@ -25,7 +16,6 @@
 
 #include <array>
 #include <atomic>
-#include <climits>
 #include <cstddef>
 #include <cstdint>
 
@@ -242,41 +232,6 @@ inline irq_work_cpu* irq_work_worker_of(const thread_ctx* self) noexcept RTDEFER
         if (reg.entries[i].worker.load(std::memory_order_relaxed) == self)
             return reg.entries[i].pcpu.load(std::memory_order_relaxed);
     return nullptr;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Sync wait table (wait_var_event / wake_up_var)
-// ---------------------------------------------------------------------------------------------
-
-struct alignas(cacheline_size) irq_work_wait_bucket {
-    std::atomic<std::uint32_t> seq{0};     ///< futex word: bumped by every wake of this bucket
-    std::atomic<std::uint32_t> waiters{0}; ///< irq_work_sync callers sleeping (or about to) here
-};
-
-inline constexpr std::size_t irq_work_wait_bucket_bits = 6;
-inline std::array<irq_work_wait_bucket, std::size_t{1} << irq_work_wait_bucket_bits> irq_work_wait_table{};
-
-/// Returns: the bucket of an item address (Fibonacci hashing; the address is never dereferenced).
-inline irq_work_wait_bucket& irq_work_bucket_of(std::uintptr_t item_addr) noexcept RTDEFER_NONBLOCKING {
-    const std::uint64_t h = (static_cast<std::uint64_t>(item_addr) >> 4) * 0x9E3779B97F4A7C15ull;
-    return irq_work_wait_table[static_cast<std::size_t>(h >> (64 - irq_work_wait_bucket_bits))];
-}
-
-/// Effects: wakes the irq_work_sync callers of the bucket of `item_addr`, if there are any. Called by
-/// the runner right after its BUSY clear (IQS1); touches only the static bucket, never the item.
-/// Progress: wait-free; one futex_wake only when a waiter is registered. Async-signal-safe.
-inline void irq_work_wake_syncers(std::uintptr_t item_addr) noexcept RTDEFER_NONBLOCKING {
-    irq_work_wait_bucket& b = irq_work_bucket_of(item_addr);
-    // (IQS2) seq_cst load: the store→load pair (IQS1)→(IQS2) here against (IQS3)→(IQS5) in irq_work_sync():
-    //      with all four in the single total order, either the waiter's flag load (IQS5) sees our BUSY
-    //      clear (IQS1), or this load sees its registration (IQS3). Without seq_cst both could read the
-    //      old values (store buffering) and the waiter would sleep forever.
-    if (b.waiters.load(std::memory_order_seq_cst) == 0)
-        return;
-    // (IQS6) seq_cst: ordered after (IQS2), so after the waiter's sequence snapshot (IQS4) whenever the
-    //      waiter read BUSY at (IQS5); its futex_wait(seq, snapshot) then fails with EAGAIN or is woken.
-    b.seq.fetch_add(1, std::memory_order_seq_cst);
-    (void)futex_wake(b.seq, INT_MAX);
 }
 
 } // namespace detail

@@ -6,6 +6,7 @@
 #include <rtdefer/rt_thread.hpp>
 #include <rtdefer/timer.hpp>
 
+#include "lock_waiter.hpp"
 #include "observed_policy.hpp"
 #include "test_util.hpp"
 
@@ -681,7 +682,13 @@ TEST_CASE("timer: arm is refused while a cancel_sync of that timer waits (a self
 
 namespace {
 struct batch_state {
+    timer_service<>* svc = nullptr;
+    timer* a = nullptr;
+    timer* b = nullptr;
+    status arm_a = status::invalid_argument, arm_b = status::invalid_argument; // the gate's arms
     std::atomic<bool> a_started{false};
+    std::atomic<pid_t> canceller{0}; // its tid, published before it calls cancel_sync
+    bool a_saw_queued = false;       // written by A's callback, read after b_done
     std::atomic<bool> canceller_returned{false};
     bool b_saw_return = false; // written by B's callback, read after b_done
     std::atomic<bool> b_done{false};
@@ -690,8 +697,16 @@ void batch_a_cb(timer&, void* arg) noexcept {
     auto* s = static_cast<batch_state*>(arg);
     s->a_started.store(true, std::memory_order_release);
     thread_ctx& me = *current_thread_ctx();
-    // Return only once the canceller is blocked on our expiry lock.
-    (void)eventually([&] { return detail::ctx_access::expiry(me).waiters.load(std::memory_order_relaxed) > 0; }, 60s);
+    // Return only once the canceller sleeps on our expiry lock in the kernel. Its waiter count is
+    // not enough: it is raised before pthread_mutex_lock, and a drop and retake in that window
+    // lets nobody through (the canceller then waits for B as well; see lock_waiter.hpp).
+    s->a_saw_queued = eventually(
+        [&] {
+            const pid_t c = s->canceller.load(std::memory_order_acquire);
+            return c != 0 && rtdefer_test::blocked_on_lock(c, detail::ctx_access::expiry(me).lock) ==
+                                 rtdefer_test::lock_wait::queued;
+        },
+        60s);
 }
 void batch_b_cb(timer&, void* arg) noexcept {
     auto* s = static_cast<batch_state*>(arg);
@@ -700,32 +715,50 @@ void batch_b_cb(timer&, void* arg) noexcept {
     s->b_saw_return = eventually([&] { return s->canceller_returned.load(std::memory_order_acquire); });
     s->b_done.store(true, std::memory_order_release);
 }
+// Arms A, then B, both due: a pass stops at timers armed during it, so the next pass runs both, A
+// first. (Armed from the test thread, a stall between the two arms could give A a pass alone,
+// and the test would pass without a second callback to drop the lock before.)
+void batch_gate_cb(timer&, void* arg) noexcept {
+    auto* s = static_cast<batch_state*>(arg);
+    const auto when = clk::now();
+    s->arm_a = s->svc->arm(*s->a, when, batch_a_cb, s);
+    s->arm_b = s->svc->arm(*s->b, when, batch_b_cb, s);
+}
 } // namespace
 
 TEST_CASE("timer: the expiry thread lets a higher-priority canceller go between callbacks of one pass") {
     // Expiry thread SCHED_FIFO 10, canceller SCHED_FIFO 20 (see the expiry_lock test of the same
     // mechanism for why priorities matter). Nothing here spins.
     RTDEFER_REQUIRE_RT_OR_SKIP();
+    if (!rtdefer_test::lock_waits_observable()) {
+        rtdefer_test::skip_test("/proc/self/task/<tid>/syscall unreadable: cannot see the canceller queued on the lock");
+        return;
+    }
     timer_service_options o;
     o.capacity = 4;
     o.thread = {.name = "batch-expirer", .policy = sched_policy::fifo, .priority = 10, .require_rt = true};
     timer_service<> svc(o);
+    timer gate, a, b;
     batch_state st;
-    timer a, b;
-    const auto when = clk::now() + 2ms; // both due in the same pass, A first (armed first)
-    REQUIRE(svc.arm(a, when, batch_a_cb, &st) == status::ok);
-    REQUIRE(svc.arm(b, when, batch_b_cb, &st) == status::ok);
+    st.svc = &svc;
+    st.a = &a;
+    st.b = &b;
+    REQUIRE(svc.arm(gate, clk::now(), batch_gate_cb, &st) == status::ok);
     REQUIRE(eventually([&] { return st.a_started.load(std::memory_order_acquire); }, 60s));
+    CHECK(st.arm_a == status::ok); // the gate's callback wrote them before A's pass, on the same thread
+    CHECK(st.arm_b == status::ok);
     status ra = status::ok;
     {
         rt_thread canceller({.name = "batch-cancel", .policy = sched_policy::fifo, .priority = 20, .require_rt = true},
                             [&](thread_ctx& me) {
+                                st.canceller.store(me.tid, std::memory_order_release);
                                 ra = svc.cancel_sync(a, me);
                                 st.canceller_returned.store(true, std::memory_order_release);
                             });
     }
     CHECK(ra == status::waited);
     REQUIRE(eventually([&] { return st.b_done.load(std::memory_order_acquire); }, 60s));
+    CHECK(st.a_saw_queued);
     CHECK(st.b_saw_return);
     thread_ctx& self = attach_this_thread();
     CHECK(svc.cancel_sync(b, self) == status::idle);

@@ -9,6 +9,7 @@
 #include "lock_waiter.hpp"
 #include "observed_policy.hpp"
 #include "test_util.hpp"
+#include "timer_util.hpp"
 
 #include <doctest/doctest.h>
 
@@ -41,6 +42,15 @@ timer_service_options manual(std::size_t capacity = 64) {
     o.start_thread = false;
     return o;
 }
+
+// The simple cases: one timer on a service without a thread, a run count, a start time.
+struct one_manual_timer {
+    thread_ctx& self = attach_this_thread();
+    timer_service<> svc{manual()};
+    std::atomic<int> runs{0};
+    timer t;
+    const clk::time_point t0 = clk::now();
+};
 
 // An expiry thread under SCHED_OTHER (the spin policies are only harmless there).
 timer_service_options threaded_other(std::size_t capacity = 64) {
@@ -123,12 +133,7 @@ TEST_CASE("timer: run_expired runs due timers in deadline order, FIFO among equa
     CHECK_FALSE(svc.next_expiry().has_value());
 }
 
-TEST_CASE("timer: arm of a pending timer moves it (returns removed), it runs once") {
-    thread_ctx& self = attach_this_thread();
-    timer_service<> svc(manual());
-    std::atomic<int> runs{0};
-    timer t;
-    const auto t0 = clk::now();
+TEST_CASE_FIXTURE(one_manual_timer, "timer: arm of a pending timer moves it (returns removed), it runs once") {
     CHECK(svc.arm(t, t0 + 10ms, count_cb, &runs) == status::ok);
     CHECK(svc.arm(t, t0 + 50ms, count_cb, &runs) == status::moved);
     CHECK(svc.size() == 1);
@@ -188,12 +193,7 @@ TEST_CASE("timer: a timer pending on one service used with another: an assertion
     CHECK(runs.load() == 1);
 }
 
-TEST_CASE("timer: cancel returns whether it was pending") {
-    thread_ctx& self = attach_this_thread();
-    timer_service<> svc(manual());
-    std::atomic<int> runs{0};
-    timer t;
-    const auto t0 = clk::now();
+TEST_CASE_FIXTURE(one_manual_timer, "timer: cancel returns whether it was pending") {
     CHECK_FALSE(svc.cancel(t));
     REQUIRE(svc.arm(t, t0, count_cb, &runs) == status::ok);
     CHECK(svc.cancel(t));
@@ -202,12 +202,7 @@ TEST_CASE("timer: cancel returns whether it was pending") {
     CHECK(runs.load() == 0);
 }
 
-TEST_CASE("timer: cancel_sync returns removed for a pending timer and idle for an idle one") {
-    thread_ctx& self = attach_this_thread();
-    timer_service<> svc(manual());
-    std::atomic<int> runs{0};
-    timer t;
-    const auto t0 = clk::now();
+TEST_CASE_FIXTURE(one_manual_timer, "timer: cancel_sync returns removed for a pending timer and idle for an idle one") {
     CHECK(svc.cancel_sync(t, self) == status::idle);
     REQUIRE(svc.arm(t, t0 + 1ms, count_cb, &runs) == status::ok);
     CHECK(svc.cancel_sync(t, self) == status::removed);
@@ -234,13 +229,9 @@ void self_cancel_cb(timer& t, void* arg) noexcept {
 }
 } // namespace
 
-TEST_CASE("timer: cancel_sync from its own callback returns would_deadlock and disarms a periodic timer") {
-    thread_ctx& self = attach_this_thread();
-    timer_service<> svc(manual());
+TEST_CASE_FIXTURE(one_manual_timer, "timer: cancel_sync from its own callback returns would_deadlock and disarms a periodic timer") {
     self_cancel_ctx c;
     c.svc = &svc;
-    timer t;
-    const auto t0 = clk::now();
     REQUIRE(svc.arm(t, t0, self_cancel_cb, &c, 10ms) == status::ok);
     CHECK(svc.run_expired(t0, self) == 1);
     CHECK(c.runs == 1);
@@ -266,13 +257,9 @@ void rearm_then_cancel_cb(timer& t, void* arg) noexcept {
 }
 } // namespace
 
-TEST_CASE("timer: cancel_sync from its own callback after re-arming it: would_deadlock, and the re-arm is dequeued") {
-    thread_ctx& self = attach_this_thread();
-    timer_service<> svc(manual());
+TEST_CASE_FIXTURE(one_manual_timer, "timer: cancel_sync from its own callback after re-arming it: would_deadlock, and the re-arm is dequeued") {
     rearm_then_cancel_ctx c;
     c.svc = &svc;
-    timer t;
-    const auto t0 = clk::now();
     REQUIRE(svc.arm(t, t0, rearm_then_cancel_cb, &c) == status::ok);
     CHECK(svc.run_expired(t0, self) == 1);
     CHECK(c.rearm == status::ok);
@@ -390,54 +377,27 @@ TEST_CASE("timer: 10^5 armed timers, random deadlines, a third cancelled: order 
     thread_ctx& self = attach_this_thread();
     constexpr std::size_t n = 100'000;
     timer_service<> svc(manual(n));
-    struct item {
-        timer t;
-        clk::time_point when;
-        bool cancelled = false;
-        int runs = 0;
-    };
-    auto items = std::make_unique<item[]>(n);
-    struct order_check {
-        clk::time_point last{};
-        bool ordered = true;
-        std::size_t runs = 0;
-    } oc;
-    struct arg_t {
-        item* it;
-        order_check* oc;
-    };
-    std::vector<arg_t> args(n);
+    rtdefer_test::ordered_timers<> timers(n);
+    std::vector<bool> cancelled(n, false);
     std::mt19937_64 rng(42);
     const auto t0 = clk::now();
-    for (std::size_t i = 0; i < n; ++i) {
-        items[i].when = t0 + std::chrono::microseconds(rng() % 1'000'000);
-        args[i] = {&items[i], &oc};
-        REQUIRE(svc.arm(items[i].t, items[i].when,
-                        [](timer& t, void* a) noexcept {
-                            auto* x = static_cast<arg_t*>(a);
-                            if (t.expires() < x->oc->last)
-                                x->oc->ordered = false;
-                            x->oc->last = t.expires();
-                            ++x->it->runs;
-                            ++x->oc->runs;
-                        },
-                        &args[i]) == status::ok);
-    }
+    for (std::size_t i = 0; i < n; ++i)
+        REQUIRE(timers.arm(svc, i, t0 + std::chrono::microseconds(rng() % 1'000'000)) == status::ok);
     CHECK(svc.size() == n);
-    std::size_t cancelled = 0;
+    std::size_t ncancelled = 0;
     for (std::size_t i = 0; i < n; i += 3) {
-        CHECK(svc.cancel(items[i].t));
-        items[i].cancelled = true;
-        ++cancelled;
+        CHECK(svc.cancel(timers.timer(i)));
+        cancelled[i] = true;
+        ++ncancelled;
     }
-    CHECK(svc.size() == n - cancelled);
+    CHECK(svc.size() == n - ncancelled);
     for (int step = 1; step <= 10; ++step)
         (void)svc.run_expired(t0 + std::chrono::milliseconds(100 * step), self);
-    CHECK(oc.ordered);
-    CHECK(oc.runs == n - cancelled);
+    CHECK(timers.out_of_order() == 0);
+    CHECK(timers.runs() == n - ncancelled);
     CHECK(svc.size() == 0);
     for (std::size_t i = 0; i < n; ++i)
-        REQUIRE(items[i].runs == (items[i].cancelled ? 0 : 1));
+        REQUIRE(timers.runs(i) == (cancelled[i] ? 0 : 1));
 }
 
 TEST_CASE("timer: the expiry thread sleeps until the earliest deadline and wakes for an earlier arm") {

@@ -5,6 +5,7 @@
 #include <rtdefer/expiry_lock.hpp>
 #include <rtdefer/rt_thread.hpp>
 
+#include "lock_waiter.hpp"
 #include "observed_policy.hpp"
 #include "test_util.hpp"
 
@@ -191,8 +192,13 @@ TEST_CASE("expiry_sync_wait_running: a higher-priority waiter is released betwee
     // real-time) priority. Equal-priority SCHED_OTHER threads may have the lock stolen back, so this
     // runs the expirer at SCHED_FIFO 10 and the waiter at 20. Nothing here spins.
     RTDEFER_REQUIRE_RT_OR_SKIP();
+    if (!rtdefer_test::lock_waits_observable()) {
+        rtdefer_test::skip_test("/proc/self/task/<tid>/syscall unreadable: cannot see the waiter queued on the lock");
+        return;
+    }
     expiry_item first, second;
     std::atomic<bool> marked{false}, waiter_returned{false};
+    std::atomic<pid_t> waiter_tid{0};
     bool dropped = false, released_mid_pass = false;
     status waited = status::ok;
     {
@@ -201,8 +207,13 @@ TEST_CASE("expiry_sync_wait_running: a higher-priority waiter is released betwee
                               expiry_pass pass(e);
                               pass.mark(first);
                               marked.store(true, std::memory_order_release);
-                              // Callback 1 lasts until the waiter has blocked on our lock.
-                              (void)eventually([&] { return detail::ctx_access::expiry(e).waiters.load(std::memory_order_relaxed) > 0; }, 60s);
+                              // Callback 1 lasts until the waiter sleeps on our lock in the kernel (its
+                              // count is raised before it locks: see lock_waiter.hpp).
+                              (void)eventually([&] {
+                                  const pid_t w = waiter_tid.load(std::memory_order_acquire);
+                                  return w != 0 && rtdefer_test::blocked_on_lock(w, detail::ctx_access::expiry(e).lock) ==
+                                                       rtdefer_test::lock_wait::queued;
+                              }, 60s);
                               pass.clear(first);
                               dropped = pass.sync_wait_running();
                               pass.mark(second);
@@ -216,6 +227,7 @@ TEST_CASE("expiry_sync_wait_running: a higher-priority waiter is released betwee
         REQUIRE(eventually([&] { return marked.load(std::memory_order_acquire); }));
         rt_thread waiter({.name = "el-waiter", .policy = sched_policy::fifo, .priority = 20, .require_rt = true},
                          [&](thread_ctx& w) {
+                             waiter_tid.store(w.tid, std::memory_order_release);
                              waited = wait_running(first, w);
                              waiter_returned.store(true, std::memory_order_release);
                          });

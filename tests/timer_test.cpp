@@ -6,8 +6,10 @@
 #include <rtdefer/rt_thread.hpp>
 #include <rtdefer/timer.hpp>
 
+#include "lock_waiter.hpp"
 #include "observed_policy.hpp"
 #include "test_util.hpp"
+#include "timer_util.hpp"
 
 #include <doctest/doctest.h>
 
@@ -40,6 +42,15 @@ timer_service_options manual(std::size_t capacity = 64) {
     o.start_thread = false;
     return o;
 }
+
+// The simple cases: one timer on a service without a thread, a run count, a start time.
+struct one_manual_timer {
+    thread_ctx& self = attach_this_thread();
+    timer_service<> svc{manual()};
+    std::atomic<int> runs{0};
+    timer t;
+    const clk::time_point t0 = clk::now();
+};
 
 // An expiry thread under SCHED_OTHER (the spin policies are only harmless there).
 timer_service_options threaded_other(std::size_t capacity = 64) {
@@ -122,12 +133,7 @@ TEST_CASE("timer: run_expired runs due timers in deadline order, FIFO among equa
     CHECK_FALSE(svc.next_expiry().has_value());
 }
 
-TEST_CASE("timer: arm of a pending timer moves it (returns removed), it runs once") {
-    thread_ctx& self = attach_this_thread();
-    timer_service<> svc(manual());
-    std::atomic<int> runs{0};
-    timer t;
-    const auto t0 = clk::now();
+TEST_CASE_FIXTURE(one_manual_timer, "timer: arm of a pending timer moves it (returns removed), it runs once") {
     CHECK(svc.arm(t, t0 + 10ms, count_cb, &runs) == status::ok);
     CHECK(svc.arm(t, t0 + 50ms, count_cb, &runs) == status::moved);
     CHECK(svc.size() == 1);
@@ -187,12 +193,7 @@ TEST_CASE("timer: a timer pending on one service used with another: an assertion
     CHECK(runs.load() == 1);
 }
 
-TEST_CASE("timer: cancel returns whether it was pending") {
-    thread_ctx& self = attach_this_thread();
-    timer_service<> svc(manual());
-    std::atomic<int> runs{0};
-    timer t;
-    const auto t0 = clk::now();
+TEST_CASE_FIXTURE(one_manual_timer, "timer: cancel returns whether it was pending") {
     CHECK_FALSE(svc.cancel(t));
     REQUIRE(svc.arm(t, t0, count_cb, &runs) == status::ok);
     CHECK(svc.cancel(t));
@@ -201,12 +202,7 @@ TEST_CASE("timer: cancel returns whether it was pending") {
     CHECK(runs.load() == 0);
 }
 
-TEST_CASE("timer: cancel_sync returns removed for a pending timer and idle for an idle one") {
-    thread_ctx& self = attach_this_thread();
-    timer_service<> svc(manual());
-    std::atomic<int> runs{0};
-    timer t;
-    const auto t0 = clk::now();
+TEST_CASE_FIXTURE(one_manual_timer, "timer: cancel_sync returns removed for a pending timer and idle for an idle one") {
     CHECK(svc.cancel_sync(t, self) == status::idle);
     REQUIRE(svc.arm(t, t0 + 1ms, count_cb, &runs) == status::ok);
     CHECK(svc.cancel_sync(t, self) == status::removed);
@@ -233,13 +229,9 @@ void self_cancel_cb(timer& t, void* arg) noexcept {
 }
 } // namespace
 
-TEST_CASE("timer: cancel_sync from its own callback returns would_deadlock and disarms a periodic timer") {
-    thread_ctx& self = attach_this_thread();
-    timer_service<> svc(manual());
+TEST_CASE_FIXTURE(one_manual_timer, "timer: cancel_sync from its own callback returns would_deadlock and disarms a periodic timer") {
     self_cancel_ctx c;
     c.svc = &svc;
-    timer t;
-    const auto t0 = clk::now();
     REQUIRE(svc.arm(t, t0, self_cancel_cb, &c, 10ms) == status::ok);
     CHECK(svc.run_expired(t0, self) == 1);
     CHECK(c.runs == 1);
@@ -265,13 +257,9 @@ void rearm_then_cancel_cb(timer& t, void* arg) noexcept {
 }
 } // namespace
 
-TEST_CASE("timer: cancel_sync from its own callback after re-arming it: would_deadlock, and the re-arm is dequeued") {
-    thread_ctx& self = attach_this_thread();
-    timer_service<> svc(manual());
+TEST_CASE_FIXTURE(one_manual_timer, "timer: cancel_sync from its own callback after re-arming it: would_deadlock, and the re-arm is dequeued") {
     rearm_then_cancel_ctx c;
     c.svc = &svc;
-    timer t;
-    const auto t0 = clk::now();
     REQUIRE(svc.arm(t, t0, rearm_then_cancel_cb, &c) == status::ok);
     CHECK(svc.run_expired(t0, self) == 1);
     CHECK(c.rearm == status::ok);
@@ -389,54 +377,27 @@ TEST_CASE("timer: 10^5 armed timers, random deadlines, a third cancelled: order 
     thread_ctx& self = attach_this_thread();
     constexpr std::size_t n = 100'000;
     timer_service<> svc(manual(n));
-    struct item {
-        timer t;
-        clk::time_point when;
-        bool cancelled = false;
-        int runs = 0;
-    };
-    auto items = std::make_unique<item[]>(n);
-    struct order_check {
-        clk::time_point last{};
-        bool ordered = true;
-        std::size_t runs = 0;
-    } oc;
-    struct arg_t {
-        item* it;
-        order_check* oc;
-    };
-    std::vector<arg_t> args(n);
+    rtdefer_test::ordered_timers<> timers(n);
+    std::vector<bool> cancelled(n, false);
     std::mt19937_64 rng(42);
     const auto t0 = clk::now();
-    for (std::size_t i = 0; i < n; ++i) {
-        items[i].when = t0 + std::chrono::microseconds(rng() % 1'000'000);
-        args[i] = {&items[i], &oc};
-        REQUIRE(svc.arm(items[i].t, items[i].when,
-                        [](timer& t, void* a) noexcept {
-                            auto* x = static_cast<arg_t*>(a);
-                            if (t.expires() < x->oc->last)
-                                x->oc->ordered = false;
-                            x->oc->last = t.expires();
-                            ++x->it->runs;
-                            ++x->oc->runs;
-                        },
-                        &args[i]) == status::ok);
-    }
+    for (std::size_t i = 0; i < n; ++i)
+        REQUIRE(timers.arm(svc, i, t0 + std::chrono::microseconds(rng() % 1'000'000)) == status::ok);
     CHECK(svc.size() == n);
-    std::size_t cancelled = 0;
+    std::size_t ncancelled = 0;
     for (std::size_t i = 0; i < n; i += 3) {
-        CHECK(svc.cancel(items[i].t));
-        items[i].cancelled = true;
-        ++cancelled;
+        CHECK(svc.cancel(timers.timer(i)));
+        cancelled[i] = true;
+        ++ncancelled;
     }
-    CHECK(svc.size() == n - cancelled);
+    CHECK(svc.size() == n - ncancelled);
     for (int step = 1; step <= 10; ++step)
         (void)svc.run_expired(t0 + std::chrono::milliseconds(100 * step), self);
-    CHECK(oc.ordered);
-    CHECK(oc.runs == n - cancelled);
+    CHECK(timers.out_of_order() == 0);
+    CHECK(timers.runs() == n - ncancelled);
     CHECK(svc.size() == 0);
     for (std::size_t i = 0; i < n; ++i)
-        REQUIRE(items[i].runs == (items[i].cancelled ? 0 : 1));
+        REQUIRE(timers.runs(i) == (cancelled[i] ? 0 : 1));
 }
 
 TEST_CASE("timer: the expiry thread sleeps until the earliest deadline and wakes for an earlier arm") {
@@ -681,7 +642,13 @@ TEST_CASE("timer: arm is refused while a cancel_sync of that timer waits (a self
 
 namespace {
 struct batch_state {
+    timer_service<>* svc = nullptr;
+    timer* a = nullptr;
+    timer* b = nullptr;
+    status arm_a = status::invalid_argument, arm_b = status::invalid_argument; // the gate's arms
     std::atomic<bool> a_started{false};
+    std::atomic<pid_t> canceller{0}; // its tid, published before it calls cancel_sync
+    bool a_saw_queued = false;       // written by A's callback, read after b_done
     std::atomic<bool> canceller_returned{false};
     bool b_saw_return = false; // written by B's callback, read after b_done
     std::atomic<bool> b_done{false};
@@ -690,8 +657,16 @@ void batch_a_cb(timer&, void* arg) noexcept {
     auto* s = static_cast<batch_state*>(arg);
     s->a_started.store(true, std::memory_order_release);
     thread_ctx& me = *current_thread_ctx();
-    // Return only once the canceller is blocked on our expiry lock.
-    (void)eventually([&] { return detail::ctx_access::expiry(me).waiters.load(std::memory_order_relaxed) > 0; }, 60s);
+    // Return only once the canceller sleeps on our expiry lock in the kernel. Its waiter count is
+    // not enough: it is raised before pthread_mutex_lock, and a drop and retake in that window
+    // lets nobody through (the canceller then waits for B as well; see lock_waiter.hpp).
+    s->a_saw_queued = eventually(
+        [&] {
+            const pid_t c = s->canceller.load(std::memory_order_acquire);
+            return c != 0 && rtdefer_test::blocked_on_lock(c, detail::ctx_access::expiry(me).lock) ==
+                                 rtdefer_test::lock_wait::queued;
+        },
+        60s);
 }
 void batch_b_cb(timer&, void* arg) noexcept {
     auto* s = static_cast<batch_state*>(arg);
@@ -700,32 +675,50 @@ void batch_b_cb(timer&, void* arg) noexcept {
     s->b_saw_return = eventually([&] { return s->canceller_returned.load(std::memory_order_acquire); });
     s->b_done.store(true, std::memory_order_release);
 }
+// Arms A, then B, both due: a pass stops at timers armed during it, so the next pass runs both, A
+// first. (Armed from the test thread, a stall between the two arms could give A a pass alone,
+// and the test would pass without a second callback to drop the lock before.)
+void batch_gate_cb(timer&, void* arg) noexcept {
+    auto* s = static_cast<batch_state*>(arg);
+    const auto when = clk::now();
+    s->arm_a = s->svc->arm(*s->a, when, batch_a_cb, s);
+    s->arm_b = s->svc->arm(*s->b, when, batch_b_cb, s);
+}
 } // namespace
 
 TEST_CASE("timer: the expiry thread lets a higher-priority canceller go between callbacks of one pass") {
     // Expiry thread SCHED_FIFO 10, canceller SCHED_FIFO 20 (see the expiry_lock test of the same
     // mechanism for why priorities matter). Nothing here spins.
     RTDEFER_REQUIRE_RT_OR_SKIP();
+    if (!rtdefer_test::lock_waits_observable()) {
+        rtdefer_test::skip_test("/proc/self/task/<tid>/syscall unreadable: cannot see the canceller queued on the lock");
+        return;
+    }
     timer_service_options o;
     o.capacity = 4;
     o.thread = {.name = "batch-expirer", .policy = sched_policy::fifo, .priority = 10, .require_rt = true};
     timer_service<> svc(o);
+    timer gate, a, b;
     batch_state st;
-    timer a, b;
-    const auto when = clk::now() + 2ms; // both due in the same pass, A first (armed first)
-    REQUIRE(svc.arm(a, when, batch_a_cb, &st) == status::ok);
-    REQUIRE(svc.arm(b, when, batch_b_cb, &st) == status::ok);
+    st.svc = &svc;
+    st.a = &a;
+    st.b = &b;
+    REQUIRE(svc.arm(gate, clk::now(), batch_gate_cb, &st) == status::ok);
     REQUIRE(eventually([&] { return st.a_started.load(std::memory_order_acquire); }, 60s));
+    CHECK(st.arm_a == status::ok); // the gate's callback wrote them before A's pass, on the same thread
+    CHECK(st.arm_b == status::ok);
     status ra = status::ok;
     {
         rt_thread canceller({.name = "batch-cancel", .policy = sched_policy::fifo, .priority = 20, .require_rt = true},
                             [&](thread_ctx& me) {
+                                st.canceller.store(me.tid, std::memory_order_release);
                                 ra = svc.cancel_sync(a, me);
                                 st.canceller_returned.store(true, std::memory_order_release);
                             });
     }
     CHECK(ra == status::waited);
     REQUIRE(eventually([&] { return st.b_done.load(std::memory_order_acquire); }, 60s));
+    CHECK(st.a_saw_queued);
     CHECK(st.b_saw_return);
     thread_ctx& self = attach_this_thread();
     CHECK(svc.cancel_sync(b, self) == status::idle);

@@ -249,10 +249,11 @@ public:
     /// Lock failures follow detail::pi_mutex's policy (asserted).
     /// After removed, waited or idle the callback is not running and will not run: `t` may be freed.
     /// The caller must not hold a lock the callback takes (timer_delete_sync's rule: that deadlocks).
-    /// Progress: blocking; with pi_block bounded by the callback's remaining time (plus at most the
-    /// expirer's next callback when it missed the waiter count, see pi_block) at the caller's
-    /// priority (priority inheritance through the expirer's lock). Real-time safety: no allocation,
-    /// PI mutexes only; never spins with pi_block.
+    /// Progress: blocking; with pi_block bounded by the callback's remaining time at the caller's
+    /// priority (priority inheritance through the expirer's lock), plus at most the expirer's next
+    /// callback when the expirer dropped its lock between callbacks before the kernel had queued us
+    /// on it (the waiter count is raised just before we lock: a hint, as the kernel's timer_waiters;
+    /// see pi_block). Real-time safety: no allocation, PI mutexes only; never spins with pi_block.
     [[nodiscard]] status cancel_sync(timer_type& t, thread_ctx& self) noexcept RTDEFER_BLOCKING {
         RTDEFER_ASSERT(self.is_current(), "cancel_sync: `self` must be the calling thread's ctx");
         bool dequeued = false;

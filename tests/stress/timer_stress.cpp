@@ -6,6 +6,7 @@
 #include <rtdefer/timer.hpp>
 
 #include "test_util.hpp"
+#include "timer_util.hpp"
 
 #include <doctest/doctest.h>
 
@@ -232,21 +233,7 @@ TEST_CASE("timer stress: threads create, arm, cancel_sync and free timers at onc
 TEST_CASE("timer stress: 10^5 timers through the expiry thread, each runs exactly once, in order") {
     const std::size_t n = rtdefer_test::scaled(100'000, 5'000);
     timer_service<> svc(stress_options(n + 1));
-    struct item {
-        timer t;
-        std::atomic<int> runs{0};
-    };
-    auto items = std::make_unique<item[]>(n);
-    struct order_state {
-        clk::time_point last{};
-        std::uint64_t out_of_order = 0; // expirer-only
-        std::atomic<std::uint64_t> total{0};
-    } os;
-    struct arg {
-        item* it;
-        order_state* os;
-    };
-    std::vector<arg> args(n);
+    rtdefer_test::ordered_timers<> timers(n);
     std::mt19937_64 rng(3);
     // A gate timer expires first and holds the expirer until every timer is armed, so the expiry
     // order must be exactly the deadline order whatever the arming speed (sanitizers are slow).
@@ -260,33 +247,21 @@ TEST_CASE("timer stress: 10^5 timers through the expiry thread, each runs exactl
                             std::this_thread::sleep_for(100us);
                     },
                     &armed_all) == status::ok);
-    for (std::size_t i = 0; i < n; ++i) {
-        args[i] = {&items[i], &os};
-        REQUIRE(svc.arm(items[i].t, t0 + std::chrono::microseconds(1 + rng() % 200'000),
-                        [](timer& t, void* a) noexcept {
-                            auto* x = static_cast<arg*>(a);
-                            if (t.expires() < x->os->last)
-                                ++x->os->out_of_order;
-                            x->os->last = t.expires();
-                            x->it->runs.fetch_add(1, std::memory_order_relaxed);
-                            // release: pairs with the test thread's acquire; runs are visible.
-                            x->os->total.fetch_add(1, std::memory_order_release);
-                        },
-                        &args[i]) == status::ok);
-    }
+    for (std::size_t i = 0; i < n; ++i)
+        REQUIRE(timers.arm(svc, i, t0 + std::chrono::microseconds(1 + rng() % 200'000)) == status::ok);
     armed_all.store(true, std::memory_order_release);
     const auto limit = clk::now() + 120s;
-    while (os.total.load(std::memory_order_acquire) < n && clk::now() < limit)
+    while (timers.runs() < n && clk::now() < limit)
         std::this_thread::sleep_for(5ms);
-    REQUIRE(os.total.load(std::memory_order_acquire) == n);
+    REQUIRE(timers.runs() == n);
     thread_ctx& self = attach_this_thread();
     std::size_t once = 0;
     for (std::size_t i = 0; i < n; ++i) {
-        once += items[i].runs.load(std::memory_order_relaxed) == 1;
-        CHECK(svc.cancel_sync(items[i].t, self) == status::idle);
+        once += timers.runs(i) == 1;
+        CHECK(svc.cancel_sync(timers.timer(i), self) == status::idle);
     }
     CHECK(once == n);
-    CHECK(os.out_of_order == 0); // read after cancel_sync of every timer: ordered by it
+    CHECK(timers.out_of_order() == 0); // read after cancel_sync of every timer: ordered by it
     CHECK(svc.cancel_sync(gate, self) == status::idle);
     CHECK(svc.size() == 0);
 }

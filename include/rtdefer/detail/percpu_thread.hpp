@@ -5,14 +5,27 @@
 // (timer_service's expiry thread: the second constructor, its rt_thread_options as given).
 //
 // The owner supplies Hooks (the smp_hotplug_thread callbacks), called on the CPU's thread with the
-// CPU's index i (position in cpus(); 0 for the single thread):
-//   status setup(std::size_t i, thread_ctx& self)   before the thread counts as started (setup);
-//                                                   not ok: the constructor throws it
+// CPU's index i (position in the constructor's `cpus`; 0 for the single thread), `self` that
+// thread's ctx. Threads call them concurrently for different i; all are noexcept in effect (an
+// exception escaping one terminates):
+//   status setup(std::size_t i, thread_ctx& self)   once, before the thread counts as started
+//                                                   (setup); not ok: the constructor throws it,
+//                                                   and this thread exits with no pass, no cleanup
 //   void run(std::size_t i, thread_ctx& self)       one pass over the work (thread_fn)
-//   bool should_run(std::size_t i)                  more work now: run again without parking
+//   bool should_run(std::size_t i)                  after each pass not followed by stop: more
+//                                                   work now, run again without parking
 //                                                   (thread_should_run)
-//   steady_clock::time_point park_deadline(std::size_t i)   idle: park until then or unpark()
-//   void cleanup(std::size_t i, thread_ctx& self)   after stop(): drain and unregister (cleanup)
+//   steady_clock::time_point park_deadline(std::size_t i)   after should_run said false: park until
+//                                                   then, or until an unpark(self)
+//   void cleanup(std::size_t i, thread_ctx& self)   once, after stop(): drain and unregister
+//                                                   (cleanup); the thread exits after it
+//
+// So each thread's hooks run in the order  setup (run should_run* park_deadline?)* cleanup: the
+// first pass begins at once, without a wake-up. The stop flag is read before each pass (also on
+// waking from a park): after stop() the pass in progress is the last, and cleanup follows.
+// No lost wake-up: an unpark(self) after should_run's false (the work's producer unparks after
+// publishing it) leaves a token that makes the following park return at once (park.hpp), so the
+// loop looks again. A park may also return early (timeout, a signal): the loop just looks again.
 #pragma once
 
 #include <rtdefer/config.hpp>
@@ -44,9 +57,11 @@ struct percpu_thread_options {
     bool lock_memory = false;                 ///< mlockall from the first thread
 };
 
+/// Effects: none beyond reading the calling thread's affinity when `cpus` is empty.
 /// Returns: `cpus` sorted and deduplicated, or every CPU the calling thread may run on if it is empty.
 /// Throws: std::system_error: the sched_getaffinity errno; invalid_argument for an empty set or a CPU
-/// outside 0..CPU_SETSIZE-1. Real-time safety: setup path (allocates).
+/// outside 0..CPU_SETSIZE-1 (its what() starts with `who`). Progress: bounded.
+/// Real-time safety: setup path (allocates, one syscall).
 inline std::vector<int> percpu_cpu_set(std::vector<int> cpus, const char* who) {
     if (cpus.empty()) {
         cpu_set_t set;
@@ -66,25 +81,34 @@ inline std::vector<int> percpu_cpu_set(std::vector<int> cpus, const char* who) {
 
 template <class Hooks> class percpu_threads {
 public:
-    /// Effects: starts one thread per CPU of `cpus` (pinned, named name/N) and waits until each has run
-    /// its setup hook. `hooks` must outlive this object.
-    /// Throws: std::system_error: rt_thread's errors, or the status a setup hook returned (the threads
-    /// started so far are stopped and joined first). Real-time safety: setup path.
+    /// Effects: starts one thread per entry of `cpus` (pinned to it, named name/N, with o's policy,
+    /// priority and require_rt; memory locked from the first if o.lock_memory), one after the other,
+    /// each only once the previous one has run its setup hook. Returns (the constructor) once every
+    /// thread has run setup: what setup wrote is visible to the caller. `hooks` must outlive this.
+    /// Throws: std::system_error: rt_thread's errors, or the status a setup hook returned, with the
+    /// CPU in what(); the threads started before it are stopped (cleanup runs) and joined first,
+    /// later ones never start. Progress: blocking (thread creation, a wait per thread).
+    /// Real-time safety: setup path (allocates, creates threads).
     percpu_threads(const std::vector<int>& cpus, const percpu_thread_options& o, Hooks& hooks)
         : percpu_threads(per_cpu(cpus, o), o.name, hooks) {}
 
-    /// Effects: starts a single thread with exactly `one` (its name, and no pinning for cpu -1), its
-    /// index i 0, and waits until it has run its setup hook. `hooks` must outlive this object.
-    /// Throws: as above. Real-time safety: setup path.
+    /// Effects: starts a single thread with exactly `one` (its name, no /N suffix; pinned to one.cpu,
+    /// or not at all for -1), its index i 0, and returns once it has run its setup hook (as above).
+    /// `hooks` must outlive this object.
+    /// Throws: as above. Progress: blocking. Real-time safety: setup path.
     percpu_threads(const rt_thread_options& one, Hooks& hooks)
         : percpu_threads(std::vector<rt_thread_options>{one}, one.name, hooks) {}
 
+    /// Effects: stop(). Progress: blocking (join). Real-time safety: teardown path.
     ~percpu_threads() { stop(); }
     percpu_threads(const percpu_threads&) = delete;
     percpu_threads& operator=(const percpu_threads&) = delete;
 
-    /// Effects: makes every thread leave its loop after its current pass, run its cleanup hook and
-    /// exit; joins them. Idempotent. Progress: blocking. Real-time safety: teardown path.
+    /// Effects: makes every thread leave its loop after its current pass (a parked one wakes and begins
+    /// none), run its cleanup hook and exit; joins them, so every thread has exited (its thread_local
+    /// destructors included) when this returns. Idempotent. Not from a hook (it would join itself).
+    /// Returns: nothing. Progress: blocking, bounded by the passes in progress and the cleanups.
+    /// Real-time safety: teardown path (futex wakes, joins).
     void stop() noexcept {
         // (PC3) release: pairs with acquire (PC4); unpark's own release/acquire also carries it.
         stop_.store(true, std::memory_order_release);
@@ -96,7 +120,8 @@ public:
                 t.join();
     }
 
-    /// Returns: the scheduling thread i got. Wait-free.
+    /// Returns: the scheduling thread i got (i < the number of threads; also after stop()).
+    /// Progress: wait-free. Real-time safety: no allocation, no syscall.
     [[nodiscard]] const sched_report& sched(std::size_t i) const noexcept { return threads_[i].sched_status(); }
 
 private:

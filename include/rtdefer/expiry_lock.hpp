@@ -297,9 +297,10 @@ concept wait_policy = requires(const P& p, thread_ctx& expirer, detail::still_ru
 };
 
 /// Block on the expirer's PI mutex (default; the kernel's mutex_lock(&tsk->...expiry mutex)).
-/// Progress: blocking until the expirer drops its lock: at its next sync_wait_running() after it
-/// saw the waiter count (the count is a hint: a waiter counted just after the expirer looked also
-/// waits for its next callback), or at the end of the pass. Meanwhile the expirer runs at the
+/// Progress: blocking until the expirer drops its lock: at its next sync_wait_running() after the
+/// kernel has queued us on the lock (the count is a hint raised before we lock: a waiter counted
+/// after the expirer looked, or counted but not yet queued when it dropped the lock, waits for its
+/// next callback), or at the end of the pass. Meanwhile the expirer runs at the
 /// waiter's priority if that is higher.
 /// Real-time safety: PI mutex, no allocation, no userspace spinning. CPU while waiting: ~0 when the
 /// expirer shares the waiter's CPU; across CPUs the kernel's rt_mutex spins adaptively while the

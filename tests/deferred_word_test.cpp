@@ -671,6 +671,8 @@ TEST_CASE("deferred word transitions: ct_set_work while the target enters isolat
             CHECK(word.load(std::memory_order_relaxed) == A);
         } else {
             CHECK(s == status::not_accepting);
+            // Judged by a CAS on the live word (an RMW reads the latest value), never by the load.
+            CHECK(word.rmws() >= 1);
             CHECK(word.load(std::memory_order_relaxed) == 0);
         }
     }

@@ -36,13 +36,21 @@ template <class T> struct injecting_atomic : std::atomic<T> {
         at_ = at;
         ops_ = 0;
         fired_ = false;
+        rmws_ = 0;
+        passthrough_ = false;
     }
-    /// Disarms a competitor that has not run (so it can run afterwards, uninjected).
-    void disarm() noexcept { fn_ = nullptr; }
+    /// Disarms a competitor that has not run (so it can run afterwards, uninjected) and freezes
+    /// the counts: ops() and rmws() stay those of the operation under test.
+    void disarm() noexcept {
+        fn_ = nullptr;
+        passthrough_ = true;
+    }
     /// Returns: whether the competitor ran.
     [[nodiscard]] bool fired() const noexcept { return fired_; }
     /// Returns: operations since inject_before (the competitor's not counted).
     [[nodiscard]] int ops() const noexcept { return ops_; }
+    /// Returns: read-modify-writes (CAS, exchange, fetch_*) among them.
+    [[nodiscard]] int rmws() const noexcept { return rmws_; }
 
     T load(std::memory_order o) const noexcept RTDEFER_NONBLOCKING {
         step();
@@ -53,54 +61,56 @@ template <class T> struct injecting_atomic : std::atomic<T> {
         base::store(v, o);
     }
     T exchange(T v, std::memory_order o) noexcept RTDEFER_NONBLOCKING {
-        step();
+        step(true);
         return base::exchange(v, o);
     }
     bool compare_exchange_weak(T& e, T d, std::memory_order s, std::memory_order f) noexcept RTDEFER_NONBLOCKING {
-        step();
+        step(true);
         return base::compare_exchange_weak(e, d, s, f);
     }
     bool compare_exchange_strong(T& e, T d, std::memory_order s, std::memory_order f) noexcept RTDEFER_NONBLOCKING {
-        step();
+        step(true);
         return base::compare_exchange_strong(e, d, s, f);
     }
     T fetch_and(T v, std::memory_order o) noexcept RTDEFER_NONBLOCKING
         requires std::integral<T>
     {
-        step();
+        step(true);
         return base::fetch_and(v, o);
     }
     T fetch_or(T v, std::memory_order o) noexcept RTDEFER_NONBLOCKING
         requires std::integral<T>
     {
-        step();
+        step(true);
         return base::fetch_or(v, o);
     }
 
 private:
-    void step() const noexcept RTDEFER_NONBLOCKING {
-        if (in_competitor_)
+    void step(bool rmw = false) const noexcept RTDEFER_NONBLOCKING {
+        if (passthrough_)
             return;
+        rmws_ += rmw;
         const int n = ops_++;
         if (fn_ == nullptr || n != at_)
             return;
         void (*fn)(void*) noexcept = fn_;
         fn_ = nullptr;
         fired_ = true;
-        in_competitor_ = true;
+        passthrough_ = true;
         // The competitor is the test's own code (atomic operations on this word): trusted.
         RTDEFER_EFFECTS_TRUST_BEGIN
         fn(ctx_);
         RTDEFER_EFFECTS_TRUST_END
-        in_competitor_ = false;
+        passthrough_ = false;
     }
 
     mutable void (*fn_)(void*) noexcept = nullptr;
     mutable void* ctx_ = nullptr;
     mutable int at_ = 0;
     mutable int ops_ = 0;
+    mutable int rmws_ = 0;
     mutable bool fired_ = false;
-    mutable bool in_competitor_ = false;
+    mutable bool passthrough_ = false;
 };
 
 /// Runs `primary` with `competitor` injected before operation `at` on `a`, or after `primary` if

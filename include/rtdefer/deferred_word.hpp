@@ -97,7 +97,10 @@
 //   interrupt hook                      the owner thread, in signal context
 //   ct_register_work / ct_work_setup    setup: before requests for that bit are made
 //
-// Memory orders (numbers used at each operation):
+// The word's CAS loops (the senders', enter's) and exit's RMWs are templates over the atomic type in
+// detail/deferred_word_transitions.hpp, so tests can change the word between a load and its CAS.
+//
+// Memory orders (numbers used at each operation, here and in the transitions header):
 //   (DW1) sender CAS, release       pairs with (DW3)/(DW5)/(DW6)/(DW7): the callback sees what the
 //                                  sender wrote before requesting
 //   (DW2) sender CAS failure/loads, relaxed: the value only seeds the next CAS; decisions are made by

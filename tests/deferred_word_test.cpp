@@ -637,3 +637,173 @@ TEST_CASE("asynchronous cancellation at random points never aborts and never los
     CHECK(rc == 0);
     CHECK(ct_unregister_work(bit_cancel) == status::ok);
 }
+
+// ---- The word's transitions with an injecting Atom (detail/deferred_word_transitions.hpp) ----
+// Each case runs one transition on a test word, with a competing transition injected right before
+// its operation number `at`, for every `at` the transition reaches (the competitor runs after it
+// when `at` is past its end), and checks the outcome of that interleaving: who got which field,
+// who owes the signal, no bit lost or taken twice.
+#include "injecting_atomic.hpp"
+
+namespace {
+using rtdefer_test::injecting_atomic;
+using word_t = injecting_atomic<std::uint32_t>;
+constexpr std::uint32_t I_A = A << detail::ct_ipi_shift, I_B = B << detail::ct_ipi_shift;
+constexpr int max_ops = 6; // more than any transition here performs
+
+using rtdefer_test::interleave;
+} // namespace
+
+TEST_CASE("deferred word transitions: ct_set_work while the target enters isolation") {
+    for (int at = 0; at < max_ops; ++at) {
+        CAPTURE(at);
+        word_t word{detail::ct_disabled};
+        detail::ct_enter_step step{};
+        auto enter = [&] { step = detail::ct_word_enter(word); };
+        detail::ct_path path{};
+        status s{};
+        const bool before = interleave(word, at, [&] { s = detail::ct_word_queue<false>(word, A, path); }, enter);
+        CHECK(step == detail::ct_enter_step::entered);
+        if (before) {
+            // The thread entered between the sender's load (DISABLED) and its CAS: deferred.
+            CHECK(s == status::ok);
+            CHECK(path == detail::ct_path::deferred);
+            CHECK(word.load(std::memory_order_relaxed) == A);
+        } else {
+            CHECK(s == status::not_accepting);
+            // Judged by a CAS on the live word (an RMW reads the latest value), never by the load.
+            CHECK(word.rmws() >= 1);
+            CHECK(word.load(std::memory_order_relaxed) == 0);
+        }
+    }
+}
+
+TEST_CASE("deferred word transitions: a sender while the target exits isolation") {
+    for (const bool ipi : {false, true}) {
+        for (int at = 0; at < max_ops; ++at) {
+            CAPTURE(ipi);
+            CAPTURE(at);
+            word_t word{A}; // isolated, A already deferred by an earlier sender
+            std::uint32_t taken = ~0u;
+            auto exit = [&] { taken = detail::ct_word_exit_idle(word) ? 0 : detail::ct_word_exit_take(word); };
+            detail::ct_path path{};
+            status s{};
+            const bool before = interleave(word, at, [&] {
+                s = ipi ? detail::ct_word_queue<true>(word, B, path) : detail::ct_word_queue<false>(word, B, path);
+            }, exit);
+            const std::uint32_t w = word.load(std::memory_order_relaxed);
+            if (s == status::ok && path == detail::ct_path::deferred) {
+                // Deferred before the exit: the exit took A and B, once, and left nothing in S.
+                CHECK_FALSE(before);
+                CHECK(taken == (A | B));
+                CHECK(w == detail::ct_disabled);
+            } else {
+                // The exit came between the sender's load and its CAS: it took A only; B went to
+                // the IPI field (this sender owes the signal) or was refused.
+                CHECK(before);
+                CHECK(taken == A);
+                if (ipi) {
+                    CHECK(s == status::ok);
+                    CHECK(path == detail::ct_path::ipi_signal);
+                    CHECK(w == (detail::ct_disabled | detail::ct_inflight | I_B));
+                } else {
+                    CHECK(s == status::not_accepting);
+                    CHECK(w == detail::ct_disabled);
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("deferred word transitions: the exit's CAS while a sender defers") {
+    for (int at = 0; at < max_ops; ++at) {
+        CAPTURE(at);
+        word_t word{0}; // isolated, nothing deferred
+        detail::ct_path path{};
+        status s{};
+        auto sender = [&] { s = detail::ct_word_queue<false>(word, B, path); };
+        std::uint32_t taken = ~0u;
+        const bool before = interleave(word, at, [&] {
+            taken = detail::ct_word_exit_idle(word) ? 0 : detail::ct_word_exit_take(word);
+        }, sender);
+        CHECK(word.load(std::memory_order_relaxed) == detail::ct_disabled);
+        if (before) {
+            CHECK(s == status::ok);
+            CHECK(path == detail::ct_path::deferred);
+            CHECK(taken == B); // the exit runs it, once
+        } else {
+            CHECK(s == status::not_accepting);
+            CHECK(taken == 0);
+        }
+    }
+}
+
+TEST_CASE("deferred word transitions: the enter's CAS while a sender sets interrupt work") {
+    for (int at = 0; at < max_ops; ++at) {
+        CAPTURE(at);
+        word_t word{detail::ct_disabled};
+        detail::ct_path path{};
+        status s{};
+        auto sender = [&] { s = detail::ct_word_queue<true>(word, A, path); };
+        detail::ct_enter_step step{};
+        const bool before = interleave(word, at, [&] { step = detail::ct_word_enter(word); }, sender);
+        const std::uint32_t w = word.load(std::memory_order_relaxed);
+        REQUIRE(s == status::ok);
+        if (before) {
+            // The sender saw DISABLED: A is interrupt work and its signal is coming, so the enter
+            // must not isolate (the signal would land inside) and must leave A in the word.
+            CHECK(step == detail::ct_enter_step::ipi);
+            CHECK(path == detail::ct_path::ipi_signal);
+            CHECK(w == (detail::ct_disabled | detail::ct_inflight | I_A));
+        } else {
+            CHECK(step == detail::ct_enter_step::entered);
+            CHECK(path == detail::ct_path::deferred);
+            CHECK(w == A);
+        }
+    }
+}
+
+TEST_CASE("deferred word transitions: two senders, one interrupt (INFLIGHT goes to exactly one)") {
+    for (int at = 0; at < max_ops; ++at) {
+        CAPTURE(at);
+        word_t word{detail::ct_disabled};
+        detail::ct_path path_a{}, path_b{};
+        status sb{};
+        auto other = [&] { sb = detail::ct_word_queue<true>(word, B, path_b); };
+        status sa{};
+        (void)interleave(word, at, [&] { sa = detail::ct_word_queue<true>(word, A, path_a); }, other);
+        CHECK(sa == status::ok);
+        CHECK(sb == status::ok);
+        CHECK(word.load(std::memory_order_relaxed) == (detail::ct_disabled | detail::ct_inflight | I_A | I_B));
+        const int signals = (path_a == detail::ct_path::ipi_signal) + (path_b == detail::ct_path::ipi_signal);
+        const int riders = (path_a == detail::ct_path::ipi_coalesced) + (path_b == detail::ct_path::ipi_coalesced);
+        CHECK(signals == 1);
+        CHECK(riders == 1);
+    }
+}
+
+TEST_CASE("deferred word transitions: a sender while the thread exits for good") {
+    for (const bool ipi : {false, true}) {
+        for (const std::uint32_t start : {std::uint32_t{0}, detail::ct_disabled}) {
+            for (int at = 0; at < max_ops; ++at) {
+                CAPTURE(ipi);
+                CAPTURE(start);
+                CAPTURE(at);
+                word_t word{start};
+                // The exit hook's transition (ct_thread_exit): closes the word for good.
+                auto thread_exit = [&] { (void)word.exchange(detail::ct_disabled | detail::ct_exited, std::memory_order_acquire); };
+                detail::ct_path path{};
+                status s{};
+                const bool before = interleave(word, at, [&] {
+                    s = ipi ? detail::ct_word_queue<true>(word, A, path) : detail::ct_word_queue<false>(word, A, path);
+                }, thread_exit);
+                if (before) {
+                    CHECK(s == status::exited); // nothing set in a closed word
+                    CHECK(word.load(std::memory_order_relaxed) == (detail::ct_disabled | detail::ct_exited));
+                } else {
+                    CHECK(s == (ipi || start == 0 ? status::ok : status::not_accepting));
+                }
+            }
+        }
+    }
+}

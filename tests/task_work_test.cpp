@@ -1129,3 +1129,167 @@ TEST_CASE("a cancelled rt_thread unwinds through its trampoline (no terminate) a
     CHECK(task_work_add(victim.ctx(), after_exit, notify::none) == status::exited);
     CHECK(passes.load() >= 1);
 }
+
+// ---- The list's transitions with an injecting Atom (task_work.hpp, detail::task_work_*) ----
+// Each case runs one transition on a test head, with a competing one injected right before its
+// operation number `at` on the head, for every `at` it reaches (the competitor runs after it when
+// `at` is past its end), and checks where every item ended up: 0 lost, 0 duplicated.
+#include "injecting_atomic.hpp"
+
+namespace {
+using head_t = rtdefer_test::injecting_atomic<callback_head*>;
+constexpr int max_head_ops = 6; // more than any transition here performs on the head
+
+void noop_cb(callback_head*) noexcept {}
+
+using rtdefer_test::interleave;
+
+/// The chain from `first`, newest first (stops at the sentinel, and after 16 links on a cycle).
+std::vector<callback_head*> chain_of(callback_head* first) {
+    std::vector<callback_head*> out;
+    for (callback_head* c = first; c != nullptr && c != detail::task_work_exited() && out.size() < 16;
+         c = c->next.load(std::memory_order_relaxed))
+        out.push_back(c);
+    return out;
+}
+} // namespace
+
+TEST_CASE("task_work list transitions: an add racing the owner's exit") {
+    for (int at = 0; at < max_head_ops; ++at) {
+        CAPTURE(at);
+        head_t works{nullptr};
+        callback_head w{&noop_cb};
+        callback_head* closed = &w; // what the close took (poisoned until it runs)
+        auto close = [&] { closed = detail::task_work_close(works, false); };
+        status s{};
+        const bool before = interleave(works, at, [&] { s = detail::task_work_push(works, w); }, close);
+        if (before) {
+            // The exit closed the empty list between the add's load and its CAS: the add fails
+            // and hands the item back untouched; nothing is on the closed list.
+            CHECK(s == status::exited);
+            CHECK_FALSE(task_work_queued(w));
+            CHECK(closed == nullptr);
+            CHECK(works.load(std::memory_order_relaxed) == detail::task_work_exited());
+        } else {
+            // The add won: the close took it (the exit runs it, then closes on the next round).
+            CHECK(s == status::ok);
+            CHECK(chain_of(closed) == std::vector<callback_head*>{&w});
+            CHECK(works.load(std::memory_order_relaxed) == nullptr);
+        }
+    }
+}
+
+TEST_CASE("task_work list transitions: the owner's exit racing an add") {
+    for (int at = 0; at < max_head_ops; ++at) {
+        CAPTURE(at);
+        head_t works{nullptr};
+        callback_head w{&noop_cb};
+        status s = status::busy; // poisoned until the add runs
+        auto add = [&] { s = detail::task_work_push(works, w); };
+        callback_head* closed = &w;
+        const bool before = interleave(works, at, [&] { closed = detail::task_work_close(works, false); }, add);
+        if (s == status::ok) {
+            // The add came before the close's CAS: the close fails to install the sentinel, takes
+            // the item instead and leaves the list open; the next round closes it.
+            CHECK(before);
+            CHECK(chain_of(closed) == std::vector<callback_head*>{&w});
+            CHECK(works.load(std::memory_order_relaxed) == nullptr);
+            CHECK(detail::task_work_close(works, false) == nullptr);
+            CHECK(works.load(std::memory_order_relaxed) == detail::task_work_exited());
+        } else {
+            CHECK_FALSE(before);
+            CHECK(s == status::exited);
+            CHECK(closed == nullptr);
+            CHECK_FALSE(task_work_queued(w));
+        }
+    }
+}
+
+TEST_CASE("task_work list transitions: two adds race for the head") {
+    for (int at = 0; at < max_head_ops; ++at) {
+        CAPTURE(at);
+        head_t works{nullptr};
+        callback_head a{&noop_cb}, b{&noop_cb}, old{&noop_cb};
+        REQUIRE(detail::task_work_push(works, old) == status::ok);
+        status sb{};
+        auto add_b = [&] { sb = detail::task_work_push(works, b); };
+        status sa{};
+        const bool before = interleave(works, at, [&] { sa = detail::task_work_push(works, a); }, add_b);
+        CHECK(sa == status::ok);
+        CHECK(sb == status::ok);
+        // Both on the list once, newest first in CAS order: b's CAS came first if it was injected.
+        const std::vector<callback_head*> want = before ? std::vector<callback_head*>{&a, &b, &old}
+                                                        : std::vector<callback_head*>{&b, &a, &old};
+        CHECK(chain_of(works.load(std::memory_order_relaxed)) == want);
+    }
+}
+
+TEST_CASE("task_work list transitions: the run's detach while an add pushes") {
+    for (int at = 0; at < max_head_ops; ++at) {
+        CAPTURE(at);
+        head_t works{nullptr};
+        callback_head a{&noop_cb}, b{&noop_cb};
+        REQUIRE(detail::task_work_push(works, a) == status::ok);
+        status sb{};
+        auto add_b = [&] { sb = detail::task_work_push(works, b); };
+        callback_head* got = nullptr;
+        const bool before = interleave(works, at, [&] { got = detail::task_work_detach(works); }, add_b);
+        CHECK(sb == status::ok);
+        // Every item is either in the detached chain or still on the list, once.
+        if (before) {
+            CHECK(chain_of(got) == std::vector<callback_head*>{&b, &a});
+            CHECK(works.load(std::memory_order_relaxed) == nullptr);
+        } else {
+            CHECK(chain_of(got) == std::vector<callback_head*>{&a});
+            CHECK(chain_of(works.load(std::memory_order_relaxed)) == std::vector<callback_head*>{&b});
+        }
+    }
+}
+
+TEST_CASE("task_work list transitions: a cancel at the head while an add pushes") {
+    for (int at = 0; at < max_head_ops; ++at) {
+        CAPTURE(at);
+        head_t works{nullptr};
+        callback_head a{&noop_cb}, b{&noop_cb}, old{&noop_cb};
+        REQUIRE(detail::task_work_push(works, old) == status::ok);
+        REQUIRE(detail::task_work_push(works, a) == status::ok);
+        status sb{};
+        auto add_b = [&] { sb = detail::task_work_push(works, b); };
+        auto is_a = [&](const callback_head& c) noexcept { return &c == &a; };
+        callback_head* removed = nullptr;
+        (void)interleave(works, at, [&] { removed = detail::task_work_unlink_match(works, is_a); }, add_b);
+        // Whether the add came before the load, between the load and the head CAS (the CAS fails
+        // and the walk finds a again behind b), or after: a is removed, b and old stay, once.
+        CHECK(sb == status::ok);
+        CHECK(removed == &a);
+        CHECK_FALSE(task_work_queued(a));
+        CHECK(chain_of(works.load(std::memory_order_relaxed)) == std::vector<callback_head*>{&b, &old});
+    }
+}
+
+TEST_CASE("task_work list transitions: a cancel at the head while the run detaches") {
+    for (int at = 0; at < max_head_ops; ++at) {
+        CAPTURE(at);
+        head_t works{nullptr};
+        callback_head a{&noop_cb}, old{&noop_cb};
+        REQUIRE(detail::task_work_push(works, old) == status::ok);
+        REQUIRE(detail::task_work_push(works, a) == status::ok);
+        callback_head* detached = &a; // poisoned until the detach runs
+        auto detach = [&] { detached = detail::task_work_detach(works); };
+        auto is_a = [&](const callback_head& c) noexcept { return &c == &a; };
+        callback_head* removed = nullptr;
+        const bool before = interleave(works, at, [&] { removed = detail::task_work_unlink_match(works, is_a); }, detach);
+        if (before) {
+            // The runner took the chain first: a is committed to run; the cancel finds nothing
+            // and leaves the detached chain intact.
+            CHECK(removed == nullptr);
+            CHECK(chain_of(detached) == std::vector<callback_head*>{&a, &old});
+            CHECK(task_work_queued(a));
+        } else {
+            CHECK(removed == &a);
+            CHECK_FALSE(task_work_queued(a));
+            CHECK(chain_of(detached) == std::vector<callback_head*>{&old});
+        }
+        CHECK(works.load(std::memory_order_relaxed) == nullptr);
+    }
+}

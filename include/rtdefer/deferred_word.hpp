@@ -97,7 +97,10 @@
 //   interrupt hook                      the owner thread, in signal context
 //   ct_register_work / ct_work_setup    setup: before requests for that bit are made
 //
-// Memory orders (numbers used at each operation):
+// The word's CAS loops (the senders', enter's) and exit's RMWs are templates over the atomic type in
+// detail/deferred_word_transitions.hpp, so tests can change the word between a load and its CAS.
+//
+// Memory orders (numbers used at each operation, here and in the transitions header):
 //   (DW1) sender CAS, release       pairs with (DW3)/(DW5)/(DW6)/(DW7): the callback sees what the
 //                                  sender wrote before requesting
 //   (DW2) sender CAS failure/loads, relaxed: the value only seeds the next CAS; decisions are made by
@@ -123,6 +126,7 @@
 #include <rtdefer/detail/setup_lock.hpp>
 #include <rtdefer/detail/cancel_hold.hpp>
 #include <rtdefer/detail/deferred_word_state.hpp>
+#include <rtdefer/detail/deferred_word_transitions.hpp>
 #include <rtdefer/detail/exit_hooks.hpp>
 #include <rtdefer/interrupt.hpp>
 #include <rtdefer/status.hpp>
@@ -265,43 +269,10 @@ inline status ct_check_work(unsigned work) noexcept RTDEFER_NONBLOCKING {
     return status::ok;
 }
 
-enum class ct_path { deferred, ipi_signal, ipi_coalesced };
-
-/// The sender's CAS loop. With `allow_ipi` false it stops at DISABLED (ct_set_work); with it true a
-/// DISABLED word gets the bits in its IPI field instead. `path` tells which field took them and
-/// whether this caller moved INFLIGHT from clear to set (and so must send the signal).
+/// The sender's CAS loop on `target`'s word (detail/deferred_word_transitions.hpp).
 template <bool allow_ipi>
 inline status ct_queue(thread_ctx& target, std::uint32_t work, ct_path& path) noexcept RTDEFER_NONBLOCKING {
-    auto& word = detail::ctx_access::ct(target).word;
-    // (DW2) relaxed: a hint; the decision is the CAS below.
-    const std::uint32_t seen = word.load(std::memory_order_relaxed);
-    if (RTDEFER_UNLIKELY(seen & ct_exited))
-        return status::exited; // EXITED is final
-    // Bet on the isolated state even when the hint says DISABLED, so at least one CAS judges the
-    // live word (v2 review: "You need at least one cmpxchg", or a thread that just entered its
-    // section is missed — here, interrupted).
-    std::uint32_t expected = (seen & ct_disabled) ? 0u : seen;
-    for (;;) {
-        std::uint32_t desired;
-        if ((expected & ct_disabled) == 0) {
-            desired = expected | work;
-        } else if (expected & ct_exited) {
-            return status::exited;
-        } else if constexpr (!allow_ipi) {
-            return status::not_accepting;
-        } else {
-            desired = expected | (work << ct_ipi_shift) | ct_inflight;
-        }
-        // (DW1) release on success: publishes the sender's data to the run. (DW2) relaxed on failure.
-        // Success is judged by the whole word, never by "is my bit set now".
-        if (word.compare_exchange_weak(expected, desired, std::memory_order_release, std::memory_order_relaxed)) {
-            if ((expected & ct_disabled) == 0)
-                path = ct_path::deferred;
-            else
-                path = (expected & ct_inflight) ? ct_path::ipi_coalesced : ct_path::ipi_signal;
-            return status::ok;
-        }
-    }
+    return ct_word_queue<allow_ipi>(detail::ctx_access::ct(target).word, work, path);
 }
 
 /// A thread's request to itself (ct_set_work_or_ipi with target == caller).
@@ -460,36 +431,33 @@ inline status ct_queue(thread_ctx& target, std::uint32_t work, ct_path& path) no
     // relaxed: `running` is this thread's own flag.
     RTDEFER_ASSERT(!detail::ctx_access::ct(self).running.load(std::memory_order_relaxed), "ct_isolation_enter() from a work callback");
     auto& word = detail::ctx_access::ct(self).word;
-    // relaxed: DISABLED is written only by this thread; the rest is re-judged by the CAS.
-    std::uint32_t cur = word.load(std::memory_order_relaxed);
     for (;;) {
-        RTDEFER_ASSERT((cur & detail::ct_disabled) != 0, "ct_isolation_enter() inside an isolated section");
-        if (RTDEFER_UNLIKELY(cur & detail::ct_exited))
-            return status::exited;
-        if (RTDEFER_UNLIKELY(cur & (detail::ct_inflight | detail::ct_ipi_mask))) {
-            // IPI work runs here, at a safe point, even while its signal is still coming: a signal
-            // blocked in this thread, or a sender preempted between its CAS and its send, must not
-            // hold the requests back. The handler, when it comes, takes only what is left (disjoint).
-            // Cancellation is held off from the take until the run is done (detail/cancel_hold.hpp);
-            // a request acted on at the restore finds nothing in hand.
-            detail::cancel_hold hold;
-            hold.engage();
-            if (const std::uint32_t work = detail::ct_take_ipi(self)) {
-                detail::ctx_access::ct(self).ipi_runs.fetch_add(static_cast<unsigned>(std::popcount(work)), std::memory_order_relaxed);
-                detail::ct_run_local(self, work);
-            }
-            cur = word.load(std::memory_order_relaxed);
-            if (cur & detail::ct_inflight) {
-                // relaxed: statistic (owner thread only).
-                detail::ctx_access::ct(self).enter_refused.fetch_add(1, std::memory_order_relaxed);
-                return status::busy;
-            }
-            continue;
-        }
-        // (DW4) relaxed: only atomicity matters; a sender's CAS that sees 0 defers, one that saw
-        // DISABLED made this CAS fail (INFLIGHT or I set) and is re-judged above.
-        if (word.compare_exchange_weak(cur, 0, std::memory_order_relaxed, std::memory_order_relaxed))
+        switch (detail::ct_word_enter(word)) {
+        case detail::ct_enter_step::entered:
             return status::ok;
+        case detail::ct_enter_step::exited:
+            return status::exited;
+        case detail::ct_enter_step::ipi:
+            break;
+        }
+        // IPI work runs here, at a safe point, even while its signal is still coming: a signal
+        // blocked in this thread, or a sender preempted between its CAS and its send, must not
+        // hold the requests back. The handler, when it comes, takes only what is left (disjoint).
+        // Cancellation is held off from the take until the run is done (detail/cancel_hold.hpp);
+        // a request acted on at the restore finds nothing in hand.
+        detail::cancel_hold hold;
+        hold.engage();
+        if (const std::uint32_t work = detail::ct_take_ipi(self)) {
+            detail::ctx_access::ct(self).ipi_runs.fetch_add(static_cast<unsigned>(std::popcount(work)), std::memory_order_relaxed);
+            detail::ct_run_local(self, work);
+        }
+        // relaxed: INFLIGHT is cleared on this thread (its handler) or withdrawn by a failed sender;
+        // a stale set bit only refuses this enter, a clear one is re-judged by the CAS.
+        if (word.load(std::memory_order_relaxed) & detail::ct_inflight) {
+            // relaxed: statistic (owner thread only).
+            detail::ctx_access::ct(self).enter_refused.fetch_add(1, std::memory_order_relaxed);
+            return status::busy;
+        }
     }
 }
 
@@ -508,19 +476,16 @@ inline void ct_isolation_exit(thread_ctx& self) noexcept RTDEFER_NONBLOCKING {
     // relaxed: DISABLED is written only by this thread.
     RTDEFER_ASSERT((word.load(std::memory_order_relaxed) & detail::ct_disabled) == 0,
                    "ct_isolation_exit() outside an isolated section");
-    // (DW3) seq_cst: the fully ordered flush; acquire pairs with (DW1) (see the table at the top).
-    // Nothing deferred (the common case): a CAS 0 -> DISABLED is the same fully ordered RMW and
-    // takes nothing, so no cancellation hold is needed.
-    std::uint32_t expected = 0;
-    if (word.compare_exchange_strong(expected, detail::ct_disabled, std::memory_order_seq_cst,
-                                     std::memory_order_relaxed)) // relaxed: only says "work is there"
+    // The fully ordered flush (DW3), whose acquire pairs with (DW1) (see the table at the top).
+    // Nothing deferred (the common case): a CAS 0 -> DISABLED takes nothing, so no cancellation
+    // hold is needed.
+    if (detail::ct_word_exit_idle(word))
         return;
     // Work is there: hold cancellation off before taking it, until its callbacks returned
     // (detail/cancel_hold.hpp: an asynchronous cancel must not lose what the exchange took).
     detail::cancel_hold hold;
     hold.engage();
-    // (DW3) seq_cst, as above; nothing else writes DISABLED, so this is still the one flush.
-    const std::uint32_t work = word.exchange(detail::ct_disabled, std::memory_order_seq_cst);
+    const std::uint32_t work = detail::ct_word_exit_take(word);
     if (work != 0) {
         detail::ctx_access::ct(self).deferred_runs.fetch_add(static_cast<unsigned>(std::popcount(work)), std::memory_order_relaxed);
         detail::ct_run_local(self, work);

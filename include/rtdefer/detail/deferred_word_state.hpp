@@ -1,6 +1,7 @@
 // rtdefer/detail/deferred_word_state.hpp: the per-thread deferred work word (thread_ctx::ct) and its
-// layout. The protocol, its state table and the memory-order numbering live in deferred_word.hpp;
-// this header only defines the storage, so thread.hpp can embed it without pulling the protocol in.
+// layout. The protocol, its state table and the memory-order numbering live in deferred_word.hpp
+// (its CAS loops in detail/deferred_word_transitions.hpp); this header only defines the storage, so
+// thread.hpp can embed it without pulling the protocol in.
 #pragma once
 
 #include <rtdefer/config.hpp>

@@ -128,15 +128,16 @@ public:
     [[nodiscard]] status cancel_sync(thread_ctx& self) noexcept RTDEFER_BLOCKING;
 
     /// Returns: the deadline (owner CPU ns) of the current/last arm. Stable in the callback.
-    /// Progress: wait-free.
+    /// Progress: wait-free. Real-time safety: one load, any context.
     using cpu_timer_base::expires;
     /// Returns: the owner's CPU time sampled when the last expiry was handled (lateness = this -
     /// expires()). Progress: wait-free (relaxed load: read it in the callback or after cancel_sync).
+    /// Real-time safety: one load, any context.
     using cpu_timer_base::fired_at;
     /// Returns: the expiry item (handling names the expirer while a deferred callback runs).
-    /// Progress: wait-free.
+    /// Progress: wait-free. Real-time safety: any context.
     using cpu_timer_base::expiry;
-    /// Returns: the owner's ctx. Progress: wait-free.
+    /// Returns: the owner's ctx. Progress: wait-free. Real-time safety: any context.
     [[nodiscard]] thread_ctx& owner() const noexcept RTDEFER_NONBLOCKING { return *owner_; }
 
 private:

@@ -113,13 +113,14 @@ public:
     [[nodiscard]] status cancel_sync(thread_ctx& self) noexcept RTDEFER_BLOCKING;
 
     /// Returns: the deadline (process CPU ns) of the current/last arm. Stable in the callback.
-    /// Progress: wait-free.
+    /// Progress: wait-free. Real-time safety: one load, any context.
     using cpu_timer_base::expires;
     /// Returns: the process CPU time sampled when the last expiry was handled. Progress: wait-free
     /// (relaxed load: read it in the callback or after cancel_sync).
+    /// Real-time safety: one load, any context.
     using cpu_timer_base::fired_at;
     /// Returns: the expiry item (handling names the expirer while the callback runs).
-    /// Progress: wait-free.
+    /// Progress: wait-free. Real-time safety: any context.
     using cpu_timer_base::expiry;
 
 private:

@@ -6,6 +6,7 @@
 #include <rtdefer/park.hpp>
 #include <rtdefer/rt_thread.hpp>
 
+#include "cpu_timer_util.hpp"
 #include "test_util.hpp"
 
 #include <doctest/doctest.h>
@@ -32,14 +33,8 @@ using rtdefer_test::eventually;
 // safe point (task_work_run) every ~20 us, as a real-time loop would at its top.
 template <class Done>
 bool burn_until(thread_ctx& self, Done done, std::uint64_t limit_ns = 2'000'000'000) {
-    const std::uint64_t t0 = cpu_time_ns(self);
-    while (!done()) {
-        (void)task_work_run(self);
-        const std::uint64_t now = cpu_time_ns(self);
-        if (now - t0 > limit_ns)
-            return false;
-    }
-    return true;
+    return rtdefer_test::burn_cpu_until([&] { return cpu_time_ns(self); }, limit_ns, done,
+                                        [&] { (void)task_work_run(self); });
 }
 
 struct probe {
@@ -421,61 +416,19 @@ TEST_CASE("cpu_timer: priority inversion for real: cancel_sync boosts the low-pr
     // look finds cancel_sync already returned. Event order, not time.
     for (cpu_timer_mode mode : {cpu_timer_mode::deferred, cpu_timer_mode::urgent}) {
         CAPTURE(mode == cpu_timer_mode::urgent);
-        struct shared {
-            std::atomic<bool> started{false}, cancel_done{false}, owner_done{false};
-            bool hog_ran_first = false;
-            bool cb_returned_before_cancel = false;
-            std::atomic<bool> cb_returned{false};
-            thread_ctx* canceller = nullptr;
-            thread_ctx* hog = nullptr;
-        } sh;
-        std::atomic<int> ready{0};
         std::unique_ptr<cpu_timer> t;
-        status result = status::ok;
-        rt_thread hog({.name = "ct-hog", .policy = sched_policy::fifo, .priority = 15, .cpu = cpu, .require_rt = true},
-                      [&](thread_ctx& me) {
-                          ready.fetch_add(1, std::memory_order_release);
-                          while (!sh.started.load(std::memory_order_acquire))
-                              (void)park(me);
-                          sh.hog_ran_first = !sh.cancel_done.load(std::memory_order_acquire);
-                          const std::uint64_t t0 = cpu_time_ns(me);
-                          while (!sh.cancel_done.load(std::memory_order_acquire) && cpu_time_ns(me) - t0 < 400'000'000) {
-                          }
-                      });
-        rt_thread canceller({.name = "ct-cancel", .policy = sched_policy::fifo, .priority = 20, .cpu = cpu, .require_rt = true},
-                            [&](thread_ctx& me) {
-                                ready.fetch_add(1, std::memory_order_release);
-                                while (!sh.started.load(std::memory_order_acquire))
-                                    (void)park(me);
-                                result = t->cancel_sync(me);
-                                sh.cb_returned_before_cancel = sh.cb_returned.load(std::memory_order_acquire);
-                                sh.cancel_done.store(true, std::memory_order_release);
-                            });
-        sh.canceller = &canceller.ctx();
-        sh.hog = &hog.ctx();
-        REQUIRE(eventually([&] { return ready.load(std::memory_order_acquire) == 2; }));
+        rtdefer_test::pi_scene scene("ct", cpu, [&](thread_ctx& me) { return t->cancel_sync(me); });
         rt_thread owner({.name = "ct-owner", .policy = sched_policy::fifo, .priority = 10, .cpu = cpu, .require_rt = true},
                         [&](thread_ctx& self) {
                             setup_or_fail(self);
                             t = std::make_unique<cpu_timer>(self);
-                            REQUIRE(t->arm(cpu_time_ns(self) + 500'000, [](cpu_timer& me, void* a) noexcept {
-                                        auto* s = static_cast<shared*>(a);
-                                        s->started.store(true, std::memory_order_release);
-                                        (void)unpark(*s->canceller); // preempts us, blocks on our PI lock
-                                        (void)unpark(*s->hog);
-                                        const std::uint64_t t0 = cpu_time_ns(me.owner());
-                                        while (cpu_time_ns(me.owner()) - t0 < 2'000'000) {
-                                        }
-                                        s->cb_returned.store(true, std::memory_order_release);
-                                    }, &sh, mode) == status::ok);
-                            (void)burn_until(self, [&] { return sh.cancel_done.load(std::memory_order_acquire); });
+                            REQUIRE(t->arm(cpu_time_ns(self) + 500'000, [](cpu_timer&, void* a) noexcept {
+                                        rtdefer_test::pi_scene::on_callback(a);
+                                    }, &scene, mode) == status::ok);
+                            (void)burn_until(self, [&] { return scene.cancel_done(); });
                         });
-        canceller.join();
-        hog.join();
+        scene.join_and_check();
         owner.join();
-        CHECK(result == status::waited);
-        CHECK(sh.cb_returned_before_cancel);
-        CHECK_FALSE(sh.hog_ran_first); // without priority inheritance the hog starves the owner
         t.reset();
     }
 }

@@ -6,6 +6,7 @@
 #include <rtdefer/process_cpu_timer.hpp>
 #include <rtdefer/rt_thread.hpp>
 
+#include "cpu_timer_util.hpp"
 #include "test_util.hpp"
 
 #include <doctest/doctest.h>
@@ -60,12 +61,7 @@ struct expirer_thread {
 // Burns CPU on the caller until `done()` or `limit_ns` of process CPU time passed.
 template <class Done>
 bool burn_until(Done done, std::uint64_t limit_ns = 4'000'000'000) {
-    const std::uint64_t t0 = process_cpu_time_ns();
-    while (!done()) {
-        if (process_cpu_time_ns() - t0 > limit_ns)
-            return false;
-    }
-    return true;
+    return rtdefer_test::burn_cpu_until([] { return process_cpu_time_ns(); }, limit_ns, done, [] {});
 }
 
 struct probe {
@@ -354,58 +350,15 @@ TEST_CASE("process_cpu_timer: priority inversion for real: cancel_sync boosts th
     // 15, canceller FIFO 20, all on `cpu`. With priority inheritance on the expirer's expiry lock the
     // expirer runs at 20 until the callback returns, so the hog's first look finds cancel_sync
     // already returned. Event order, not time.
-    struct shared {
-        std::atomic<bool> started{false}, cancel_done{false}, cb_returned{false};
-        bool hog_ran_first = false;
-        bool cb_returned_before_cancel = false;
-        thread_ctx* canceller = nullptr;
-        thread_ctx* hog = nullptr;
-    } sh;
-    std::atomic<int> ready{0};
     auto t = std::make_unique<process_cpu_timer>();
-    status result = status::ok;
-    rt_thread hog({.name = "pct-hog", .policy = sched_policy::fifo, .priority = 15, .cpu = cpu, .require_rt = true},
-                  [&](thread_ctx& self) {
-                      ready.fetch_add(1, std::memory_order_release);
-                      while (!sh.started.load(std::memory_order_acquire))
-                          (void)park(self);
-                      sh.hog_ran_first = !sh.cancel_done.load(std::memory_order_acquire);
-                      const std::uint64_t t0 = detail::clock_ns(CLOCK_THREAD_CPUTIME_ID);
-                      while (!sh.cancel_done.load(std::memory_order_acquire) &&
-                             detail::clock_ns(CLOCK_THREAD_CPUTIME_ID) - t0 < 400'000'000) {
-                      }
-                  });
-    rt_thread canceller({.name = "pct-cancel", .policy = sched_policy::fifo, .priority = 20, .cpu = cpu, .require_rt = true},
-                        [&](thread_ctx& self) {
-                            ready.fetch_add(1, std::memory_order_release);
-                            while (!sh.started.load(std::memory_order_acquire))
-                                (void)park(self);
-                            result = t->cancel_sync(self);
-                            sh.cb_returned_before_cancel = sh.cb_returned.load(std::memory_order_acquire);
-                            sh.cancel_done.store(true, std::memory_order_release);
-                        });
-    sh.canceller = &canceller.ctx();
-    sh.hog = &hog.ctx();
-    REQUIRE(eventually([&] { return ready.load(std::memory_order_acquire) == 2; }));
     {
+        rtdefer_test::pi_scene scene("pct", cpu, [&](thread_ctx& self) { return t->cancel_sync(self); });
         expirer_thread e(cpu_timer_policy::hybrid,
                          {.name = "pct-expirer", .policy = sched_policy::fifo, .priority = 10, .cpu = cpu, .require_rt = true});
-        REQUIRE(t->arm(me, 0, [](process_cpu_timer&, void* a) noexcept {
-                    auto* s = static_cast<shared*>(a);
-                    s->started.store(true, std::memory_order_release);
-                    (void)unpark(*s->canceller); // preempts us, blocks on our PI expiry lock
-                    (void)unpark(*s->hog);
-                    const std::uint64_t t0 = detail::clock_ns(CLOCK_THREAD_CPUTIME_ID);
-                    while (detail::clock_ns(CLOCK_THREAD_CPUTIME_ID) - t0 < 2'000'000) {
-                    }
-                    s->cb_returned.store(true, std::memory_order_release);
-                }, &sh) == status::ok);
-        canceller.join();
-        hog.join();
+        REQUIRE(t->arm(me, 0, [](process_cpu_timer&, void* a) noexcept { rtdefer_test::pi_scene::on_callback(a); },
+                       &scene) == status::ok);
+        scene.join_and_check();
     }
-    CHECK(result == status::waited);
-    CHECK(sh.cb_returned_before_cancel);
-    CHECK_FALSE(sh.hog_ran_first); // without priority inheritance the hog starves the expirer
     t.reset();
 }
 

@@ -49,6 +49,7 @@
 #pragma once
 
 #include <rtdefer/config.hpp>
+#include <rtdefer/detail/cpu_timer_base.hpp>
 #include <rtdefer/detail/cpu_timer_state.hpp>
 #include <rtdefer/detail/intrusive_heap.hpp>
 #include <rtdefer/expiry_lock.hpp>
@@ -86,11 +87,11 @@ inline constexpr std::uint32_t hs_idle = 0, hs_armed = 1, hs_firing = 2; // cpu_
 /// A caller-owned CPU-time timer bound to one thread (the kernel's k_itimer on a thread CPU clock).
 /// Non-copyable, non-movable. It holds a thread_ref to its owner, so destroying it may free an exited
 /// owner's ctx (not real-time safe then). Destroying it while armed or running aborts.
-class cpu_timer {
+class cpu_timer : public detail::cpu_timer_base<cpu_timer> {
 public:
     /// Runs on the owner: deferred, in task_work with the expiry lock held; urgent, in the interrupt
     /// hook (async-signal-safe only). It must not free its own timer.
-    using callback = void (*)(cpu_timer& t, void* arg) noexcept;
+    using callback = cpu_timer_base::callback; // void (*)(cpu_timer& t, void* arg) noexcept
 
     /// Effects: binds the timer to `owner` (takes a reference; the caller must hold one or be it).
     explicit cpu_timer(thread_ctx& owner) noexcept : owner_(owner) {}
@@ -127,33 +128,23 @@ public:
     [[nodiscard]] status cancel_sync(thread_ctx& self) noexcept RTDEFER_BLOCKING;
 
     /// Returns: the deadline (owner CPU ns) of the current/last arm. Stable in the callback.
-    [[nodiscard]] std::uint64_t expires() const noexcept RTDEFER_NONBLOCKING { return expires_ns_; }
+    /// Progress: wait-free. Real-time safety: one load, any context.
+    using cpu_timer_base::expires;
     /// Returns: the owner's CPU time sampled when the last expiry was handled (lateness = this -
     /// expires()). Progress: wait-free (relaxed load: read it in the callback or after cancel_sync).
-    [[nodiscard]] std::uint64_t fired_at() const noexcept RTDEFER_NONBLOCKING {
-        return fired_ns_.load(std::memory_order_relaxed); // relaxed: see above
-    }
+    /// Real-time safety: one load, any context.
+    using cpu_timer_base::fired_at;
     /// Returns: the expiry item (handling names the expirer while a deferred callback runs).
-    [[nodiscard]] const expiry_item& expiry() const noexcept RTDEFER_NONBLOCKING { return item_; }
+    /// Progress: wait-free. Real-time safety: any context.
+    using cpu_timer_base::expiry;
+    /// Returns: the owner's ctx. Progress: wait-free. Real-time safety: any context.
     [[nodiscard]] thread_ctx& owner() const noexcept RTDEFER_NONBLOCKING { return *owner_; }
 
 private:
     friend struct detail::cpu_timer_queue;
     friend struct detail::cpu_expiry;
-    // Under q, queued: unlinks it. Returns: whether its expiry was still to come (urgent: claimed
-    // from the hook), false for an urgent one the hook fired or is firing.
-    bool unlink(detail::cpu_timer_queue& q) noexcept RTDEFER_NONBLOCKING;
-    detail::heap_hook hook_;
-    std::uint64_t expires_ns_ = 0;
-    callback fn_ = nullptr;
-    void* arg_ = nullptr;
     cpu_timer_mode mode_ = cpu_timer_mode::deferred;
-    std::uint32_t seq_ = 0;        // bumped by arm/cancel: a collected timer whose seq moved is skipped
-    std::uint32_t cancelling_ = 0; // cancel_sync calls in progress: arm refused
-    bool collected_ = false;       // popped by a pass, callback not yet started or skipped
     std::atomic<std::uint32_t> hard_state_{detail::hs_idle};
-    std::atomic<std::uint64_t> fired_ns_{0};
-    expiry_item item_;
     thread_ref owner_;
 };
 

@@ -49,6 +49,7 @@
 
 #include <rtdefer/config.hpp>
 #include <rtdefer/cpu_timer.hpp>
+#include <rtdefer/detail/cpu_timer_base.hpp>
 #include <rtdefer/detail/intrusive_heap.hpp>
 #include <rtdefer/expiry_lock.hpp>
 #include <rtdefer/status.hpp>
@@ -77,10 +78,10 @@ struct cpu_expiry;
 
 /// A caller-owned process CPU-time timer (the kernel's k_itimer on CLOCK_PROCESS_CPUTIME_ID).
 /// Non-copyable, non-movable. Destroying it while armed or running aborts: cancel_sync it first.
-class process_cpu_timer {
+class process_cpu_timer : public detail::cpu_timer_base<process_cpu_timer> {
 public:
     /// Runs on the expirer, in its task_work, with its expiry lock held. Must not free its timer.
-    using callback = void (*)(process_cpu_timer& t, void* arg) noexcept;
+    using callback = cpu_timer_base::callback; // void (*)(process_cpu_timer& t, void* arg) noexcept
 
     process_cpu_timer() noexcept = default;
     process_cpu_timer(const process_cpu_timer&) = delete;
@@ -112,27 +113,19 @@ public:
     [[nodiscard]] status cancel_sync(thread_ctx& self) noexcept RTDEFER_BLOCKING;
 
     /// Returns: the deadline (process CPU ns) of the current/last arm. Stable in the callback.
-    [[nodiscard]] std::uint64_t expires() const noexcept RTDEFER_NONBLOCKING { return expires_ns_; }
+    /// Progress: wait-free. Real-time safety: one load, any context.
+    using cpu_timer_base::expires;
     /// Returns: the process CPU time sampled when the last expiry was handled. Progress: wait-free
     /// (relaxed load: read it in the callback or after cancel_sync).
-    [[nodiscard]] std::uint64_t fired_at() const noexcept RTDEFER_NONBLOCKING {
-        return fired_ns_.load(std::memory_order_relaxed); // relaxed: see above
-    }
+    /// Real-time safety: one load, any context.
+    using cpu_timer_base::fired_at;
     /// Returns: the expiry item (handling names the expirer while the callback runs).
-    [[nodiscard]] const expiry_item& expiry() const noexcept RTDEFER_NONBLOCKING { return item_; }
+    /// Progress: wait-free. Real-time safety: any context.
+    using cpu_timer_base::expiry;
 
 private:
     friend struct detail::pcpu_queue;
     friend struct detail::cpu_expiry;
-    detail::heap_hook hook_;
-    std::uint64_t expires_ns_ = 0;
-    callback fn_ = nullptr;
-    void* arg_ = nullptr;
-    std::uint32_t seq_ = 0;        // bumped by arm/cancel: a collected timer whose seq moved is skipped
-    std::uint32_t cancelling_ = 0; // cancel_sync calls in progress: arm refused
-    bool collected_ = false;       // popped by a pass, callback not yet started or skipped
-    std::atomic<std::uint64_t> fired_ns_{0};
-    expiry_item item_;
 };
 
 /// Effects: designates the calling thread as the process's timer expirer: creates the process

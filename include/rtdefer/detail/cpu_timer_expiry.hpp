@@ -52,6 +52,19 @@ inline int create_signal_timer(pid_t tid, clockid_t clk) noexcept {
     return rc == 0 ? id : static_cast<int>(rc);
 }
 
+/// The statistics both queues keep (each adds its own beside them). relaxed: counters only.
+struct cpu_timer_counters {
+    std::atomic<std::uint64_t> kernel_arms{0}, passes{0}, hook_checks{0};
+
+    /// Effects: stores a relaxed snapshot of the counters into the members of `r` of their names.
+    template <class Stats>
+    void snapshot(Stats& r) const noexcept RTDEFER_NONBLOCKING {
+        r.kernel_arms = kernel_arms.load(std::memory_order_relaxed); // relaxed (all): statistics
+        r.passes = passes.load(std::memory_order_relaxed);
+        r.hook_checks = hook_checks.load(std::memory_order_relaxed);
+    }
+};
+
 /// The two halves of a pass, befriended by both timer classes (they share these member names).
 struct cpu_expiry {
     /// collect_timerqueue(): in the caller's queue-lock section, pops the due timers of `h`

@@ -6,6 +6,7 @@
 #include <rtdefer/config.hpp>
 #include <rtdefer/cpu_timer.hpp>
 #include <rtdefer/detail/cpu_clock.hpp>
+#include <rtdefer/detail/cpu_timer_base.hpp>
 #include <rtdefer/detail/cpu_timer_expiry.hpp>
 #include <rtdefer/detail/cpu_timer_state.hpp>
 #include <rtdefer/detail/exit_hooks.hpp>
@@ -40,13 +41,8 @@ namespace detail {
 
 /// The owner's queue: allocated by cpu_timer_setup, freed with the ctx. Guarded by `lock` except
 /// the atomics in cpu_timer_state, which the hook reads.
-struct cpu_timer_queue {
-    struct traits {
-        static heap_hook& hook(cpu_timer& t) noexcept RTDEFER_NONBLOCKING { return t.hook_; }
-        static const heap_hook& hook(const cpu_timer& t) noexcept RTDEFER_NONBLOCKING { return t.hook_; }
-        static std::uint64_t key(const cpu_timer& t) noexcept RTDEFER_NONBLOCKING { return t.expires_ns_; }
-    };
-    using heap = intrusive_heap<cpu_timer, traits>;
+struct cpu_timer_queue : cpu_timer_counters {
+    using heap = cpu_timer::heap;
 
     cpu_timer_queue(thread_ctx& o, const cpu_timer_options& opts)
         : deferred(opts.capacity), urgent(opts.capacity), owner(&o), policy(opts.policy) {
@@ -67,8 +63,7 @@ struct cpu_timer_queue {
     };
     queue_work work;                 // the one preallocated expiry task_work (posix_cputimers_work)
     std::atomic<bool> paused{false}; // owner-only: a cpu_timer_sleep_guard holds the wall timer off
-    // Statistics. relaxed: counters only.
-    std::atomic<std::uint64_t> kernel_arms{0}, passes{0}, hard_fires{0}, hook_checks{0};
+    std::atomic<std::uint64_t> hard_fires{0}; // statistic (relaxed), beside cpu_timer_counters
 
     static cpu_timer_state& st(thread_ctx& c) noexcept RTDEFER_NONBLOCKING { return c.cpu_timer; }
     heap& heap_of(const cpu_timer& t) noexcept RTDEFER_NONBLOCKING {
@@ -79,6 +74,43 @@ struct cpu_timer_queue {
     void lock_q() noexcept RTDEFER_NONBLOCKING { queue_lock(lock); }
     void unlock_q() noexcept RTDEFER_NONBLOCKING { queue_unlock(lock); }
     bool accepting() const noexcept RTDEFER_NONBLOCKING { return !dead; }
+
+    // What cpu_timer_base's cores ask of the queue (see there), all under q.
+    /// Unlinks queued `t`. Returns: whether its expiry was still to come (urgent: claimed from the
+    /// hook), false for an urgent one the hook fired or is firing.
+    bool unlink(cpu_timer& t) noexcept RTDEFER_NONBLOCKING {
+        std::uint32_t e = hs_armed;
+        // (CT7) acq_rel: the claim against the hook's (CT5): exactly one of them moves it off armed.
+        // acquire on failure: a firing one is waited for by cancel_sync (CT6 publishes its end).
+        const bool claimed = t.mode_ == cpu_timer_mode::deferred ||
+                             t.hard_state_.compare_exchange_strong(e, hs_idle, std::memory_order_acq_rel,
+                                                                   std::memory_order_acquire);
+        heap_of(t).erase(t);
+        return claimed;
+    }
+    /// unlink(t), then re-publishes the head: (CT1) the seq_cst unpublish of `urgent`.
+    bool remove(cpu_timer& t) noexcept RTDEFER_NONBLOCKING {
+        const bool claimed = unlink(t);
+        publish(owner->is_current());
+        return claimed;
+    }
+    /// After an arm (on the owner, asserted by arm): publishes and re-arms the kernel timer if needed.
+    void armed(thread_ctx&) noexcept RTDEFER_NONBLOCKING { publish(true); }
+    static constexpr bool hard_context = true; // urgent callbacks run in the interrupt hook
+    /// After remove()'s unpublish: whether the hook may still use the timer it read from `urgent`.
+    bool hook_inside(const thread_ctx& self) const noexcept RTDEFER_NONBLOCKING {
+        // (CT1) seq_cst: after the unpublish (store) in remove(), Dekker with (HL1) in the hook:
+        // either it sees our unpublish, or we see it holding `hard`. The owner never races its own hook.
+        return owner != &self && st(*owner).hard.load(std::memory_order_seq_cst) != 0;
+    }
+    /// Returns: whether t's urgent callback is running in the hook.
+    static bool firing(const cpu_timer& t) noexcept RTDEFER_NONBLOCKING {
+        return t.hard_state_.load(std::memory_order_acquire) == hs_firing; // acquire: pairs with (CT6)
+    }
+    /// Outside q: blocks on the hard lock (PI) until the hook left it.
+    void wait_hard(thread_ctx& self) noexcept RTDEFER_BLOCKING {
+        hard_wait(st(*owner).hard, static_cast<std::uint32_t>(self.tid));
+    }
 
     /// Sets the kernel timer for CPU deadline `next` (cpu_never: disarm), given the owner's CPU time
     /// and CLOCK_MONOTONIC now. Owner or its hook only. One timer_settime (async-signal-safe).
@@ -335,11 +367,8 @@ inline std::uint64_t cpu_time_ns(const thread_ctx& ctx) noexcept {
 inline cpu_timer_stats cpu_timer_statistics(const thread_ctx& ctx) noexcept {
     cpu_timer_stats r;
     if (const detail::cpu_timer_queue* q = detail::ctx_access::cpu_timer(ctx).queue) {
-        // relaxed: statistics.
-        r.kernel_arms = q->kernel_arms.load(std::memory_order_relaxed);
-        r.passes = q->passes.load(std::memory_order_relaxed);
-        r.hard_fires = q->hard_fires.load(std::memory_order_relaxed);
-        r.hook_checks = q->hook_checks.load(std::memory_order_relaxed);
+        q->snapshot(r);
+        r.hard_fires = q->hard_fires.load(std::memory_order_relaxed); // relaxed: a statistic
     }
     return r;
 }
@@ -355,7 +384,7 @@ inline cpu_timer::~cpu_timer() {
             q->publish(owner_->is_current()); // (CT1)
         }
         q->unlock_q();
-        // (CT1) seq_cst, as in cancel_sync: a hook that read this timer from `urgent` before the
+        // (CT1) seq_cst, as in hook_inside(): a hook that read this timer from `urgent` before the
         // unpublish holds `hard` until it is done with it.
         if (!owner_->is_current() && detail::ctx_access::cpu_timer(*owner_).hard.load(std::memory_order_seq_cst) != 0)
             detail::hard_wait(detail::ctx_access::cpu_timer(*owner_).hard, static_cast<std::uint32_t>(detail::gettid()));
@@ -363,17 +392,6 @@ inline cpu_timer::~cpu_timer() {
     // relaxed: misuse check; a correct caller synchronised with cancel_sync.
     RTDEFER_ASSERT(!hook_.queued() && !item_.running() && hard_state_.load(std::memory_order_relaxed) != detail::hs_firing,
                    "cpu_timer destroyed while armed or running: cancel_sync() it first");
-}
-
-inline bool cpu_timer::unlink(detail::cpu_timer_queue& q) noexcept {
-    std::uint32_t e = detail::hs_armed;
-    // (CT7) acq_rel: the claim against the hook's (CT5): exactly one of them moves it off armed.
-    // acquire on failure: a firing one is waited for by cancel_sync (CT6 publishes its end).
-    const bool claimed = mode_ == cpu_timer_mode::deferred ||
-                         hard_state_.compare_exchange_strong(e, detail::hs_idle, std::memory_order_acq_rel,
-                                                             std::memory_order_acquire);
-    q.heap_of(*this).erase(*this);
-    return claimed;
 }
 
 inline status cpu_timer::arm(std::uint64_t cpu_deadline_ns, callback fn, void* arg, cpu_timer_mode mode) noexcept {
@@ -385,109 +403,31 @@ inline status cpu_timer::arm(std::uint64_t cpu_deadline_ns, callback fn, void* a
     detail::cpu_timer_queue* q = detail::ctx_access::cpu_timer(o).queue;
     if (q == nullptr)
         return status::not_installed;
-    q->lock_q();
-    if (q->dead || cancelling_ != 0) {
-        const status st = q->dead ? status::exited : status::cancelling; // read under q
-        q->unlock_q();
-        return st;
-    }
-    bool was_pending = hook_.queued() && unlink(*q);
-    detail::cpu_timer_queue::heap& h = mode == cpu_timer_mode::urgent ? q->urgent : q->deferred;
-    if (h.full()) {
-        q->unlock_q();
-        return status::no_space;
-    }
-    was_pending = std::exchange(collected_, false) || was_pending; // collected, not run: taken back once
-    ++seq_;
-    fn_ = fn;
-    arg_ = arg;
-    mode_ = mode;
-    expires_ns_ = cpu_deadline_ns;
-    // relaxed: published to the hook by (CT3) in publish() below.
-    hard_state_.store(mode == cpu_timer_mode::urgent ? detail::hs_armed : detail::hs_idle, std::memory_order_relaxed);
-    h.push(*this);
-    q->publish(true);
-    q->unlock_q();
-    return was_pending ? status::moved : status::ok;
+    return arm_in(*q, mode == cpu_timer_mode::urgent ? q->urgent : q->deferred, o, cpu_deadline_ns, fn, arg,
+                  [&]() noexcept {
+                      mode_ = mode;
+                      // relaxed: published to the hook by (CT3) in publish() (the queue's armed()).
+                      hard_state_.store(mode == cpu_timer_mode::urgent ? detail::hs_armed : detail::hs_idle,
+                                        std::memory_order_relaxed);
+                  });
 }
 
 inline status cpu_timer::arm_after(std::chrono::nanoseconds budget, callback fn, void* arg, cpu_timer_mode mode) noexcept {
     const std::uint64_t now = detail::clock_ns(CLOCK_THREAD_CPUTIME_ID);
-    const auto b = budget.count() > 0 ? static_cast<std::uint64_t>(budget.count()) : 0;
-    return arm(now + b, fn, arg, mode);
+    return arm(now + budget_ns(budget), fn, arg, mode);
 }
 
 inline bool cpu_timer::cancel() noexcept {
     RTDEFER_ASSERT(!in_interrupt(), "cpu_timer::cancel from a signal handler");
     detail::cpu_timer_queue* q = detail::ctx_access::cpu_timer(*owner_).queue;
-    if (q == nullptr)
-        return false;
-    q->lock_q();
-    ++seq_;
-    bool removed = false;
-    if (hook_.queued()) {
-        removed = unlink(*q);
-        q->publish(owner_->is_current());
-    }
-    removed = std::exchange(collected_, false) || removed; // collected, not run: skipped, taken back once
-    q->unlock_q();
-    return removed;
+    return q != nullptr && cancel_in(*q);
 }
 
 inline status cpu_timer::cancel_sync(thread_ctx& self) noexcept {
     RTDEFER_ASSERT(self.is_current(), "cancel_sync: `self` must be the calling thread's ctx");
     RTDEFER_ASSERT(!in_interrupt(), "cpu_timer::cancel_sync from a signal handler");
     detail::cpu_timer_queue* q = detail::ctx_access::cpu_timer(*owner_).queue;
-    if (q == nullptr)
-        return status::idle;
-    detail::cpu_timer_state& s = detail::ctx_access::cpu_timer(*owner_);
-    const bool on_owner = owner_.get() == &self;
-    bool removed = false, waited = false;
-    q->lock_q();
-    ++cancelling_;
-    for (;;) {
-        ++seq_;
-        if (hook_.queued()) {
-            removed = unlink(*q) || removed;
-            q->publish(on_owner); // (CT1) the seq_cst unpublish of `urgent`
-        }
-        if (std::exchange(collected_, false))
-            removed = true; // the pass skips it (seq_ moved); it clears handling when it gets there
-        // relaxed: `handling` is written under q by the pass, and we hold q.
-        thread_ctx* h = item_.handling.load(std::memory_order_relaxed);
-        if (h == &self) {
-            --cancelling_;
-            q->unlock_q();
-            return status::would_deadlock;
-        }
-        // (CT1) seq_cst: after the unpublish (store) above, Dekker with (HL1) in the hook: either it
-        // sees our unpublish, or we see it holding `hard`. The owner never races its own hook.
-        const bool hook_inside = !on_owner && s.hard.load(std::memory_order_seq_cst) != 0;
-        // acquire: pairs with (CT6).
-        const bool firing = hard_state_.load(std::memory_order_acquire) == detail::hs_firing;
-        if (h == nullptr && !hook_inside && !firing)
-            break;
-        q->unlock_q();
-        status r = status::waited;
-        if (hook_inside || firing)
-            detail::hard_wait(s.hard, static_cast<std::uint32_t>(self.tid));
-        if (h != nullptr) {
-            // The pass marked handling under q and clears it only under q: the owner is alive.
-            thread_ref expirer(*h);
-            r = detail::wait_for_expirer(item_, *expirer, pi_block{});
-        }
-        q->lock_q();
-        if (r != status::waited) {
-            --cancelling_;
-            q->unlock_q();
-            return r;
-        }
-        if (firing || (h != nullptr && !removed))
-            waited = true;
-    }
-    --cancelling_;
-    q->unlock_q();
-    return removed ? status::removed : waited ? status::waited : status::idle;
+    return q == nullptr ? status::idle : cancel_sync_in(*q, self);
 }
 
 /// RAII: while the owner blocks (park, a blocking syscall), the hybrid wall timer is paused, so it

@@ -7,6 +7,7 @@
 #include <rtdefer/config.hpp>
 #include <rtdefer/cpu_timer.hpp>
 #include <rtdefer/detail/cpu_clock.hpp>
+#include <rtdefer/detail/cpu_timer_base.hpp>
 #include <rtdefer/detail/cpu_timer_expiry.hpp>
 #include <rtdefer/detail/exit_hooks.hpp>
 #include <rtdefer/detail/expiry_lock_state.hpp>
@@ -57,13 +58,8 @@ struct pcpu_expirer : callback_head {
 };
 
 /// The process queue: created by the first setup, never freed (timers reach it through `global`).
-struct pcpu_queue {
-    struct traits {
-        static heap_hook& hook(process_cpu_timer& t) noexcept RTDEFER_NONBLOCKING { return t.hook_; }
-        static const heap_hook& hook(const process_cpu_timer& t) noexcept RTDEFER_NONBLOCKING { return t.hook_; }
-        static std::uint64_t key(const process_cpu_timer& t) noexcept RTDEFER_NONBLOCKING { return t.expires_ns_; }
-    };
-    using heap = intrusive_heap<process_cpu_timer, traits>;
+struct pcpu_queue : cpu_timer_counters {
+    using heap = process_cpu_timer::heap;
 
     explicit pcpu_queue(std::size_t capacity) : timers(capacity) {}
 
@@ -74,8 +70,7 @@ struct pcpu_queue {
     std::atomic<thread_ctx*> expirer_ctx{nullptr};
     /// The earliest armed deadline (the kernel's nextevt for the process).
     std::atomic<std::uint64_t> next_ns{cpu_never};
-    // Statistics. relaxed: counters only.
-    std::atomic<std::uint64_t> kernel_arms{0}, passes{0}, hook_checks{0}, kicks{0};
+    std::atomic<std::uint64_t> kicks{0}; // statistic (relaxed), beside cpu_timer_counters
 
     static constinit inline std::atomic<pcpu_queue*> global{nullptr};
     static constinit inline setup_mutex setup_lock{};
@@ -83,8 +78,22 @@ struct pcpu_queue {
     // Taken inside task_work_run (the pass), trusted for RealtimeSanitizer: see queue_lock.
     void lock_q() noexcept RTDEFER_NONBLOCKING { queue_lock(lock); }
     void unlock_q() noexcept RTDEFER_NONBLOCKING { queue_unlock(lock); }
-    // The pass runs only while its expirer is current (exit retires it before its last pass).
-    bool accepting() const noexcept RTDEFER_NONBLOCKING { return true; }
+    // Under q: an expirer is set up. Always true in a pass (exit retires it before its last pass).
+    bool accepting() const noexcept RTDEFER_NONBLOCKING { return cur != nullptr; }
+
+    // What cpu_timer_base's cores ask of the queue (see there), all under q.
+    bool unlink(process_cpu_timer& t) noexcept RTDEFER_NONBLOCKING {
+        timers.erase(t);
+        return true; // no hard context: a queued timer's expiry is always still to come
+    }
+    /// unlink(t), then publishes the head, which moved later at most: nothing to re-arm or kick.
+    bool remove(process_cpu_timer& t) noexcept RTDEFER_NONBLOCKING {
+        const bool claimed = unlink(t);
+        publish(nullptr);
+        return claimed;
+    }
+    void armed(thread_ctx& self) noexcept RTDEFER_NONBLOCKING { publish(&self); }
+    static constexpr bool hard_context = false; // deferred only: no callback runs in the hook
 
     /// Sets e's kernel timer for process CPU deadline `next` (cpu_never: disarm). Expirer only.
     /// Hybrid: the wall interval is the remainder divided by e.cpus (the process clock runs at most
@@ -323,11 +332,8 @@ inline process_cpu_timer_stats process_cpu_timer_statistics() noexcept {
     process_cpu_timer_stats r;
     // acquire: pairs with the release in setup.
     if (const detail::pcpu_queue* q = detail::pcpu_queue::global.load(std::memory_order_acquire)) {
-        // relaxed: statistics.
-        r.kernel_arms = q->kernel_arms.load(std::memory_order_relaxed);
-        r.passes = q->passes.load(std::memory_order_relaxed);
-        r.hook_checks = q->hook_checks.load(std::memory_order_relaxed);
-        r.kicks = q->kicks.load(std::memory_order_relaxed);
+        q->snapshot(r);
+        r.kicks = q->kicks.load(std::memory_order_relaxed); // relaxed: a statistic
     }
     return r;
 }
@@ -346,101 +352,24 @@ inline status process_cpu_timer::arm(thread_ctx& self, std::uint64_t cpu_deadlin
     detail::pcpu_queue* q = detail::pcpu_queue::global.load(std::memory_order_acquire); // acquire: as in the hook
     if (q == nullptr)
         return status::not_installed;
-    q->lock_q();
-    if (q->cur == nullptr || cancelling_ != 0) {
-        const status st = q->cur == nullptr ? status::exited : status::cancelling; // read under q
-        q->unlock_q();
-        return st;
-    }
-    const bool queued = hook_.queued();
-    if (!queued && q->timers.full()) {
-        q->unlock_q();
-        return status::no_space;
-    }
-    if (queued)
-        q->timers.erase(*this);
-    // A collected expiry not started is taken back once (cleared here): the pass skips it (seq_ moves).
-    const bool took_collected = std::exchange(collected_, false);
-    const bool was_pending = queued || took_collected;
-    ++seq_;
-    fn_ = fn;
-    arg_ = arg;
-    expires_ns_ = cpu_deadline_ns;
-    q->timers.push(*this);
-    q->publish(&self);
-    q->unlock_q();
-    return was_pending ? status::moved : status::ok;
+    return arm_in(*q, q->timers, self, cpu_deadline_ns, fn, arg, []() noexcept {});
 }
 
 inline status process_cpu_timer::arm_after(thread_ctx& self, std::chrono::nanoseconds budget, callback fn, void* arg) noexcept {
-    const auto b = budget.count() > 0 ? static_cast<std::uint64_t>(budget.count()) : 0;
-    return arm(self, process_cpu_time_ns() + b, fn, arg);
+    return arm(self, process_cpu_time_ns() + budget_ns(budget), fn, arg);
 }
 
 inline bool process_cpu_timer::cancel() noexcept {
     RTDEFER_ASSERT(!in_interrupt(), "process_cpu_timer::cancel from a signal handler");
     detail::pcpu_queue* q = detail::pcpu_queue::global.load(std::memory_order_acquire); // acquire: as in the hook
-    if (q == nullptr)
-        return false;
-    q->lock_q();
-    ++seq_;
-    // Collected, not started: the pass skips it (seq_ moved); cleared so it is taken back only once.
-    const bool took_collected = std::exchange(collected_, false);
-    const bool removed = hook_.queued() || took_collected;
-    if (hook_.queued()) {
-        q->timers.erase(*this);
-        q->publish(nullptr);
-    }
-    q->unlock_q();
-    return removed;
+    return q != nullptr && cancel_in(*q);
 }
 
 inline status process_cpu_timer::cancel_sync(thread_ctx& self) noexcept {
     RTDEFER_ASSERT(self.is_current(), "cancel_sync: `self` must be the calling thread's ctx");
     RTDEFER_ASSERT(!in_interrupt(), "process_cpu_timer::cancel_sync from a signal handler");
     detail::pcpu_queue* q = detail::pcpu_queue::global.load(std::memory_order_acquire); // acquire: as in the hook
-    if (q == nullptr)
-        return status::idle;
-    bool removed = false, waited = false;
-    q->lock_q();
-    ++cancelling_;
-    for (;;) {
-        ++seq_;
-        if (hook_.queued()) {
-            q->timers.erase(*this);
-            q->publish(nullptr);
-            removed = true;
-        }
-        if (std::exchange(collected_, false))
-            removed = true; // the pass skips it (seq_ moved); it clears handling when it gets there
-        // relaxed: `handling` is written under q by the pass, and we hold q.
-        thread_ctx* h = item_.handling.load(std::memory_order_relaxed);
-        if (h == nullptr)
-            break;
-        if (h == &self) {
-            --cancelling_;
-            q->unlock_q();
-            return status::would_deadlock;
-        }
-        // The counted reference (the kernel's get_task_struct on cpu_timer::handling): taken under
-        // q, where the expirer cannot clear handling, so it cannot have finished exiting.
-        status r;
-        {
-            thread_ref expirer(*h);
-            q->unlock_q();
-            r = detail::wait_for_expirer(item_, *expirer, pi_block{});
-        } // dropped outside q: the last reference frees an exited expirer's ctx
-        q->lock_q();
-        if (r != status::waited) {
-            --cancelling_;
-            q->unlock_q();
-            return r;
-        }
-        waited = waited || !removed;
-    }
-    --cancelling_;
-    q->unlock_q();
-    return removed ? status::removed : waited ? status::waited : status::idle;
+    return q == nullptr ? status::idle : cancel_sync_in(*q, self);
 }
 
 } // namespace rtdefer

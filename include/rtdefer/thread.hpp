@@ -88,12 +88,9 @@ private:
     detail::task_work_state task_work;   ///< task_work list (task_work.hpp)
     detail::deferred_word_state ct;      ///< deferred work word (deferred_word.hpp)
     detail::expiry_lock_state expiry;    ///< expiry lock (expiry_lock.hpp)
+    detail::cpu_timer_state cpu_timer;   ///< CPU-time timers (cpu_timer.hpp)
 
 public:
-    /// CPU-time timers (cpu_timer.hpp). Still public: cpu_timer's headers use it directly; it moves
-    /// behind detail::ctx_access with them.
-    detail::cpu_timer_state cpu_timer;
-
     /// Returns: true once the thread has run its exit hooks (later adds must fail).
     /// acquire: pairs with release (TH2) in detach: whoever sees `exited` sees the hooks' effects.
     [[nodiscard]] bool exited() const noexcept RTDEFER_NONBLOCKING {

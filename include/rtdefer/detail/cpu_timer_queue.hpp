@@ -65,7 +65,7 @@ struct cpu_timer_queue : cpu_timer_counters {
     std::atomic<bool> paused{false}; // owner-only: a cpu_timer_sleep_guard holds the wall timer off
     std::atomic<std::uint64_t> hard_fires{0}; // statistic (relaxed), beside cpu_timer_counters
 
-    static cpu_timer_state& st(thread_ctx& c) noexcept RTDEFER_NONBLOCKING { return c.cpu_timer; }
+    static cpu_timer_state& st(thread_ctx& c) noexcept RTDEFER_NONBLOCKING { return ctx_access::cpu_timer(c); }
     heap& heap_of(const cpu_timer& t) noexcept RTDEFER_NONBLOCKING {
         return t.mode_ == cpu_timer_mode::urgent ? urgent : deferred;
     }

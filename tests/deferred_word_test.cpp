@@ -516,18 +516,6 @@ TEST_CASE("a foreign interrupt takes IPI work but leaves INFLIGHT to the deferre
 
 namespace {
 
-#if defined(__SANITIZE_THREAD__)
-constexpr bool tsan_build = true;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-constexpr bool tsan_build = true;
-#else
-constexpr bool tsan_build = false;
-#endif
-#else
-constexpr bool tsan_build = false;
-#endif
-
 constexpr unsigned bit_cancel = 5;
 constexpr unsigned CANCEL = 1u << bit_cancel;
 std::atomic<std::uint64_t> cancel_runs{0};
@@ -564,7 +552,7 @@ void* cancelled_host(void*) {
 
 TEST_CASE("asynchronous cancellation at random points never aborts and never loses an accepted request") {
     setup();
-    if (tsan_build) {
+    if (rtdefer_test::tsan_build) {
         rtdefer_test::skip_test("asynchronous cancellation inside ThreadSanitizer's runtime is not supported by TSan");
         return;
     }

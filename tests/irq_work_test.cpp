@@ -997,18 +997,6 @@ TEST_CASE("irq_work: RealtimeSanitizer is really watching (freeing inline in the
 
 namespace {
 
-#if defined(__SANITIZE_THREAD__)
-constexpr bool irq_tsan_build = true;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-constexpr bool irq_tsan_build = true;
-#else
-constexpr bool irq_tsan_build = false;
-#endif
-#else
-constexpr bool irq_tsan_build = false;
-#endif
-
 std::atomic<std::uint64_t> cancel_item_runs{0};
 std::atomic<std::uint64_t> cancel_item_runs_on_host{0};
 std::atomic<thread_ctx*> cancel_host_ctx{nullptr};
@@ -1040,7 +1028,7 @@ void* irq_cancel_host(void*) {
 } // namespace
 
 TEST_CASE("irq_work_run: asynchronous cancellation of the host never loses a taken chain") {
-    if (irq_tsan_build) {
+    if (rtdefer_test::tsan_build) {
         rtdefer_test::skip_test("asynchronous cancellation inside ThreadSanitizer's runtime is not supported by TSan");
         return;
     }

@@ -120,11 +120,7 @@ struct owner_thread {
     }
 };
 
-void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
+using rtdefer_test::cpu_relax;
 
 /// Spins (no syscalls, so usable inside callbacks under RealtimeSanitizer) until `flag` is true.
 void spin_until(const std::atomic<bool>& flag) noexcept {

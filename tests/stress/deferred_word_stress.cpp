@@ -43,17 +43,7 @@ namespace {
 // signal number: a second one arriving meanwhile is dropped, unlike the kernel's queue of real-time
 // signals. With foreign traffic on the same signal that can drop the deferred word's own signal
 // (INFLIGHT then stays set and every enter is refused), so TSan runs this test without it.
-#if defined(__SANITIZE_THREAD__)
-constexpr bool foreign_traffic = false;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-constexpr bool foreign_traffic = false;
-#else
-constexpr bool foreign_traffic = true;
-#endif
-#else
-constexpr bool foreign_traffic = true;
-#endif
+constexpr bool foreign_traffic = !rtdefer_test::tsan_build;
 
 constexpr unsigned n_senders = 2;
 constexpr unsigned bits_per_sender = 4;

@@ -20,6 +20,8 @@
 // through. The victim's start routine below is such a frame too.
 #pragma once
 
+#include "test_util.hpp"
+
 #include <pthread.h>
 
 #include <atomic>
@@ -36,13 +38,8 @@ namespace rtdefer_test {
 /// the runtime (every atomic, every call), a cancellation landing there unwinds past a runtime lock,
 /// and the next thread start blocks on it forever (seen: a hang in TraceSwitch). ASan and UBSan run it.
 inline const char* async_cancel_unsupported() noexcept {
-#if defined(__SANITIZE_THREAD__)
-    return "ThreadSanitizer's runtime is not async-cancel-safe (a cancel inside it leaves a runtime lock held)";
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-    return "ThreadSanitizer's runtime is not async-cancel-safe (a cancel inside it leaves a runtime lock held)";
-#endif
-#endif
+    if (tsan_build)
+        return "ThreadSanitizer's runtime is not async-cancel-safe (a cancel inside it leaves a runtime lock held)";
     return nullptr;
 }
 
@@ -141,7 +138,7 @@ public:
             std::this_thread::sleep_for(std::chrono::microseconds(r / 4 % 200));
         } else {
             for (std::uint32_t i = r % 20000; i > 0; --i)
-                relax();
+                cpu_relax();
         }
         cancel_now();
     }
@@ -162,11 +159,6 @@ public:
     [[nodiscard]] void* returned() const noexcept { return ret_; }
 
 private:
-    static void relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#endif
-    }
     // No cleanups and not noexcept: this frame has no exception table, so the forced unwind
     // passes through it whatever it interrupted (see the top of the file).
     static void* start(void* p) {

@@ -35,10 +35,15 @@ namespace rtdefer_test {
 /// Returns: why asynchronous cancellation cannot be tested in this build, or nullptr if it can.
 /// ThreadSanitizer's runtime is not async-cancel-safe: the victim's instrumented code runs inside
 /// the runtime (every atomic, every call), a cancellation landing there unwinds past a runtime lock,
-/// and the next thread start blocks on it forever (seen: a hang in TraceSwitch). ASan and UBSan run it.
+/// and the next thread start blocks on it forever (seen: a hang in TraceSwitch). Under
+/// RealtimeSanitizer __rtsan_disable/__rtsan_enable (rtsan_trust) are not declared nothrow, so
+/// rtdefer's noexcept frames carry terminate regions and a forced unwind through them terminates.
+/// ASan and UBSan run it.
 inline const char* async_cancel_unsupported() noexcept {
     if (tsan_build)
         return "ThreadSanitizer's runtime is not async-cancel-safe (a cancel inside it leaves a runtime lock held)";
+    if (RTDEFER_HAS_RTSAN)
+        return "RTSan build: the rtsan interface is not nothrow, a cancel unwind would terminate";
     return nullptr;
 }
 

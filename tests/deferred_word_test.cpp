@@ -6,6 +6,7 @@
 // later requests fail).
 #include <rtdefer/deferred_word.hpp>
 
+#include "async_cancel.hpp"
 #include "test_util.hpp"
 
 #include <atomic>
@@ -516,18 +517,6 @@ TEST_CASE("a foreign interrupt takes IPI work but leaves INFLIGHT to the deferre
 
 namespace {
 
-#if defined(__SANITIZE_THREAD__)
-constexpr bool tsan_build = true;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-constexpr bool tsan_build = true;
-#else
-constexpr bool tsan_build = false;
-#endif
-#else
-constexpr bool tsan_build = false;
-#endif
-
 constexpr unsigned bit_cancel = 5;
 constexpr unsigned CANCEL = 1u << bit_cancel;
 std::atomic<std::uint64_t> cancel_runs{0};
@@ -564,14 +553,8 @@ void* cancelled_host(void*) {
 
 TEST_CASE("asynchronous cancellation at random points never aborts and never loses an accepted request") {
     setup();
-    if (tsan_build) {
-        rtdefer_test::skip_test("asynchronous cancellation inside ThreadSanitizer's runtime is not supported by TSan");
-        return;
-    }
-    if (RTDEFER_HAS_RTSAN) {
-        // __rtsan_disable/__rtsan_enable (rtsan_trust) are not declared nothrow, so under RTSan our
-        // noexcept frames carry terminate regions and a forced unwind through them terminates.
-        rtdefer_test::skip_test("RTSan build: the rtsan interface is not nothrow, a cancel unwind would terminate");
+    if (const char* why = rtdefer_test::async_cancel_unsupported()) {
+        rtdefer_test::skip_test(why);
         return;
     }
     REQUIRE(ct_register_work(bit_cancel, &cb_cancel) == status::ok);

@@ -4,6 +4,7 @@
 // No timed assertions: every wait is for an event, never "it should have happened within X".
 #include <doctest/doctest.h>
 
+#include "async_cancel.hpp"
 #include "test_util.hpp"
 
 #include <rtdefer/irq_work.hpp>
@@ -746,28 +747,53 @@ TEST_CASE("irq_work_sync_until: times out while the callback is held") {
     CHECK(irq_work_sync(g.item) == status::ok);
 }
 
+namespace {
+
+/// Holds a domain's worker in a callback that blocks the interrupt signal: IPIs sent to that CPU stay
+/// pending (one per empty->non-empty raise) until release(), so its hard items run only through an
+/// irq_work_run() caller. When unblocked, the pending IPIs run whatever is left. Declare it after
+/// the domain: the destructor releases the worker and waits for the holder.
+struct blocked_worker {
+    std::atomic<int> phase{0}; // 1: holding, signal blocked; 2: released
+    irq_work_fn<std::function<void()>> holder{[this] {
+        sigset_t s, old;
+        sigemptyset(&s);
+        sigaddset(&s, interrupt_signal());
+        pthread_sigmask(SIG_BLOCK, &s, &old);
+        phase.store(1, std::memory_order_release); // pairs with hold()'s acquire
+        phase.notify_all();
+        while (phase.load(std::memory_order_acquire) != 2) // pairs with release()
+            phase.wait(1, std::memory_order_acquire);
+        pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    }};
+    /// Effects: queues the holder on `cpu` and waits until it holds. Returns: the queue's status.
+    status hold(irq_work_domain& d, int cpu) {
+        const status st = irq_work_queue_on(d, holder, cpu);
+        if (st == status::ok)
+            while (phase.load(std::memory_order_acquire) != 1) // pairs with the holder's release
+                phase.wait(0, std::memory_order_acquire);
+        return st;
+    }
+    void release() {
+        phase.store(2, std::memory_order_release); // pairs with the holder's acquire
+        phase.notify_all();
+    }
+    ~blocked_worker() {
+        release();
+        (void)irq_work_sync(holder);
+    }
+};
+
+} // namespace
+
 TEST_CASE("irq_work_run: runs the local CPU's raised list in the caller") {
     irq_work_domain d(no_tick());
     const int cpu = d.cpus().front();
     pin_to pin(cpu);
     thread_ctx& self = attach_this_thread();
-    // Hold the worker in a callback with the interrupt signal blocked: the IPI stays pending, so the
-    // hard item can only run through our irq_work_run().
-    std::atomic<int> phase{0};
-    irq_work_fn holder{[&] {
-        sigset_t s, old;
-        sigemptyset(&s);
-        sigaddset(&s, interrupt_signal());
-        pthread_sigmask(SIG_BLOCK, &s, &old);
-        phase.store(1, std::memory_order_release);
-        phase.notify_all();
-        while (phase.load(std::memory_order_acquire) != 2)
-            phase.wait(1, std::memory_order_acquire);
-        pthread_sigmask(SIG_SETMASK, &old, nullptr); // the pending IPI runs the hook: list is empty
-    }};
-    REQUIRE(irq_work_queue_on(d, holder, cpu) == status::ok);
-    while (phase.load(std::memory_order_acquire) != 1)
-        phase.wait(0, std::memory_order_acquire);
+    // The IPI stays pending, so the hard item can only run through our irq_work_run().
+    blocked_worker worker;
+    REQUIRE(worker.hold(d, cpu) == status::ok);
     std::atomic<thread_ctx*> ran_by{nullptr};
     status self_sync = status::ok;
     irq_work_fn h{[&](irq_work& me) {
@@ -786,9 +812,8 @@ TEST_CASE("irq_work_run: runs the local CPU's raised list in the caller") {
     if (!RTDEFER_HAS_RTSAN)
         CHECK(self_sync == status::would_deadlock);
     CHECK_FALSE(irq_work_is_busy(h));
-    phase.store(2, std::memory_order_release);
-    phase.notify_all();
-    REQUIRE(irq_work_sync(holder) == status::ok);
+    worker.release(); // the pending IPI runs the hook: the list is empty
+    REQUIRE(irq_work_sync(worker.holder) == status::ok);
     CHECK(irq_work_run(d) == 0);
 }
 
@@ -997,18 +1022,6 @@ TEST_CASE("irq_work: RealtimeSanitizer is really watching (freeing inline in the
 
 namespace {
 
-#if defined(__SANITIZE_THREAD__)
-constexpr bool irq_tsan_build = true;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-constexpr bool irq_tsan_build = true;
-#else
-constexpr bool irq_tsan_build = false;
-#endif
-#else
-constexpr bool irq_tsan_build = false;
-#endif
-
 std::atomic<std::uint64_t> cancel_item_runs{0};
 std::atomic<std::uint64_t> cancel_item_runs_on_host{0};
 std::atomic<thread_ctx*> cancel_host_ctx{nullptr};
@@ -1040,14 +1053,8 @@ void* irq_cancel_host(void*) {
 } // namespace
 
 TEST_CASE("irq_work_run: asynchronous cancellation of the host never loses a taken chain") {
-    if (irq_tsan_build) {
-        rtdefer_test::skip_test("asynchronous cancellation inside ThreadSanitizer's runtime is not supported by TSan");
-        return;
-    }
-    if (RTDEFER_HAS_RTSAN) {
-        // __rtsan_disable/__rtsan_enable (rtsan_trust) are not declared nothrow, so under RTSan our
-        // noexcept frames carry terminate regions and a forced unwind through them terminates.
-        rtdefer_test::skip_test("RTSan build: the rtsan interface is not nothrow, a cancel unwind would terminate");
+    if (const char* why = rtdefer_test::async_cancel_unsupported()) {
+        rtdefer_test::skip_test(why);
         return;
     }
     const std::size_t rounds = rtdefer_test::scaled(100, 10);
@@ -1055,24 +1062,10 @@ TEST_CASE("irq_work_run: asynchronous cancellation of the host never loses a tak
         irq_work_domain d(no_tick());
         const int cpu = d.cpus().front();
         cancel_domain.store(&d, std::memory_order_release);
-        // Hold the worker in a callback with the interrupt signal blocked (as the irq_work_run test
-        // above): its IPIs stay pending, one per empty->non-empty raise, until the end.
-        std::atomic<int> phase{0};
-        irq_work_fn holder{[&] {
-            sigset_t sigs, old;
-            sigemptyset(&sigs);
-            sigaddset(&sigs, interrupt_signal());
-            pthread_sigmask(SIG_BLOCK, &sigs, &old);
-            phase.store(1, std::memory_order_release);
-            phase.notify_all();
-            while (phase.load(std::memory_order_acquire) != 2)
-                phase.wait(1, std::memory_order_acquire);
-            pthread_sigmask(SIG_SETMASK, &old, nullptr); // pending IPIs run whatever is left
-        }};
-        if (irq_work_queue_on(d, holder, cpu) != status::ok)
+        // The worker's IPIs stay pending until the end: only the hosts run hard items.
+        blocked_worker worker;
+        if (worker.hold(d, cpu) != status::ok)
             return 9;
-        while (phase.load(std::memory_order_acquire) != 1)
-            phase.wait(0, std::memory_order_acquire);
         irq_work items[] = {irq_work_init_hard(&cancel_item_fn), irq_work_init_hard(&cancel_item_fn),
                             irq_work_init_hard(&cancel_item_fn), irq_work_init_hard(&cancel_item_fn)};
         std::mt19937 rng(777);
@@ -1108,21 +1101,17 @@ TEST_CASE("irq_work_run: asynchronous cancellation of the host never loses a tak
             const int join_rc = ::pthread_join(host, &res);
             stop.store(true, std::memory_order_release);
             sender.join();
-            if (cancel_rc != 0 || join_rc != 0 || res != PTHREAD_CANCELED) {
-                phase.store(2, std::memory_order_release);
-                phase.notify_all();
-                return 11;
-            }
+            if (cancel_rc != 0 || join_rc != 0 || res != PTHREAD_CANCELED)
+                return 11; // (the worker's destructor releases it)
         }
-        phase.store(2, std::memory_order_release); // the worker runs what the last host left queued
-        phase.notify_all();
+        worker.release(); // the worker runs what the last host left queued
         // A chain taken by a host and dropped by its cancel would leave its items BUSY forever.
         for (irq_work& w : items)
             if (irq_work_sync_until(w, std::chrono::steady_clock::now() + 10s) != status::ok) {
                 std::fprintf(stderr, "an item stayed busy after its host was cancelled\n");
                 return 12;
             }
-        if (irq_work_sync(holder) != status::ok)
+        if (irq_work_sync(worker.holder) != status::ok)
             return 14;
         const std::uint64_t runs = cancel_item_runs.load();
         std::printf("irq_work_run async cancel: %zu rounds, %llu queued, %llu run (%llu by the host)\n", rounds,

@@ -120,10 +120,19 @@ struct owner_thread {
     }
 };
 
-void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
+using rtdefer_test::cpu_relax;
+
+/// interrupt_install() for a test that needs the interrupt signal. Returns: true when installed;
+/// false, with the skip reported, when a foreign handler holds the signal (the caller returns).
+/// Any other status fails the test.
+bool interrupt_installed_or_skip() {
+    const status inst = interrupt_install();
+    if (inst == status::signal_in_use) {
+        rtdefer_test::skip_test("the interrupt signal is taken by a foreign handler");
+        return false;
+    }
+    REQUIRE(inst == status::ok);
+    return true;
 }
 
 /// Spins (no syscalls, so usable inside callbacks under RealtimeSanitizer) until `flag` is true.
@@ -658,12 +667,8 @@ TEST_CASE("wait_for_work_until returns timed_out at its deadline when nothing is
 }
 
 TEST_CASE("notify::signal interrupts a blocking syscall (EINTR) and sends one IPI per run pass") {
-    const status inst = interrupt_install();
-    if (inst == status::signal_in_use) {
-        rtdefer_test::skip_test("the interrupt signal is taken by a foreign handler");
+    if (!interrupt_installed_or_skip())
         return;
-    }
-    REQUIRE(inst == status::ok);
     int fds[2];
     REQUIRE(::pipe(fds) == 0);
     rec_item a(1), b(2), c(3);
@@ -750,12 +755,8 @@ void timer_interrupt_hook(thread_ctx* self) noexcept RTDEFER_NONBLOCKING {
 } // namespace
 
 TEST_CASE("adds from a signal handler: the posix CPU timer pattern, deduplicated by a scheduled flag") {
-    const status inst = interrupt_install();
-    if (inst == status::signal_in_use) {
-        rtdefer_test::skip_test("the interrupt signal is taken by a foreign handler");
+    if (!interrupt_installed_or_skip())
         return;
-    }
-    REQUIRE(inst == status::ok);
     REQUIRE(interrupt_register_hook(&timer_interrupt_hook) == status::ok);
     init_task_work(g_timer.work, &timer_work);
     std::atomic<bool> stop{false}, allow_run{false};

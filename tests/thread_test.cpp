@@ -258,19 +258,6 @@ int enter_small_memlock_limit() {
     return 0;
 }
 
-// ASan and TSan intercept mlockall and do nothing (sanitizer_common), so nothing is locked there.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool mlockall_intercepted = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-constexpr bool mlockall_intercepted = true;
-#else
-constexpr bool mlockall_intercepted = false;
-#endif
-#else
-constexpr bool mlockall_intercepted = false;
-#endif
-
 // Maps (and unmaps) 16 MiB, more than the whole limit, as a new thread stack or malloc arena would.
 // Returns: 0, or the errno of the failed mmap.
 int fresh_mapping_fails_with() {
@@ -287,7 +274,7 @@ int fresh_mapping_fails_with() {
 TEST_CASE("under an 8 MiB RLIMIT_MEMLOCK, an unconditional MCL_FUTURE stops the next thread from starting") {
     // The failure the memlock decision exists to avoid: if this ever starts passing, the kernel's
     // accounting changed and detail/memlock.hpp should be revisited.
-    if (mlockall_intercepted) {
+    if (rtdefer_test::mlockall_intercepted) {
         rtdefer_test::skip_test("the ASan/TSan runtime makes mlockall a no-op (its shadow memory would not fit)");
         return;
     }

@@ -44,6 +44,14 @@ bool require_uring(const uring_loop& loop) {
     return false;
 }
 
+/// A loop on this thread, for TEST_CASE_FIXTURE(ring, ...): the test returns at once unless
+/// `in_ring` (io_uring is available; otherwise require_uring reported the skip).
+struct ring {
+    thread_ctx& self = attach_this_thread();
+    uring_loop loop{self};
+    const bool in_ring = require_uring(loop);
+};
+
 /// Turns the loop until `done()` or 10 s pass. Returns: whether done() became true.
 template <class Done> bool run_until(uring_loop& loop, thread_ctx& self, Done done) {
     const auto give_up = steady::now() + 10s;
@@ -120,10 +128,8 @@ TEST_CASE("uring: setup probes flags and opcodes, or says why it fell back") {
     CHECK(forced.cancel(op) == status::idle);
 }
 
-TEST_CASE("uring: run_once times out at its deadline with nothing to do") {
-    thread_ctx& self = attach_this_thread();
-    uring_loop loop(self);
-    if (!require_uring(loop))
+TEST_CASE_FIXTURE(ring, "uring: run_once times out at its deadline with nothing to do") {
+    if (!in_ring)
         return;
     (void)loop.run_once_until(self, steady::now()); // drain a token an earlier test may have left
     const auto t0 = steady::now();
@@ -134,10 +140,8 @@ TEST_CASE("uring: run_once times out at its deadline with nothing to do") {
     CHECK(steady::now() - t0 >= 20ms);
 }
 
-TEST_CASE("uring: task_work from another thread wakes the loop in the ring, none lost") {
-    thread_ctx& self = attach_this_thread();
-    uring_loop loop(self);
-    if (!require_uring(loop))
+TEST_CASE_FIXTURE(ring, "uring: task_work from another thread wakes the loop in the ring, none lost") {
+    if (!in_ring)
         return;
     constexpr int n = 2000;
     static callback_head items[n];
@@ -170,10 +174,8 @@ void add_from_handler(int) {
 }
 } // namespace
 
-TEST_CASE("uring: task_work added by a signal handler on another thread reaches the loop") {
-    thread_ctx& self = attach_this_thread();
-    uring_loop loop(self);
-    if (!require_uring(loop))
+TEST_CASE_FIXTURE(ring, "uring: task_work added by a signal handler on another thread reaches the loop") {
+    if (!in_ring)
         return;
     g_ran.store(0, std::memory_order_relaxed);
     g_sig_target = &self;
@@ -215,10 +217,8 @@ TEST_CASE("uring: task_work added by a signal handler on another thread reaches 
     CHECK(ok);
 }
 
-TEST_CASE("uring: an irq_work callback and a timer callback wake the loop through task_work") {
-    thread_ctx& self = attach_this_thread();
-    uring_loop loop(self);
-    if (!require_uring(loop))
+TEST_CASE_FIXTURE(ring, "uring: an irq_work callback and a timer callback wake the loop through task_work") {
+    if (!in_ring)
         return;
     g_ran.store(0, std::memory_order_relaxed);
     static callback_head from_irq, from_timer;
@@ -250,10 +250,8 @@ TEST_CASE("uring: an irq_work callback and a timer callback wake the loop throug
     (void)timers.cancel_sync(t, self);
 }
 
-TEST_CASE("uring: the loop is the expiry thread of a timer_service without a thread") {
-    thread_ctx& self = attach_this_thread();
-    uring_loop loop(self);
-    if (!require_uring(loop))
+TEST_CASE_FIXTURE(ring, "uring: the loop is the expiry thread of a timer_service without a thread") {
+    if (!in_ring)
         return;
     timer_service_options topts;
     topts.start_thread = false;
@@ -275,10 +273,8 @@ TEST_CASE("uring: the loop is the expiry thread of a timer_service without a thr
     CHECK(steady::now() - t0 >= 40ms);
 }
 
-TEST_CASE("uring: a pipe read completes; its callback may free the op (never touched after)") {
-    thread_ctx& self = attach_this_thread();
-    uring_loop loop(self);
-    if (!require_uring(loop))
+TEST_CASE_FIXTURE(ring, "uring: a pipe read completes; its callback may free the op (never touched after)") {
+    if (!in_ring)
         return;
     pipe_pair p;
     static std::atomic<int> got{0};
@@ -307,10 +303,8 @@ TEST_CASE("uring: a pipe read completes; its callback may free the op (never tou
     CHECK(loop.ops_in_flight() == 0);
 }
 
-TEST_CASE("uring: cancel of an in-flight read reports -ECANCELED to its callback") {
-    thread_ctx& self = attach_this_thread();
-    uring_loop loop(self);
-    if (!require_uring(loop))
+TEST_CASE_FIXTURE(ring, "uring: cancel of an in-flight read reports -ECANCELED to its callback") {
+    if (!in_ring)
         return;
     pipe_pair p;
     read_op op;
@@ -330,10 +324,8 @@ TEST_CASE("uring: cancel of an in-flight read reports -ECANCELED to its callback
     CHECK(op.res == 1);
 }
 
-TEST_CASE("uring: a linked timeout ends a read with -ETIME; a read that completes first is not hit") {
-    thread_ctx& self = attach_this_thread();
-    uring_loop loop(self);
-    if (!require_uring(loop))
+TEST_CASE_FIXTURE(ring, "uring: a linked timeout ends a read with -ETIME; a read that completes first is not hit") {
+    if (!in_ring)
         return;
     pipe_pair p;
     read_op slow, fast;

@@ -4,10 +4,13 @@
 #include <rtdefer/interrupt.hpp>
 #include <rtdefer/llist.hpp>
 
+#include "ledger.hpp"
 #include "test_util.hpp"
 
 #include <atomic>
 #include <cstdio>
+#include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -80,10 +83,10 @@ TEST_CASE("llist stress: producers + a signal-handler producer vs concurrent del
         }
         return -1;
     };
-    std::vector<std::vector<std::uint8_t>> seen(producers + 1);
-    for (int p = 0; p < producers; ++p)
-        seen[static_cast<std::size_t>(p)].assign(per_producer, 0);
-    seen[sig_source].assign(sig_total, 0);
+    // One ledger per source: each (source, seq) is pushed once.
+    std::vector<std::unique_ptr<rtdefer_test::ledger>> seen;
+    for (int p = 0; p <= producers; ++p)
+        seen.push_back(std::make_unique<rtdefer_test::ledger>(p == sig_source ? sig_total : per_producer, 1));
     std::atomic<long> foreign{0};
 
     sig_state = &states[sig_source];
@@ -126,12 +129,10 @@ TEST_CASE("llist stress: producers + a signal-handler producer vs concurrent del
                 llist_for_each_safe(shared_list.del_all(), [&](llist_node& n) {
                     item* it = entry(&n);
                     const int src = source_of(it);
-                    if (src < 0 || it->seq >= seen[static_cast<std::size_t>(src)].size()) {
+                    if (src < 0 || !seen[static_cast<std::size_t>(src)]->record(it->seq)) {
                         foreign.fetch_add(1);
                         return;
                     }
-                    // Each (source, seq) is pushed once; relaxed RMW: counting only, no ordering.
-                    __atomic_fetch_add(&seen[static_cast<std::size_t>(src)][it->seq], 1, __ATOMIC_RELAXED);
                     (void)states[static_cast<std::size_t>(src)].free_list.add(n);
                 });
             };
@@ -154,16 +155,19 @@ TEST_CASE("llist stress: producers + a signal-handler producer vs concurrent del
     for (auto& t : threads)
         t.join();
 
-    std::size_t lost = 0, duplicated = 0;
-    for (auto& v : seen)
-        for (auto s : v) {
-            lost += s == 0;
-            duplicated += s > 1;
-        }
+    rtdefer_test::ledger::report all;
+    std::string per_source; // the ids of what went wrong, by source
+    for (int p = 0; p <= producers; ++p) {
+        const rtdefer_test::ledger::report r = seen[static_cast<std::size_t>(p)]->count();
+        per_source += "source " + std::to_string(p) + (p == sig_source ? " (signal handler): " : ": ") + r.str() + "\n";
+        all += r;
+    }
+    INFO(per_source);
     std::printf("llist stress: %u items x %d producers + %u from a signal handler, %d consumers: "
-                "%zu lost, %zu duplicated\n",
-                per_producer, producers, sig_total, consumers, lost, duplicated);
+                "%llu lost, %llu duplicated\n",
+                per_producer, producers, sig_total, consumers, (unsigned long long)all.lost,
+                (unsigned long long)all.duplicated);
     CHECK(foreign.load() == 0);
-    CHECK(lost == 0);
-    CHECK(duplicated == 0);
+    CHECK(all.lost == 0);
+    CHECK(all.duplicated == 0);
 }

@@ -9,6 +9,7 @@
 #include <rtdefer/thread.hpp>
 
 #include "async_cancel.hpp"
+#include "ledger.hpp"
 #include "test_util.hpp"
 
 #include <algorithm>
@@ -32,14 +33,13 @@ constexpr int max_producers = 4;
 struct stress_item : callback_head {
     std::uint32_t producer = 0;
     std::uint32_t seq = 0;
-    std::atomic<std::uint32_t> runs{0};
-    std::atomic<std::uint32_t> cancels{0};
-    status add_result = status::busy; // written by the producer before the add is visible
+    std::size_t id = 0; // in the round's ledger: expected once if its add returned ok, else never
 };
 
 /// Owner-side accounting: only the owner thread runs callbacks, so plain fields would do; they
 /// are atomics so the test thread can read them after join without a data race report.
 struct owner_log {
+    rtdefer_test::ledger* ledger = nullptr; // a run or a successful cancel records the item
     std::atomic<std::uint64_t> ran{0};
     std::atomic<std::uint64_t> fifo_violations{0};
     std::int64_t last_seq[max_producers];
@@ -52,18 +52,17 @@ owner_log* g_log = nullptr;
 
 void stress_cb(callback_head* h) noexcept {
     auto* it = static_cast<stress_item*>(h);
-    // relaxed (all): counters read after the threads are joined.
-    it->runs.fetch_add(1, std::memory_order_relaxed);
+    (void)g_log->ledger->record(it->id);
     std::int64_t& last = g_log->last_seq[it->producer];
     if (static_cast<std::int64_t>(it->seq) <= last)
         g_log->fifo_violations.fetch_add(1, std::memory_order_relaxed);
     last = it->seq;
-    g_log->ran.fetch_add(1, std::memory_order_relaxed);
+    g_log->ran.fetch_add(1, std::memory_order_relaxed); // relaxed: read after the threads are joined
 }
 
 struct round_result {
-    std::uint64_t ok = 0, exited = 0, other = 0, ran = 0, cancelled = 0;
-    std::uint64_t lost = 0, duplicated = 0, leaked = 0, exited_but_ran = 0, fifo = 0;
+    rtdefer_test::ledger::report items; // expected: the ok adds; refused: the exited ones
+    std::uint64_t other = 0, ran = 0, cancelled = 0, leaked = 0, fifo = 0;
 };
 
 /// One round: `producers` threads add `per_producer` distinct items each (mixed notify modes) to
@@ -71,7 +70,9 @@ struct round_result {
 /// cancellers remove random items meanwhile.
 round_result run_round(int producers, std::size_t per_producer, std::uint64_t exit_after, int cancellers,
                        bool use_signal, std::uint32_t seed) {
+    rtdefer_test::ledger ledger(static_cast<std::size_t>(producers) * per_producer);
     owner_log log;
+    log.ledger = &ledger;
     g_log = &log;
     std::vector<std::unique_ptr<stress_item[]>> items;
     for (int p = 0; p < producers; ++p) {
@@ -80,8 +81,10 @@ round_result run_round(int producers, std::size_t per_producer, std::uint64_t ex
             init_task_work(items.back()[i], &stress_cb);
             items.back()[i].producer = static_cast<std::uint32_t>(p);
             items.back()[i].seq = static_cast<std::uint32_t>(i);
+            items.back()[i].id = static_cast<std::size_t>(p) * per_producer + i;
         }
     }
+    std::atomic<std::uint64_t> other_status{0}; // an add that returned neither ok nor exited
     // How many items each producer has handed over: cancellers pick among those.
     std::vector<std::atomic<std::size_t>> published(static_cast<std::size_t>(producers));
 
@@ -114,7 +117,12 @@ round_result run_round(int producers, std::size_t per_producer, std::uint64_t ex
                 const unsigned r = rng() % 16;
                 const notify n = r == 0 && use_signal ? notify::signal : (r < 8 ? notify::none : notify::resume);
                 const status st = task_work_add(target, mine[i], n);
-                mine[i].add_result = st;
+                if (st == status::ok)
+                    (void)ledger.expect(mine[i].id);
+                else if (st == status::exited)
+                    ledger.refuse(mine[i].id);
+                else
+                    other_status.fetch_add(1, std::memory_order_relaxed); // relaxed: read after the joins
                 published[static_cast<std::size_t>(p)].store(i + 1, std::memory_order_release);
                 if ((i & 1023) == 0)
                     std::this_thread::yield(); // let the owner and the cancellers interleave
@@ -137,7 +145,7 @@ round_result run_round(int producers, std::size_t per_producer, std::uint64_t ex
                 const std::size_t back = rng() % 4 == 0 ? rng() % n : rng() % std::min<std::size_t>(n, 64);
                 stress_item& it = items[p][n - 1 - back];
                 if (task_work_cancel(target, it)) {
-                    it.cancels.fetch_add(1, std::memory_order_relaxed);
+                    (void)ledger.record(it.id);
                     cancel_hits.fetch_add(1, std::memory_order_relaxed);
                 }
             }
@@ -158,40 +166,24 @@ round_result run_round(int producers, std::size_t per_producer, std::uint64_t ex
     r.ran = log.ran.load();
     r.fifo = log.fifo_violations.load();
     r.cancelled = cancel_hits.load();
-    for (int p = 0; p < producers; ++p) {
-        for (std::size_t i = 0; i < per_producer; ++i) {
-            stress_item& it = items[static_cast<std::size_t>(p)][i];
-            const std::uint32_t runs = it.runs.load();
-            const std::uint32_t cancels = it.cancels.load();
-            if (task_work_queued(it))
-                ++r.leaked;
-            if (it.add_result == status::ok) {
-                ++r.ok;
-                if (runs + cancels == 0)
-                    ++r.lost;
-                else if (runs + cancels > 1)
-                    ++r.duplicated;
-            } else if (it.add_result == status::exited) {
-                ++r.exited;
-                if (runs + cancels != 0)
-                    ++r.exited_but_ran;
-            } else {
-                ++r.other;
-            }
-        }
-    }
+    r.other = other_status.load();
+    for (int p = 0; p < producers; ++p)
+        for (std::size_t i = 0; i < per_producer; ++i)
+            r.leaked += task_work_queued(items[static_cast<std::size_t>(p)][i]);
+    r.items = ledger.count();
     g_log = nullptr;
     return r;
 }
 
 void check_round(const round_result& r, std::size_t total) {
-    INFO("ok=" << r.ok << " exited=" << r.exited << " ran=" << r.ran << " cancelled=" << r.cancelled);
-    CHECK(r.ok + r.exited == total);
+    INFO("ran=" << r.ran << " cancelled=" << r.cancelled << "; items (ok adds expected, exited refused): "
+                 << r.items.str());
+    CHECK(r.items.expected + r.items.refused == total);
     CHECK(r.other == 0);
-    CHECK(r.lost == 0);
-    CHECK(r.duplicated == 0);
+    CHECK(r.items.lost == 0);
+    CHECK(r.items.duplicated == 0);
     CHECK(r.leaked == 0);
-    CHECK(r.exited_but_ran == 0);
+    CHECK(r.items.unexpected == 0); // an exited add ran or was cancelled
     CHECK(r.fifo == 0);
 }
 
@@ -239,7 +231,7 @@ TEST_CASE("stress: 2+ producers x 1e5 items to an owner that exits at a random p
         check_round(r, total);
         CHECK(r.cancelled == 0);
         MESSAGE("round " << round << ": " << producers << " producers, " << total << " items, exit after "
-                         << exit_after << ": ran " << r.ran << ", exited " << r.exited);
+                         << exit_after << ": ran " << r.ran << ", exited " << r.items.refused);
     }
 }
 
@@ -254,9 +246,9 @@ TEST_CASE("stress: cancellers race with the owner's runs and its exit: each item
         CAPTURE(round);
         const round_result r = run_round(producers, per, exit_after, 2, false, rng());
         check_round(r, total);
-        CHECK(r.ran + r.cancelled == r.ok);
+        CHECK(r.ran + r.cancelled == r.items.expected);
         MESSAGE("round " << round << ": " << total << " items, ran " << r.ran << ", cancelled " << r.cancelled
-                         << ", exited " << r.exited);
+                         << ", exited " << r.items.refused);
     }
 }
 
@@ -378,7 +370,7 @@ struct cancel_item : callback_head {
     std::size_t index = 0;
 };
 struct cancel_round {
-    rtdefer_test::exactly_once_ledger* ledger = nullptr;
+    rtdefer_test::ledger* ledger = nullptr;
     thread_ctx* ctx = nullptr; // the victim's; kept alive by `ref`
     thread_ref ref;
     std::atomic<std::uint64_t> ran_at_exit{0};
@@ -387,7 +379,7 @@ cancel_round* g_cancel_round = nullptr;
 
 void cancel_item_cb(callback_head* h) noexcept {
     cancel_round& r = *g_cancel_round;
-    r.ledger->ran(static_cast<cancel_item*>(h)->index);
+    (void)r.ledger->record(static_cast<cancel_item*>(h)->index);
     if (r.ctx->exiting())
         r.ran_at_exit.fetch_add(1, std::memory_order_relaxed); // relaxed: read after the joins
 }
@@ -423,8 +415,8 @@ TEST_CASE("stress: a task_work_run loop cancelled asynchronously at a random poi
         init_task_work(items[i], &cancel_item_cb);
         items[i].index = i;
     }
-    rtdefer_test::exactly_once_ledger ledger(per_round);
-    rtdefer_test::exactly_once_ledger::tally total;
+    rtdefer_test::ledger ledger(per_round);
+    rtdefer_test::ledger::report total;
     std::uint64_t not_cancelled = 0, other_status = 0, late_add_wrong = 0, left_queued = 0, ran_at_exit = 0;
     std::uint64_t rounds_with_exit_runs = 0;
     std::mt19937 rng(2026);
@@ -443,9 +435,9 @@ TEST_CASE("stress: a task_work_run loop cancelled asynchronously at a random poi
             for (std::size_t i = 0; i < per_round; ++i) {
                 const status st = task_work_add(target, items[i], notify::none);
                 if (st == status::ok)
-                    ledger.accepted(i);
+                    (void)ledger.expect(i);
                 else if (st == status::exited)
-                    ledger.refused(i);
+                    ledger.refuse(i);
                 else
                     ++other_status; // only this thread writes it until the join
                 if (pace != 0 && (i & ((1U << pace) - 1)) == 0)
@@ -471,16 +463,16 @@ TEST_CASE("stress: a task_work_run loop cancelled asynchronously at a random poi
         if (!t.exactly_once() || !cancelled)
             break; // stop at the first broken round (the tally says which)
     }
-    INFO("accepted=" << total.accepted << " refused=" << total.refused << " ran=" << total.ran);
+    INFO(total.str());
     CHECK(not_cancelled == 0);
     CHECK(other_status == 0);
     CHECK(total.lost == 0);
     CHECK(total.duplicated == 0);
-    CHECK(total.ran_unaccepted == 0);
+    CHECK(total.unexpected == 0);
     CHECK(late_add_wrong == 0);
     CHECK(left_queued == 0);
-    CHECK(total.accepted + total.refused == rounds * per_round);
-    MESSAGE(rounds << " rounds: " << total.accepted << " adds ok, " << total.ran << " runs (" << ran_at_exit
+    CHECK(total.expected + total.refused == rounds * per_round);
+    MESSAGE(rounds << " rounds: " << total.expected << " adds ok, " << total.seen << " runs (" << ran_at_exit
                    << " in the exit hook, in " << rounds_with_exit_runs << " rounds), " << total.refused
                    << " adds refused (exited)");
 }

@@ -6,6 +6,7 @@
 #include <rtdefer/thread.hpp>
 #include <rtdefer/uring.hpp>
 
+#include "ledger.hpp"
 #include "test_util.hpp"
 
 #include <atomic>
@@ -29,12 +30,12 @@ struct item : callback_head {
     std::atomic<bool> busy{false};
 };
 
-std::uint8_t* g_seen = nullptr; // one counter per sequence number, written by the loop only
+rtdefer_test::ledger* g_seen = nullptr; // every sequence number once
 std::atomic<std::size_t> g_ran{0};
 
 void run_item(callback_head* cb) noexcept {
     auto* it = static_cast<item*>(cb);
-    ++g_seen[it->seq];
+    (void)g_seen->record(it->seq);
     // relaxed: progress counter, read by the loop itself.
     g_ran.fetch_add(1, std::memory_order_relaxed);
     // release: the producer's acquire load sees the item finished before reusing it.
@@ -67,8 +68,8 @@ TEST_CASE("uring stress: 10^6 task_work adds to a loop in io_uring, with pipe I/
     }
     const std::size_t total = rtdefer_test::scaled(1'000'000, 20'000);
     const std::size_t per_producer = total / 2;
-    std::vector<std::uint8_t> seen(per_producer * 2, 0);
-    g_seen = seen.data();
+    rtdefer_test::ledger seen(per_producer * 2, 1);
+    g_seen = &seen;
     g_ran.store(0, std::memory_order_relaxed);
 
     int fds[2];
@@ -124,15 +125,13 @@ TEST_CASE("uring stress: 10^6 task_work adds to a loop in io_uring, with pipe I/
     ::close(fds[0]);
     ::close(fds[1]);
 
-    std::size_t lost = 0, dup = 0;
-    for (const std::uint8_t c : seen) {
-        lost += c == 0;
-        dup += c > 1;
-    }
+    const rtdefer_test::ledger::report r = seen.count();
+    g_seen = nullptr;
+    INFO(r.str());
     MESSAGE(total << " items, " << io_bytes << " bytes, " << turns << " turns, " << loop.enters()
                   << " enters, " << rtdefer::park_futex_wakes(self) << " futex wakes");
-    CHECK(lost == 0);
-    CHECK(dup == 0);
+    CHECK(r.lost == 0);
+    CHECK(r.duplicated == 0);
     CHECK(rd.bytes == io_bytes);
 }
 

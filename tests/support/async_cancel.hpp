@@ -1,16 +1,16 @@
 // tests/support/async_cancel.hpp: a rig for run loops whose host cancels their thread asynchronously
 // (jack2's jack_deactivate() does: PTHREAD_CANCEL_ASYNCHRONOUS on its real-time thread).
 //
-//   rtdefer_test::exactly_once_ledger   one slot per item: the add's verdict and how often it ran
 //   rtdefer_test::async_cancel_unsupported()  why this build cannot run such a test (TSan), or null
 //   rtdefer_test::async_cancel_victim   a thread that runs `setup` with cancellation off, then
 //                                       `loop` with asynchronous cancellation on; cancel() lands at
 //                                       a random point of the loop; join() reports PTHREAD_CANCELED
 //
 // Use per round: start a victim whose loop drains some queue (task_work_run, irq_work_run, a
-// deferred-word flush), let another thread add items and record each verdict in the ledger (the
-// callbacks call ran(i)), cancel, join both, then check the tally: every accepted add ran exactly
-// once (in the loop, or in the thread's exit hooks), nothing refused ran.
+// deferred-word flush), let another thread add items and record each verdict in a ledger
+// (ledger.hpp: expect(i) for an accepted add, refuse(i) for a refused one; the callbacks call
+// record(i)), cancel, join both, then count: every accepted add ran exactly once (in the loop, or in
+// the thread's exit hooks), nothing refused ran.
 //
 // The loop function must be async-cancel-clean: a plain function whose frame has no C++ cleanups
 // (no std::string, no RAII locals, no try). Asynchronous cancellation unwinds from whatever
@@ -20,6 +20,8 @@
 // through. The victim's start routine below is such a frame too.
 #pragma once
 
+#include "test_util.hpp"
+
 #include <pthread.h>
 
 #include <atomic>
@@ -27,84 +29,23 @@
 #include <cstddef>
 #include <cstdint>
 #include <thread>
-#include <vector>
 
 namespace rtdefer_test {
 
 /// Returns: why asynchronous cancellation cannot be tested in this build, or nullptr if it can.
 /// ThreadSanitizer's runtime is not async-cancel-safe: the victim's instrumented code runs inside
 /// the runtime (every atomic, every call), a cancellation landing there unwinds past a runtime lock,
-/// and the next thread start blocks on it forever (seen: a hang in TraceSwitch). ASan and UBSan run it.
+/// and the next thread start blocks on it forever (seen: a hang in TraceSwitch). Under
+/// RealtimeSanitizer __rtsan_disable/__rtsan_enable (rtsan_trust) are not declared nothrow, so
+/// rtdefer's noexcept frames carry terminate regions and a forced unwind through them terminates.
+/// ASan and UBSan run it.
 inline const char* async_cancel_unsupported() noexcept {
-#if defined(__SANITIZE_THREAD__)
-    return "ThreadSanitizer's runtime is not async-cancel-safe (a cancel inside it leaves a runtime lock held)";
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-    return "ThreadSanitizer's runtime is not async-cancel-safe (a cancel inside it leaves a runtime lock held)";
-#endif
-#endif
+    if (tsan_build)
+        return "ThreadSanitizer's runtime is not async-cancel-safe (a cancel inside it leaves a runtime lock held)";
+    if (RTDEFER_HAS_RTSAN)
+        return "RTSan build: the rtsan interface is not nothrow, a cancel unwind would terminate";
     return nullptr;
 }
-
-/// Per-item accounting for exactly-once checks. accepted()/refused() by the adding thread, ran()
-/// from the callback (lock-free, async-signal-safe); count() after every thread is joined.
-class exactly_once_ledger {
-public:
-    explicit exactly_once_ledger(std::size_t items) : slots_(items) {}
-
-    /// Effects: forgets every verdict and run. No thread may be using the ledger.
-    void reset() noexcept {
-        for (slot& s : slots_) {
-            s.runs.store(0, std::memory_order_relaxed);
-            s.verdict.store(none, std::memory_order_relaxed);
-        }
-    }
-    // relaxed (all three): read by count() after the threads are joined (join orders them).
-    void accepted(std::size_t i) noexcept { slots_[i].verdict.store(ok, std::memory_order_relaxed); }
-    void refused(std::size_t i) noexcept { slots_[i].verdict.store(no, std::memory_order_relaxed); }
-    void ran(std::size_t i) noexcept { slots_[i].runs.fetch_add(1, std::memory_order_relaxed); }
-
-    struct tally {
-        std::uint64_t accepted = 0, refused = 0, ran = 0;
-        std::uint64_t lost = 0;           // accepted, never ran
-        std::uint64_t duplicated = 0;     // ran more than once
-        std::uint64_t ran_unaccepted = 0; // ran, but its add was refused or never made
-        [[nodiscard]] bool exactly_once() const noexcept { return lost == 0 && duplicated == 0 && ran_unaccepted == 0; }
-        tally& operator+=(const tally& o) noexcept {
-            accepted += o.accepted, refused += o.refused, ran += o.ran;
-            lost += o.lost, duplicated += o.duplicated, ran_unaccepted += o.ran_unaccepted;
-            return *this;
-        }
-    };
-
-    [[nodiscard]] tally count() const noexcept {
-        tally t;
-        for (const slot& s : slots_) {
-            const std::uint32_t runs = s.runs.load(std::memory_order_relaxed);
-            const std::uint8_t v = s.verdict.load(std::memory_order_relaxed);
-            t.ran += runs;
-            t.accepted += v == ok;
-            t.refused += v == no;
-            if (v == ok && runs == 0)
-                ++t.lost;
-            if (runs > 1)
-                ++t.duplicated;
-            if (v != ok && runs != 0)
-                ++t.ran_unaccepted;
-        }
-        return t;
-    }
-
-    [[nodiscard]] std::size_t size() const noexcept { return slots_.size(); }
-
-private:
-    static constexpr std::uint8_t none = 0, ok = 1, no = 2;
-    struct slot {
-        std::atomic<std::uint32_t> runs{0};
-        std::atomic<std::uint8_t> verdict{none};
-    };
-    std::vector<slot> slots_;
-};
 
 /// A thread to be cancelled asynchronously at a random point of its loop.
 class async_cancel_victim {
@@ -141,7 +82,7 @@ public:
             std::this_thread::sleep_for(std::chrono::microseconds(r / 4 % 200));
         } else {
             for (std::uint32_t i = r % 20000; i > 0; --i)
-                relax();
+                cpu_relax();
         }
         cancel_now();
     }
@@ -162,11 +103,6 @@ public:
     [[nodiscard]] void* returned() const noexcept { return ret_; }
 
 private:
-    static void relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#endif
-    }
     // No cleanups and not noexcept: this frame has no exception table, so the forced unwind
     // passes through it whatever it interrupted (see the top of the file).
     static void* start(void* p) {

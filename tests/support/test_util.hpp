@@ -7,11 +7,18 @@
 //                                       MESSAGE and stdout) and returns, so an RT test never passes
 //                                       silently. Set RTDEFER_TEST_NO_RT=1 to exercise that path.
 //   rtdefer_test::skip_test(why)        the same report for any other reason; then `return`.
+//   rtdefer_test::tsan_build, asan_build, mlockall_intercepted
+//                                       what this build's sanitizers change (GCC's __SANITIZE_*__
+//                                       and clang's __has_feature, asked in one place).
+//   rtdefer_test::cpu_relax()           one spin-wait pause (nonblocking: usable in callbacks).
+//   rtdefer_test::burn_cpu(d)           spins until the calling thread has used `d` of CPU time.
 //
 // A skipped test case still counts as passed for doctest; tests/main.cpp lists the skips at the end
 // of the run (`RTDEFER-SKIPPED: <test>: <reason>`, counted by scripts/test) and exits 77 (meson:
 // SKIP) when every test case of the executable skipped.
 #pragma once
+
+#include <rtdefer/config.hpp>
 
 #include <doctest/doctest.h>
 
@@ -23,6 +30,7 @@
 #include <csignal>
 #include <sched.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -30,6 +38,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -38,7 +47,48 @@
 #include <string>
 #include <thread>
 
+// GCC (before 14) has no __has_feature; clang has no __SANITIZE_*__: ask both.
+#if defined(__has_feature)
+#define RTDEFER_TEST_HAS_FEATURE(x) __has_feature(x)
+#else
+#define RTDEFER_TEST_HAS_FEATURE(x) 0
+#endif
+
 namespace rtdefer_test {
+
+#if defined(__SANITIZE_THREAD__) || RTDEFER_TEST_HAS_FEATURE(thread_sanitizer)
+inline constexpr bool tsan_build = true;
+#else
+inline constexpr bool tsan_build = false;
+#endif
+#if defined(__SANITIZE_ADDRESS__) || RTDEFER_TEST_HAS_FEATURE(address_sanitizer)
+inline constexpr bool asan_build = true;
+#else
+inline constexpr bool asan_build = false;
+#endif
+/// ASan and TSan intercept mlockall and do nothing (sanitizer_common), so nothing is locked there.
+inline constexpr bool mlockall_intercepted = asan_build || tsan_build;
+
+/// One pause of a spin-wait (PAUSE on x86; elsewhere nothing). No syscall: usable inside callbacks
+/// that run under RealtimeSanitizer or -Wfunction-effects.
+inline void cpu_relax() noexcept RTDEFER_NONBLOCKING {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/// Effects: spins until the calling thread has used `d` of CPU time (CLOCK_THREAD_CPUTIME_ID, not
+/// wall time: a preempted thread still has work left when it runs again).
+inline void burn_cpu(std::chrono::nanoseconds d) noexcept {
+    const auto cpu_ns = [] {
+        timespec t{};
+        ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+        return std::int64_t{t.tv_sec} * 1'000'000'000 + t.tv_nsec;
+    };
+    const std::int64_t start = cpu_ns();
+    while (cpu_ns() - start < d.count()) {
+    }
+}
 
 // Defined in tests/main.cpp (linked into every test executable).
 const char* current_test_name() noexcept;
@@ -224,11 +274,7 @@ inline bool refuse_syscall(long nr, int err) {
 /// Returns: whether an in_child() result is an abort (RTDEFER_ASSERT). Under RealtimeSanitizer a
 /// violation the sanitizer sees first exits with its own code, 43.
 inline bool aborted(int rc) {
-#if defined(__has_feature)
-#if __has_feature(realtime_sanitizer)
-    if (rc == 43) return true;
-#endif
-#endif
+    if (RTDEFER_HAS_RTSAN && rc == 43) return true;
     return rc == 128 + SIGABRT;
 }
 

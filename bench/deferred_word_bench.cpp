@@ -193,7 +193,7 @@ sender_costs measure_sender_cost(const options& o, report& rep, int cpu_a, int c
                 }
                 // Wait for the job so signals never queue up, then leave the target alone a while.
                 if (rc != 0 || s != status::ok ||
-                    !baseline_detail::spin_until([&] { return job_runs.load(std::memory_order_relaxed) != before; })) {
+                    !spin_until([&] { return job_runs.load(std::memory_order_relaxed) != before; })) {
                     ++lost;
                     break;
                 }

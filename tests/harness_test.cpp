@@ -1,10 +1,12 @@
 // Unit tests for the benchmark harness (bench/harness/): every published figure comes from its
 // histogram percentiles, its medians of repeated runs and its JSON, so they are tested like the library.
+#include "harness/handoff.hpp"
 #include "harness/latency.hpp"
 #include "harness/report.hpp"
 
 #include "test_util.hpp"
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -123,4 +125,172 @@ TEST_CASE("report::to_json is valid JSON with every figure in it") {
     }
     CHECK(rc == 0);
     std::remove(path.c_str());
+}
+
+namespace {
+
+/// The rig's tests run its threads SCHED_OTHER and unpinned (no RT needed, nothing to skip), without
+/// mlockall (the sanitizers' shadow is huge), with short timeouts so a lost hand-off fails fast.
+handoff_config test_handoff(std::size_t samples) {
+    switches().allow_mlock = false;
+    handoff_config c;
+    c.fifo = false;
+    c.gap = std::chrono::microseconds(0);
+    c.samples = samples;
+    c.timeout_ns = 2e9;
+    return c;
+}
+
+/// The baseline-spin owner: polls `go` for the announced round; marks each round's arrival once
+/// (or `marks(k)` times), tallying per round what it marked.
+struct spin_owner {
+    handoff_rig& rig;
+    const std::atomic<std::uint64_t>& go;
+    std::vector<int>& marked; // index: round
+    int (*marks)(std::uint64_t) = [](std::uint64_t) { return 1; };
+    void operator()(handoff_owner& o) const {
+        while (o.next()) {
+            while (go.load(std::memory_order_acquire) < o.round() && !o.stopped())
+                cpu_relax();
+            if (o.stopped())
+                return;
+            for (int i = 0; i < marks(o.round()); ++i) {
+                rig.arrived.mark();
+                ++marked[o.round()];
+            }
+        }
+    }
+};
+
+/// Fires by bumping `go`; says the owner woke in the rounds `woke_if` picks.
+struct spin_waker {
+    std::atomic<std::uint64_t>& go;
+    bool (*woke_if)(std::uint64_t) = [](std::uint64_t) { return true; };
+    void prepare(rtdefer::thread_ctx&) noexcept {}
+    bool fire(rtdefer::thread_ctx&) noexcept {
+        go.fetch_add(1, std::memory_order_release); // release: pairs with spin_owner's acquire
+        return true;
+    }
+    bool woke(rtdefer::thread_ctx&) const noexcept { return woke_if(go.load(std::memory_order_relaxed)); }
+};
+
+} // namespace
+
+TEST_CASE("spin_until: true once the predicate holds, false when the timeout passes first") {
+    int calls = 0;
+    CHECK(spin_until([&] { return ++calls == 5; }));
+    CHECK(calls == 5);
+    CHECK_FALSE(spin_until([] { return false; }, 1e6));
+}
+
+TEST_CASE("event_stamp: count() counts marks; wait() returns the stamp of a mark after arm()") {
+    event_stamp ev;
+    CHECK(ev.count() == 0);
+    const std::uint64_t armed = ev.arm();
+    std::uint64_t t = 0;
+    CHECK_FALSE(ev.wait(armed, t, 1e6)); // nothing marked yet
+    const std::uint64_t before = bench_clock::now();
+    ev.mark();
+    CHECK(ev.wait(armed, t, 1e6));
+    CHECK(t >= before);
+    ev.mark();
+    CHECK(ev.count() == 2);
+}
+
+TEST_CASE("handoff_rig: a spinning owner is handed every round exactly once, each recorded after the warm-up") {
+    const handoff_config c = test_handoff(200);
+    handoff_rig rig(c);
+    std::atomic<std::uint64_t> go{0};
+    std::vector<int> marked(c.rounds() + 2, 0);
+    const handoff_result r = rig.run(spin_owner{rig, go, marked}, spin_waker{go});
+    CHECK(r.refused.empty());
+    CHECK(r.timeouts == 0);
+    CHECK(r.failed == 0);
+    CHECK(r.fired == c.rounds());
+    CHECK(r.arrivals == r.fired);
+    CHECK(r.late_arrivals == 0);
+    CHECK(r.complete());
+    CHECK(r.not_woken == 0);
+    CHECK(r.handed->count() == c.samples); // every round but the warm-up ones
+    CHECK(r.fire->count() == c.samples);
+    CHECK(c.warm() == 20);
+    for (std::size_t k = 1; k <= c.rounds(); ++k)
+        CHECK(marked[k] == 1);
+    CHECK(marked[c.rounds() + 1] == 0); // the rig stopped after its last round
+}
+
+TEST_CASE("handoff_rig: rounds whose fire did not wake the owner are counted, not recorded") {
+    const handoff_config c = test_handoff(100); // warm-up 10, 110 rounds
+    handoff_rig rig(c);
+    std::atomic<std::uint64_t> go{0};
+    std::vector<int> marked(c.rounds() + 2, 0);
+    const handoff_result r =
+        rig.run(spin_owner{rig, go, marked}, spin_waker{go, [](std::uint64_t k) { return k % 2 == 0; }});
+    CHECK(r.complete());
+    CHECK(r.not_woken == 55);       // the odd rounds 1..109
+    CHECK(r.handed->count() == 50); // the even rounds 12..110
+}
+
+TEST_CASE("handoff_rig: a lost hand-off is a timeout and a duplicate one is counted: neither is complete") {
+    SUBCASE("lost: round 3 is never marked") {
+        handoff_config c = test_handoff(100);
+        c.timeout_ns = 50e6;
+        handoff_rig rig(c);
+        std::atomic<std::uint64_t> go{0};
+        std::vector<int> marked(c.rounds() + 2, 0);
+        const handoff_result r = rig.run(spin_owner{rig, go, marked, [](std::uint64_t k) { return k == 3 ? 0 : 1; }},
+                                         spin_waker{go});
+        CHECK(r.timeouts == 1);
+        CHECK(r.fired == 3);
+        CHECK(r.arrivals == 2);
+        CHECK_FALSE(r.complete());
+    }
+    SUBCASE("duplicated: round 2 is marked twice") {
+        const handoff_config c = test_handoff(100);
+        handoff_rig rig(c);
+        std::atomic<std::uint64_t> go{0};
+        std::vector<int> marked(c.rounds() + 2, 0);
+        const handoff_result r = rig.run(spin_owner{rig, go, marked, [](std::uint64_t k) { return k == 2 ? 2 : 1; }},
+                                         spin_waker{go});
+        CHECK(r.fired == c.rounds());
+        CHECK(r.arrivals == r.fired + 1);
+        CHECK_FALSE(r.complete());
+    }
+}
+
+TEST_CASE("handoff_rig: an owner that refuses is not measured") {
+    const handoff_config c = test_handoff(100);
+    handoff_rig rig(c);
+    std::atomic<std::uint64_t> go{0};
+    const handoff_result r = rig.run([](handoff_owner& o) { o.refuse("no backend here"); }, spin_waker{go});
+    CHECK(r.refused == "no backend here");
+    CHECK(r.fired == 0);
+    CHECK(r.timeouts == 0);
+    CHECK(r.handed->count() == 0);
+    CHECK_FALSE(r.complete());
+}
+
+TEST_CASE("handoff_rig: a parked owner woken by unpark_waker marks every round once, plus the final wake") {
+    handoff_config c = test_handoff(100);
+    c.gap = std::chrono::microseconds(50);
+    handoff_rig rig(c);
+    const handoff_result r = rig.run(parked_owner{rig.arrived}, unpark_waker{});
+    CHECK(r.timeouts == 0);
+    CHECK(r.fired == c.rounds());
+    CHECK(r.arrivals == r.fired);
+    CHECK(r.late_arrivals <= 1); // the owner marks the rig's final unpark() too, if it parked again
+    CHECK(r.handed->count() + r.not_woken >= c.samples);
+    CHECK(r.handed->count() <= c.samples);
+}
+
+TEST_CASE("task_work_owner, task_work_waker, arrival_item: task_work_add hands the item to its owner, which marks it once") {
+    handoff_config c = test_handoff(100);
+    c.gap = std::chrono::microseconds(50);
+    handoff_rig rig(c);
+    arrival_item item(rig.arrived);
+    const handoff_result r = rig.run(task_work_owner{}, task_work_waker(item));
+    CHECK(r.complete());
+    CHECK(r.fired == c.rounds());
+    CHECK(r.late_arrivals == 0); // no callback runs without an add
+    CHECK(r.handed->count() + r.not_woken >= c.samples);
 }

@@ -609,6 +609,17 @@ inline void spin_for_ns(double ns) noexcept {
     while (bench_clock::now() < end) cpu_relax();
 }
 
+/// Spin until pred() or `timeout_ns` of bench_clock passes; false on timeout.
+template <class Pred>
+inline bool spin_until(Pred&& pred, double timeout_ns = 2e9) noexcept {
+    const std::uint64_t end = bench_clock::now() + clock().ns_to_ticks(timeout_ns);
+    for (unsigned i = 0;; ++i) {
+        if (pred()) return true;
+        cpu_relax();
+        if ((i & 1023) == 1023 && bench_clock::now() > end) return false;
+    }
+}
+
 /// Cross-thread event timestamp: the measuring thread arm()s, triggers something, and wait()s; the
 /// target context (another thread, a signal handler, a work callback) calls mark() when the event
 /// reaches it. mark() is wait-free and async-signal-safe (a TSC read and two atomic stores).
@@ -619,6 +630,8 @@ class event_stamp {
 public:
     /// The sequence number a later wait() compares against.
     std::uint64_t arm() const noexcept { return seq_.load(std::memory_order_acquire); }
+    /// mark() calls so far (read after the marking thread was joined, or as arm() does).
+    std::uint64_t count() const noexcept { return seq_.load(std::memory_order_acquire); }
     /// In the target context: timestamp now and publish it.
     void mark() noexcept {
         // relaxed: published by the release increment below.

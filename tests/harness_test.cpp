@@ -1,7 +1,9 @@
 // Unit tests for the benchmark harness (bench/harness/): every published figure comes from its
 // histogram percentiles, its medians of repeated runs and its JSON, so they are tested like the library.
 #include "harness/handoff.hpp"
+#include "harness/housekeeping_job.hpp"
 #include "harness/latency.hpp"
+#include "harness/pacing.hpp"
 #include "harness/report.hpp"
 
 #include "test_util.hpp"
@@ -293,4 +295,40 @@ TEST_CASE("task_work_owner, task_work_waker, arrival_item: task_work_add hands t
     CHECK(r.fired == c.rounds());
     CHECK(r.late_arrivals == 0); // no callback runs without an add
     CHECK(r.handed->count() + r.not_woken >= c.samples);
+}
+
+TEST_CASE("pacing: burn_cpu uses at least the CPU time asked; sleep_ns and pacer sleep at least as long") {
+    const std::int64_t cpu0 = thread_cpu_ns();
+    burn_cpu(2'000'000);
+    CHECK(thread_cpu_ns() - cpu0 >= 2'000'000);
+    const std::int64_t t0 = mono_ns();
+    sleep_ns(1'000'000);
+    const std::int64_t t1 = mono_ns();
+    CHECK(t1 - t0 >= 1'000'000);
+    pacer p(1'000'000); // absolute deadlines: 5 periods end no earlier than 5 ms after the start
+    for (int i = 0; i < 5; ++i)
+        p.wait();
+    CHECK(mono_ns() - t1 >= 5'000'000);
+}
+
+TEST_CASE("housekeeping_job: each run covers the newest posted request; the hook runs it only on its target") {
+    housekeeping_job::reset();
+    rtdefer::thread_ctx& self = rtdefer::attach_this_thread();
+    housekeeping_job::posted.store(5, std::memory_order_relaxed);
+    housekeeping_job::word_callback(self, 0);
+    CHECK(housekeeping_job::covered.load() == 5);
+    CHECK(housekeeping_job::runs.load() == 1);
+    housekeeping_job::posted.store(7, std::memory_order_relaxed);
+    housekeeping_job::signal_hook(&self); // no target: not ours
+    housekeeping_job::signal_hook(nullptr);
+    CHECK(housekeeping_job::runs.load() == 1);
+    CHECK(housekeeping_job::covered.load() == 5);
+    housekeeping_job::signal_target.store(&self);
+    housekeeping_job::signal_hook(&self);
+    CHECK(housekeeping_job::runs.load() == 2);
+    CHECK(housekeeping_job::covered.load() == 7);
+    housekeeping_job::signal_target.store(nullptr);
+    housekeeping_job::reset();
+    CHECK(housekeeping_job::runs.load() == 0);
+    CHECK(housekeeping_job::posted.load() == housekeeping_job::covered.load());
 }

@@ -288,7 +288,6 @@ cost_result measure_arm_cancel(std::size_t armed, std::size_t ops, report& rep) 
 int main(int argc, char** argv) {
     options opts = parse_args(argc, argv, "cancel_sync_bench");
     report rep(opts);
-    lock_memory_once();
     rep.print_header();
     std::printf("\n");
     baselines b = measure_baselines(opts, &rep);

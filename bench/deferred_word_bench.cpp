@@ -329,7 +329,6 @@ void run_phase(mode m, double seconds, int cpu_a, int cpu_b, phase_totals& tot, 
 int main(int argc, char** argv) {
     options opts = parse_args(argc, argv, "deferred_word_bench");
     report rep(opts);
-    lock_memory_once();
     rep.print_header();
     std::printf("\n");
 

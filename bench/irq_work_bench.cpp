@@ -343,7 +343,6 @@ latency_result measure_enqueue_to_run(const std::string& name, const std::string
 int main(int argc, char** argv) {
     options opts = parse_args(argc, argv, "irq_work_bench");
     report rep(opts);
-    lock_memory_once();
     rep.print_header();
     std::printf("\n");
 

@@ -133,7 +133,7 @@ template <class Peer>
 latency_result measure_add_cost(const baseline_config& c, std::size_t batches, std::size_t batch, report& rep) {
     const std::string name = std::string("per add: ") + Peer::name;
     const char* what = "producer-side time per push (batch of 256 timed together), owner draining on the other CPU";
-    if (c.cpu_a < 0 || c.cpu_b < 0 || c.cpu_a == c.cpu_b)
+    if (!c.two_cpus())
         return latency_result::unavailable(name, what, "needs two usable CPUs");
     std::atomic<Peer*> peer_ptr{nullptr};
     std::atomic<std::uint64_t> received{0};
@@ -190,14 +190,11 @@ latency_result measure_add_to_run(const baseline_config& c, std::size_t samples,
     const char* name = "task_work add->run (owner parked)";
     const char* what = "from just before task_work_add(notify::resume) (CPU a) to the callback running in the "
                        "owner's wait_for_work_until (CPU b)";
-    if (c.cpu_a < 0 || c.cpu_b < 0 || c.cpu_a == c.cpu_b)
+    if (!c.two_cpus())
         return latency_result::unavailable(name, what, "needs two usable CPUs");
-    handoff_rig rig(handoff_for(c, samples));
-    arrival_item item(rig.arrived);
-    handoff_result r = rig.run(task_work_owner{}, task_work_waker(item));
+    const handoff_result r = measure_task_work_handoff(handoff_for(c, samples), task_work_owner{});
     rep.check(r.timeouts == 0 && r.failed == 0, std::string(name) + ": every add accepted and run within 2 s");
-    rep.check((r.arrivals == r.fired && r.late_arrivals == 0) || r.timeouts != 0 || r.failed != 0,
-              std::string(name) + ": each add ran exactly once");
+    rep.check(r.exactly_once() || r.timeouts != 0 || r.failed != 0, std::string(name) + ": each add ran exactly once");
     char b[200];
     std::snprintf(b, sizeof b, "CPU %d -> CPU %d; owner %s; %llu rounds skipped (owner not yet parked)", c.cpu_a,
                   c.cpu_b, r.owner.describe().c_str(), static_cast<unsigned long long>(r.not_woken));

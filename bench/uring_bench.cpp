@@ -50,24 +50,20 @@ latency_result measure_add_to_run(const baseline_config& c, std::size_t samples,
     const std::string name = ring ? "add->run, owner in io_uring" : "add->run, owner on the futex";
     const char* what = "from just before task_work_add(notify::resume) (CPU a) to the callback running in the "
                        "owner's uring_loop::run_once (CPU b)";
-    if (c.cpu_a < 0 || c.cpu_b < 0 || c.cpu_a == c.cpu_b)
+    if (!c.two_cpus())
         return latency_result::unavailable(name, what, "needs two usable CPUs");
-    handoff_rig rig(handoff_for(c, samples));
-    arrival_item item(rig.arrived);
-    handoff_result r = rig.run(
-        [&](handoff_owner& o) {
-            rtdefer::uring_loop loop(o.self(), rtdefer::uring_options{.force_futex = !ring});
-            if (loop.backend() != (ring ? rtdefer::uring_backend::io_uring : rtdefer::uring_backend::futex)) {
-                o.refuse("io_uring unavailable here (the loop fell back)");
-                return;
-            }
-            while (o.next())
-                (void)loop.run_once_until(o.self(), steady::now() + std::chrono::seconds(2));
-        },
-        task_work_waker(item));
+    const handoff_result r = measure_task_work_handoff(handoff_for(c, samples), [&](handoff_owner& o) {
+        rtdefer::uring_loop loop(o.self(), rtdefer::uring_options{.force_futex = !ring});
+        if (loop.backend() != (ring ? rtdefer::uring_backend::io_uring : rtdefer::uring_backend::futex)) {
+            o.refuse("io_uring unavailable here (the loop fell back)");
+            return;
+        }
+        while (o.next())
+            (void)loop.run_once_until(o.self(), steady::now() + std::chrono::seconds(2));
+    });
     if (!r.refused.empty())
         return latency_result::unavailable(name, what, r.refused);
-    rep.check(r.complete() && r.late_arrivals == 0, name + ": every add ran exactly once within 2 s");
+    rep.check(r.exactly_once(), name + ": every add ran exactly once within 2 s");
     char b[160];
     std::snprintf(b, sizeof b, "CPU %d -> CPU %d; %llu rounds skipped (owner not yet asleep)", c.cpu_a, c.cpu_b,
                   static_cast<unsigned long long>(r.not_woken));

@@ -285,13 +285,12 @@ TEST_CASE("handoff_rig: a parked owner woken by unpark_waker marks every round o
     CHECK(r.handed->count() <= c.samples);
 }
 
-TEST_CASE("task_work_owner, task_work_waker, arrival_item: task_work_add hands the item to its owner, which marks it once") {
+TEST_CASE("measure_task_work_handoff (task_work_owner, task_work_waker, arrival_item): task_work_add hands the item to its owner, which marks it once") {
     handoff_config c = test_handoff(100);
     c.gap = std::chrono::microseconds(50);
-    handoff_rig rig(c);
-    arrival_item item(rig.arrived);
-    const handoff_result r = rig.run(task_work_owner{}, task_work_waker(item));
+    const handoff_result r = measure_task_work_handoff(c, task_work_owner{});
     CHECK(r.complete());
+    CHECK(r.exactly_once());
     CHECK(r.fired == c.rounds());
     CHECK(r.late_arrivals == 0); // no callback runs without an add
     CHECK(r.handed->count() + r.not_woken >= c.samples);

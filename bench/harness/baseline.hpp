@@ -49,6 +49,9 @@ struct baseline_config {
     /// Gap between wake/IPI samples, so the target is really asleep in futex_wait (wake) and the
     /// runs do not monopolise a shared machine.
     std::chrono::microseconds gap{50};
+
+    /// Two distinct usable CPUs: what every cross-CPU figure needs.
+    bool two_cpus() const { return cpu_a >= 0 && cpu_b >= 0 && cpu_a != cpu_b; }
 };
 
 /// Defaults for a full or --quick run (quick: about 0.3 s for all baselines).
@@ -97,7 +100,7 @@ inline latency_result measure_clock_overhead(std::size_t samples = 100000) {
 /// Cache-line round trip between cpu_a and cpu_b (two spinning threads, one atomic).
 inline latency_result measure_cacheline_roundtrip(const baseline_config& c) {
     const char* what = "round trip: A writes the line, B (other CPU) answers on it, A sees the answer; one-way ~ rtt/2";
-    if (c.cpu_a < 0 || c.cpu_b < 0 || c.cpu_a == c.cpu_b)
+    if (!c.two_cpus())
         return baseline_detail::invalid("cache-line round trip", what, "needs two usable CPUs");
     lock_memory_once();
     struct alignas(64) line {
@@ -164,7 +167,7 @@ inline handoff_config handoff_for(const baseline_config& c, std::size_t samples)
 inline std::pair<latency_result, latency_result> measure_futex_wake(const baseline_config& c) {
     const char* what = "from just before unpark() (CPU a) to the parked owner running again (CPU b)";
     const char* what_call = "the unpark() call that issues FUTEX_WAKE to a parked owner (waker side)";
-    if (c.cpu_a < 0 || c.cpu_b < 0 || c.cpu_a == c.cpu_b)
+    if (!c.two_cpus())
         return {baseline_detail::invalid("futex wake-to-run", what, "needs two usable CPUs"),
                 baseline_detail::invalid("unpark() syscall (waker)", what_call, "needs two usable CPUs")};
     handoff_rig rig(handoff_for(c, c.wake_samples));
@@ -182,7 +185,7 @@ inline std::pair<latency_result, latency_result> measure_futex_wake(const baseli
 /// Interrupt-signal delivery (rtdefer::send_ipi) to a busy, spinning thread on another CPU.
 inline latency_result measure_ipi_delivery(const baseline_config& c) {
     const char* what = "from just before send_ipi() (CPU a) to the interrupt hook running on the busy target (CPU b)";
-    if (c.cpu_a < 0 || c.cpu_b < 0 || c.cpu_a == c.cpu_b)
+    if (!c.two_cpus())
         return baseline_detail::invalid("signal IPI to busy thread", what, "needs two usable CPUs");
     rtdefer::status st = rtdefer::interrupt_install();
     if (st != rtdefer::status::ok)

@@ -91,6 +91,9 @@ struct handoff_result {
 
     /// Every round completed and every fire arrived exactly once.
     bool complete() const { return refused.empty() && timeouts == 0 && failed == 0 && arrivals == fired; }
+    /// complete(), and nothing arrived after the producer stopped: for owners whose arrival is the
+    /// handed work itself (a callback), which must never run without a fire.
+    bool exactly_once() const { return complete() && late_arrivals == 0; }
 };
 
 /// The owner's side of a run, handed to the owner function on its own (pinned, FIFO) thread.
@@ -269,5 +272,14 @@ public:
 private:
     handoff_config c_;
 };
+
+/// add -> run of one task_work item (task_work_add with notify::resume) to `owner`, which waits on
+/// its park word (task_work_owner, a uring_loop): the rig with an arrival_item and task_work_waker.
+template <class Owner>
+handoff_result measure_task_work_handoff(const handoff_config& c, Owner&& owner) {
+    handoff_rig rig(c);
+    arrival_item item(rig.arrived);
+    return rig.run(std::forward<Owner>(owner), task_work_waker(item));
+}
 
 }  // namespace rtdefer_bench

@@ -331,3 +331,16 @@ TEST_CASE("housekeeping_job: each run covers the newest posted request; the hook
     CHECK(housekeeping_job::runs.load() == 0);
     CHECK(housekeeping_job::posted.load() == housekeeping_job::covered.load());
 }
+
+TEST_CASE("bench_clock: ticks and ns convert both ways; a reversed interval is 0; now_end() follows now()") {
+    bench_clock& c = rtdefer_bench::clock();
+    CHECK(c.ns_per_tick() > 0);
+    CHECK(c.delta_ns(100, 100) == 0);
+    CHECK(c.delta_ns(200, 100) == 0); // clock-skew guard
+    const std::uint64_t ticks = c.ns_to_ticks(1e6);
+    CHECK(c.to_ns(ticks) == doctest::Approx(1e6).epsilon(0.001));
+    const std::uint64_t a = bench_clock::now();
+    const std::uint64_t b = bench_clock::now_end();
+    CHECK(b >= a);
+    CHECK(std::string(c.source()) == (c.uses_tsc() ? "tsc" : "steady_clock"));
+}

@@ -10,15 +10,15 @@
 // only in rounds where the waker says its fire really woke a waiting owner (woke()): a round in
 // which the owner had not gone to sleep yet measures no wake, and is counted as not_woken.
 //
-//   handoff_rig rig(cfg);
-//   handoff_result r = rig.run(
-//       [&](handoff_owner& o) { while (o.next()) (void)rtdefer::wait_for_work_until(o.self(), ...); },
-//       park_word_waker([&](rtdefer::thread_ctx& t) { return task_work_add(t, item, notify::resume) == ok; }));
-//   // item's callback: rig.arrived.mark();
+//   handoff_rig rig(cfg);                                   // the futex baseline:
+//   handoff_result r = rig.run(parked_owner{rig.arrived}, unpark_waker{});
+//   // task_work add->run to an owner in wait_for_work_until (an arrival_item marks the arrival):
+//   handoff_result r = measure_task_work_handoff(cfg, task_work_owner{});
 //
 // A waker has prepare(t) (untimed, before t0), bool fire(t) (false: the fire failed; the run stops)
-// and bool woke(t) (after the arrival). When the producer is done it sets stop and unpark()s the
-// owner, so an owner must wait on its park word (every rtdefer wait does) or poll next().
+// and bool woke(t) (after the arrival). An owner calls next() before each wait and returns when it
+// is false. When the producer is done it sets stop and unpark()s the owner, so an owner waits on its
+// park word (every rtdefer wait does) or, if it polls, checks stopped() in its poll loop.
 #pragma once
 
 #include <algorithm>

@@ -16,6 +16,7 @@
 // running after cancel_sync returned, an allocation on arm/cancel, pi_block not finishing).
 #include "harness/alloc_counter.hpp"
 #include "harness/baseline.hpp"
+#include "harness/pacing.hpp"
 #include "harness/report.hpp"
 
 #include <rtdefer/baseline/spin_wait.hpp>
@@ -46,23 +47,6 @@ using clk = std::chrono::steady_clock;
 
 namespace {
 
-std::int64_t mono_ns() {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(clk::now().time_since_epoch()).count();
-}
-std::int64_t thread_cpu_ns() {
-    timespec ts{};
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return ts.tv_sec * 1'000'000'000LL + ts.tv_nsec;
-}
-void burn_cpu(std::int64_t ns) noexcept {
-    const std::int64_t start = thread_cpu_ns();
-    while (thread_cpu_ns() - start < ns) {
-    }
-}
-void sleep_ns(std::int64_t ns) {
-    timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
-    clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, nullptr);
-}
 std::string fmt_ms(double ns) {
     char b[32];
     std::snprintf(b, sizeof b, "%.2f s", ns / 1e9);
@@ -304,7 +288,6 @@ cost_result measure_arm_cancel(std::size_t armed, std::size_t ops, report& rep) 
 int main(int argc, char** argv) {
     options opts = parse_args(argc, argv, "cancel_sync_bench");
     report rep(opts);
-    lock_memory_once();
     rep.print_header();
     std::printf("\n");
     baselines b = measure_baselines(opts, &rep);

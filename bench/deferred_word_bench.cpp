@@ -24,6 +24,8 @@
 // covers the newest posted sequence number: none lost); no interrupt reached the loop in the
 // ct_set_work phase; every signal of the signal phase ran its work.
 #include "harness/baseline.hpp"
+#include "harness/housekeeping_job.hpp"
+#include "harness/pacing.hpp"
 #include "harness/report.hpp"
 
 #include <rtdefer/deferred_word.hpp>
@@ -51,52 +53,7 @@ constexpr unsigned work_bit = 0;
 constexpr unsigned work = 1u << work_bit;
 constexpr int prio = 80;
 
-// The housekeeping job: record the newest request it covers (a sequence number posted before each
-// request). Shared by the deferred word's callback and the signal baseline's hook.
-std::atomic<std::uint64_t> posted{0};
-std::atomic<std::uint64_t> covered{0};
-std::atomic<std::uint64_t> job_runs{0};
-std::atomic<thread_ctx*> signal_job_target{nullptr}; // the hook does the job only on this thread
-
-void do_job() noexcept RTDEFER_NONBLOCKING {
-    // relaxed: posted is published by the word's CAS (DW1) or, for the signal, by the kernel's
-    // signal delivery; covered/job_runs are read after the phase by the thread that joined it.
-    covered.store(posted.load(std::memory_order_relaxed), std::memory_order_relaxed);
-    job_runs.fetch_add(1, std::memory_order_relaxed);
-}
-void job_cb(thread_ctx&, unsigned) noexcept RTDEFER_NONBLOCKING { do_job(); }
-void signal_job_hook(thread_ctx* self) noexcept RTDEFER_NONBLOCKING {
-    if (self != nullptr && self == signal_job_target.load(std::memory_order_relaxed))
-        do_job();
-}
-
-void reset_job() {
-    posted.store(0);
-    covered.store(0);
-    job_runs.store(0);
-}
-
-/// Absolute-deadline pacing for the sender (clock_nanosleep: no spinning on the sender's CPU).
-struct pacer {
-    timespec next{};
-    long period_ns;
-    explicit pacer(long period) : period_ns(period) { clock_gettime(CLOCK_MONOTONIC, &next); }
-    void wait() {
-        next.tv_nsec += period_ns;
-        while (next.tv_nsec >= 1'000'000'000L) {
-            next.tv_nsec -= 1'000'000'000L;
-            ++next.tv_sec;
-        }
-        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, nullptr) == EINTR) {
-        }
-    }
-};
-
-void spin_ns(double ns) {
-    const std::uint64_t end = bench_clock::now() + rtdefer_bench::clock().ns_to_ticks(ns);
-    while (bench_clock::now() < end)
-        cpu_relax();
-}
+using job = housekeeping_job;
 
 // ---- 1. sender cost -----------------------------------------------------------------------------
 
@@ -121,21 +78,21 @@ sender_costs measure_sender_cost(const options& o, report& rep, int cpu_a, int c
             while (!stop.load(std::memory_order_relaxed)) { // relaxed: a stop flag
                 if (rtdefer::ct_isolation_enter(self) != status::ok)
                     continue;
-                spin_ns(50'000);
+                spin_for_ns(50'000);
                 rtdefer::ct_isolation_exit(self);
             }
         });
         (void)t.outcome();
-        reset_job();
+        job::reset();
         rt_outcome out = run_measured({.fifo = true, .priority = prio, .cpu = cpu_a}, [&] {
             thread_ctx& tgt = target.wait();
             for (std::size_t i = 0; i < n; ++i) {
-                posted.store(i + 1, std::memory_order_relaxed);
+                job::posted.store(i + 1, std::memory_order_relaxed);
                 status s = status::ok;
                 h->record(time_one([&] { s = rtdefer::ct_set_work(tgt, work); }));
                 if (s != status::ok)
                     ++r.set_work_refused;
-                spin_ns(2'000);
+                spin_for_ns(2'000);
             }
         });
         stop.store(true);
@@ -175,13 +132,13 @@ sender_costs measure_sender_cost(const options& o, report& rep, int cpu_a, int c
                 cpu_relax();
         });
         (void)t.outcome();
-        reset_job();
+        job::reset();
         rt_outcome out = run_measured({.fifo = true, .priority = prio, .cpu = cpu_a}, [&] {
             thread_ctx& tgt = target.wait();
-            signal_job_target.store(variant == 1 ? nullptr : &tgt); // the hook does the job, except for (c)
+            job::signal_target.store(variant == 1 ? nullptr : &tgt); // the hook does the job, except for (c)
             for (std::size_t i = 0; i < n_sig; ++i) {
-                const std::uint64_t before = job_runs.load(std::memory_order_relaxed);
-                posted.store(i + 1, std::memory_order_relaxed);
+                const std::uint64_t before = job::runs.load(std::memory_order_relaxed);
+                job::posted.store(i + 1, std::memory_order_relaxed);
                 int rc = 0;
                 status s = status::ok;
                 switch (variant) {
@@ -193,13 +150,13 @@ sender_costs measure_sender_cost(const options& o, report& rep, int cpu_a, int c
                 }
                 // Wait for the job so signals never queue up, then leave the target alone a while.
                 if (rc != 0 || s != status::ok ||
-                    !baseline_detail::spin_until([&] { return job_runs.load(std::memory_order_relaxed) != before; })) {
+                    !spin_until([&] { return job::runs.load(std::memory_order_relaxed) != before; })) {
                     ++lost;
                     break;
                 }
-                spin_ns(10'000);
+                spin_for_ns(10'000);
             }
-            signal_job_target.store(nullptr);
+            job::signal_target.store(nullptr);
         });
         stop.store(true);
         t.join();
@@ -282,11 +239,11 @@ void run_phase(mode m, double seconds, int cpu_a, int cpu_b, phase_totals& tot, 
     std::atomic<bool> measuring{false};
     histogram local; // allocated before the loop starts
     std::uint64_t irq_before = 0, irq_after = 0, sections = 0, refused = 0;
-    reset_job();
+    job::reset();
     bench_thread loop({.fifo = true, .priority = prio, .cpu = cpu_b}, [&] {
         thread_ctx& self = target.attach_and_publish();
         if (m == mode::signal)
-            signal_job_target.store(&self);
+            job::signal_target.store(&self);
         while (!measuring.load(std::memory_order_acquire))
             cpu_relax();
         irq_before = rtdefer::interrupts_received(self);
@@ -313,7 +270,7 @@ void run_phase(mode m, double seconds, int cpu_a, int cpu_b, phase_totals& tot, 
             ++sections;
         }
         irq_after = rtdefer::interrupts_received(self);
-        signal_job_target.store(nullptr);
+        job::signal_target.store(nullptr);
     });
     tot.loop_rt = loop.outcome();
     thread_ctx& tgt = target.wait();
@@ -333,13 +290,13 @@ void run_phase(mode m, double seconds, int cpu_a, int cpu_b, phase_totals& tot, 
                 p.wait();
                 if (m == mode::idle_sender)
                     continue; // the control: wake up, send nothing
-                posted.store(++requests, std::memory_order_relaxed);
+                job::posted.store(++requests, std::memory_order_relaxed);
                 switch (m) {
                 case mode::set_work:
                     // A housekeeping request can wait: refused between sections, retry shortly.
                     while (rtdefer::ct_set_work(tgt, work) == status::not_accepting) {
                         ++retries;
-                        spin_ns(500);
+                        spin_for_ns(500);
                     }
                     break;
                 case mode::or_ipi: (void)rtdefer::ct_set_work_or_ipi(tgt, work); break;
@@ -354,7 +311,7 @@ void run_phase(mode m, double seconds, int cpu_a, int cpu_b, phase_totals& tot, 
     loop.join();
     // The loop's last exit ran any deferred work; a signal still in flight has been handled by now
     // (the thread ran until its exit hooks).
-    const bool all_covered = covered.load() == posted.load();
+    const bool all_covered = job::covered.load() == job::posted.load();
     rep.check(all_covered, std::string(mode_name(m)) + ": every request's effect observed (none lost)");
     if (m == mode::set_work)
         rep.check(irq_after == irq_before, "ct_set_work phase: no interrupt reached the isolated loop");
@@ -362,7 +319,7 @@ void run_phase(mode m, double seconds, int cpu_a, int cpu_b, phase_totals& tot, 
     tot.requests += requests;
     tot.retries += retries;
     tot.interrupts += irq_after - irq_before;
-    tot.runs += job_runs.load();
+    tot.runs += job::runs.load();
     tot.sections += sections;
     tot.refused += refused;
 }
@@ -372,12 +329,12 @@ void run_phase(mode m, double seconds, int cpu_a, int cpu_b, phase_totals& tot, 
 int main(int argc, char** argv) {
     options opts = parse_args(argc, argv, "deferred_word_bench");
     report rep(opts);
-    lock_memory_once();
     rep.print_header();
     std::printf("\n");
 
-    if (rtdefer::ct_work_setup() != status::ok || rtdefer::ct_register_work(work_bit, &job_cb) != status::ok ||
-        rtdefer::interrupt_register_hook(&signal_job_hook) != status::ok) {
+    if (rtdefer::ct_work_setup() != status::ok ||
+        rtdefer::ct_register_work(work_bit, &job::word_callback) != status::ok ||
+        rtdefer::interrupt_register_hook(&job::signal_hook) != status::ok) {
         std::fprintf(stderr, "deferred_word_bench: setup failed\n");
         return 1;
     }

@@ -319,8 +319,7 @@ latency_result measure_enqueue_to_run(const std::string& name, const std::string
             const std::uint64_t t0 = bench_clock::now();
             const bool counts = enq(it);
             // acquire: pairs with the release in bench_item_run; ran_at is then visible.
-            if (!baseline_detail::spin_until([&] { return it.runs.load(std::memory_order_acquire) != before; },
-                                             10e9)) {
+            if (!spin_until([&] { return it.runs.load(std::memory_order_acquire) != before; }, 10e9)) {
                 ++timeouts;
                 break;
             }
@@ -344,7 +343,6 @@ latency_result measure_enqueue_to_run(const std::string& name, const std::string
 int main(int argc, char** argv) {
     options opts = parse_args(argc, argv, "irq_work_bench");
     report rep(opts);
-    lock_memory_once();
     rep.print_header();
     std::printf("\n");
 
@@ -520,7 +518,7 @@ int main(int argc, char** argv) {
     latency_result e2r_hard_busy;
     if (cpu_a != cpu_b) {
         rep.check(rtdefer::irq_work_queue_on(dom, spinner, cpu_b) == rtdefer::status::ok, "spinner queued");
-        rep.check(baseline_detail::spin_until([&] { return spinning.load(std::memory_order_acquire); }),
+        rep.check(spin_until([&] { return spinning.load(std::memory_order_acquire); }),
                   "worker started the spinner");
         e2r_hard_busy = measure_enqueue_to_run(
             "rtdefer hard -> busy worker", "from just before irq_work_queue_on() to the hard callback (signal context)",

@@ -16,6 +16,7 @@
 #include "harness/alloc_counter.hpp"
 #include "harness/args.hpp"
 #include "harness/baseline.hpp"
+#include "harness/handoff.hpp"
 #include "harness/mpsc.hpp"
 #include "harness/peers.hpp"
 #include "harness/report.hpp"
@@ -132,7 +133,7 @@ template <class Peer>
 latency_result measure_add_cost(const baseline_config& c, std::size_t batches, std::size_t batch, report& rep) {
     const std::string name = std::string("per add: ") + Peer::name;
     const char* what = "producer-side time per push (batch of 256 timed together), owner draining on the other CPU";
-    if (c.cpu_a < 0 || c.cpu_b < 0 || c.cpu_a == c.cpu_b)
+    if (!c.two_cpus())
         return latency_result::unavailable(name, what, "needs two usable CPUs");
     std::atomic<Peer*> peer_ptr{nullptr};
     std::atomic<std::uint64_t> received{0};
@@ -169,7 +170,7 @@ latency_result measure_add_cost(const baseline_config& c, std::size_t batches, s
             if (b >= 10)
                 h->record(rtdefer_bench::clock().delta_ns(t0, t1) / batch);
             const std::uint64_t want = (b + 1) * batch;
-            if (!baseline_detail::spin_until([&] { return received.load(std::memory_order_acquire) >= want; })) {
+            if (!spin_until([&] { return received.load(std::memory_order_acquire) >= want; })) {
                 ok = false;
                 break;
             }
@@ -182,80 +183,22 @@ latency_result measure_add_cost(const baseline_config& c, std::size_t batches, s
                                 "CPU " + std::to_string(c.cpu_a) + " -> CPU " + std::to_string(c.cpu_b));
 }
 
-/// add -> run: the owner is parked in wait_for_work_until(); the producer stamps, adds with
-/// notify::resume; the callback stamps. Rounds where the owner was not yet parked (no futex wake
-/// was needed) are skipped, as in the futex baseline.
+/// add -> run on the harness's hand-off rig: the owner is parked in wait_for_work_until(); the
+/// producer stamps, adds with notify::resume; the callback stamps. Rounds where the owner was not yet
+/// parked (no futex wake was needed) are skipped, as in the futex baseline.
 latency_result measure_add_to_run(const baseline_config& c, std::size_t samples, report& rep) {
     const char* name = "task_work add->run (owner parked)";
     const char* what = "from just before task_work_add(notify::resume) (CPU a) to the callback running in the "
                        "owner's wait_for_work_until (CPU b)";
-    if (c.cpu_a < 0 || c.cpu_b < 0 || c.cpu_a == c.cpu_b)
+    if (!c.two_cpus())
         return latency_result::unavailable(name, what, "needs two usable CPUs");
-    lock_memory_once();
-    struct stamp_item : rtdefer::callback_head {
-        std::atomic<std::uint64_t> stamp{0};
-        std::atomic<std::uint64_t> runs{0};
-        static void run(rtdefer::callback_head* h) noexcept {
-            auto* s = static_cast<stamp_item*>(h);
-            // relaxed: published by the release increment below.
-            s->stamp.store(bench_clock::now_end(), std::memory_order_relaxed);
-            s->runs.fetch_add(1, std::memory_order_release);
-        }
-    };
-    stamp_item item;
-    rtdefer::init_task_work(item, &stamp_item::run);
-    published_ctx target;
-    std::atomic<std::uint64_t> ready{0};
-    std::atomic<bool> stop{false};
-    auto h = std::make_shared<histogram>();
-    std::size_t not_parked = 0, timeouts = 0, bad = 0;
-    const std::size_t warm = std::min<std::size_t>(50, samples / 10);
-    const std::size_t total = samples + warm;
-    bench_thread owner({.fifo = true, .priority = c.priority, .cpu = c.cpu_b}, [&] {
-        rtdefer::thread_ctx& self = target.attach_and_publish();
-        for (std::uint64_t k = 1; !stop.load(std::memory_order_acquire); ++k) {
-            ready.store(k, std::memory_order_release);
-            (void)rtdefer::wait_for_work_until(self, std::chrono::steady_clock::now() + std::chrono::seconds(2));
-        }
-    });
-    rt_outcome o = run_measured({.fifo = true, .priority = c.priority, .cpu = c.cpu_a}, [&] {
-        rtdefer::thread_ctx& t = target.wait();
-        for (std::uint64_t k = 1; k <= total; ++k) {
-            if (!baseline_detail::spin_until([&] { return ready.load(std::memory_order_acquire) >= k; })) {
-                ++timeouts;
-                break;
-            }
-            std::this_thread::sleep_for(c.gap); // let the owner reach futex_wait
-            // relaxed: a statistic of the owner's park word; read around our own add.
-            const std::uint64_t wakes0 = rtdefer::park_futex_wakes(t);
-            const std::uint64_t t0 = bench_clock::now();
-            if (rtdefer::task_work_add(t, item, rtdefer::notify::resume) != rtdefer::status::ok) {
-                ++bad;
-                break;
-            }
-            if (!baseline_detail::spin_until([&] { return item.runs.load(std::memory_order_acquire) >= k; })) {
-                ++timeouts;
-                break;
-            }
-            const std::uint64_t t2 = item.stamp.load(std::memory_order_relaxed); // ordered by the acquire above
-            const bool woke = rtdefer::park_futex_wakes(t) != wakes0;
-            if (!woke) {
-                ++not_parked;
-                continue;
-            }
-            if (k > warm)
-                h->record(rtdefer_bench::clock().delta_ns(t0, t2));
-        }
-        stop.store(true, std::memory_order_release);
-        (void)rtdefer::unpark(t);
-    });
-    owner.join();
-    rep.check(timeouts == 0 && bad == 0, std::string(name) + ": every add accepted and run within 2 s");
-    rep.check(item.runs.load() == total || timeouts != 0 || bad != 0, std::string(name) + ": each add ran exactly once");
+    const handoff_result r = measure_task_work_handoff(handoff_for(c, samples), task_work_owner{});
+    rep.check(r.timeouts == 0 && r.failed == 0, std::string(name) + ": every add accepted and run within 2 s");
+    rep.check(r.exactly_once() || r.timeouts != 0 || r.failed != 0, std::string(name) + ": each add ran exactly once");
     char b[200];
-    std::snprintf(b, sizeof b, "CPU %d -> CPU %d; owner %s; %zu rounds skipped (owner not yet parked)", c.cpu_a,
-                  c.cpu_b, owner.outcome().describe().c_str(), not_parked);
-    return latency_result::from(name, what, h, o, b);
+    std::snprintf(b, sizeof b, "CPU %d -> CPU %d; owner %s; %llu rounds skipped (owner not yet parked)", c.cpu_a,
+                  c.cpu_b, r.owner.describe().c_str(), static_cast<unsigned long long>(r.not_woken));
+    return latency_result::from(name, what, r.handed, r.producer, b);
 }
 
 } // namespace

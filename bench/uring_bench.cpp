@@ -17,6 +17,7 @@
 // Exit status 1 if an item or message was lost or duplicated (the bench-smoke check).
 #include "harness/args.hpp"
 #include "harness/baseline.hpp"
+#include "harness/handoff.hpp"
 #include "harness/report.hpp"
 
 #include <rtdefer/park.hpp>
@@ -43,81 +44,30 @@ using steady = std::chrono::steady_clock;
 
 // --- 1. add -> run ---------------------------------------------------------------------------------
 
+/// add -> run on the harness's hand-off rig, the owner waiting in uring_loop::run_once_until on
+/// io_uring (ring) or on the futex backend.
 latency_result measure_add_to_run(const baseline_config& c, std::size_t samples, bool ring, report& rep) {
     const std::string name = ring ? "add->run, owner in io_uring" : "add->run, owner on the futex";
     const char* what = "from just before task_work_add(notify::resume) (CPU a) to the callback running in the "
                        "owner's uring_loop::run_once (CPU b)";
-    if (c.cpu_a < 0 || c.cpu_b < 0 || c.cpu_a == c.cpu_b)
+    if (!c.two_cpus())
         return latency_result::unavailable(name, what, "needs two usable CPUs");
-    lock_memory_once();
-    struct stamp_item : rtdefer::callback_head {
-        std::atomic<std::uint64_t> stamp{0};
-        std::atomic<std::uint64_t> runs{0};
-        static void run(rtdefer::callback_head* h) noexcept {
-            auto* s = static_cast<stamp_item*>(h);
-            s->stamp.store(bench_clock::now_end(), std::memory_order_relaxed); // published by the release below
-            s->runs.fetch_add(1, std::memory_order_release);
+    const handoff_result r = measure_task_work_handoff(handoff_for(c, samples), [&](handoff_owner& o) {
+        rtdefer::uring_loop loop(o.self(), rtdefer::uring_options{.force_futex = !ring});
+        if (loop.backend() != (ring ? rtdefer::uring_backend::io_uring : rtdefer::uring_backend::futex)) {
+            o.refuse("io_uring unavailable here (the loop fell back)");
+            return;
         }
-    };
-    stamp_item item;
-    rtdefer::init_task_work(item, &stamp_item::run);
-    published_ctx target;
-    std::atomic<std::uint64_t> ready{0};
-    std::atomic<bool> stop{false};
-    std::atomic<int> backend_ok{-1};
-    auto h = std::make_shared<histogram>();
-    std::size_t not_parked = 0, timeouts = 0;
-    const std::size_t warm = std::min<std::size_t>(50, samples / 10), total = samples + warm;
-    bench_thread owner({.fifo = true, .priority = c.priority, .cpu = c.cpu_b}, [&] {
-        rtdefer::thread_ctx& self = target.attach_and_publish();
-        rtdefer::uring_loop loop(self, rtdefer::uring_options{.force_futex = !ring});
-        backend_ok.store(loop.backend() == (ring ? rtdefer::uring_backend::io_uring : rtdefer::uring_backend::futex),
-                         std::memory_order_release);
-        for (std::uint64_t k = 1; !stop.load(std::memory_order_acquire); ++k) {
-            ready.store(k, std::memory_order_release);
-            (void)loop.run_once_until(self, steady::now() + std::chrono::seconds(2));
-        }
+        while (o.next())
+            (void)loop.run_once_until(o.self(), steady::now() + std::chrono::seconds(2));
     });
-    while (backend_ok.load(std::memory_order_acquire) < 0)
-        std::this_thread::yield();
-    if (backend_ok.load(std::memory_order_acquire) == 0) {
-        stop.store(true, std::memory_order_release);
-        (void)rtdefer::unpark(target.wait());
-        owner.join();
-        return latency_result::unavailable(name, what, "io_uring unavailable here (the loop fell back)");
-    }
-    rt_outcome o = run_measured({.fifo = true, .priority = c.priority, .cpu = c.cpu_a}, [&] {
-        rtdefer::thread_ctx& t = target.wait();
-        for (std::uint64_t k = 1; k <= total; ++k) {
-            if (!baseline_detail::spin_until([&] { return ready.load(std::memory_order_acquire) >= k; })) {
-                ++timeouts;
-                break;
-            }
-            std::this_thread::sleep_for(c.gap); // let the owner reach its wait
-            // relaxed: a statistic of the owner's park word, read around our own add.
-            const std::uint64_t wakes0 = rtdefer::park_futex_wakes(t);
-            const std::uint64_t t0 = bench_clock::now();
-            (void)rtdefer::task_work_add(t, item, rtdefer::notify::resume);
-            if (!baseline_detail::spin_until([&] { return item.runs.load(std::memory_order_acquire) >= k; })) {
-                ++timeouts;
-                break;
-            }
-            const std::uint64_t t2 = item.stamp.load(std::memory_order_relaxed);
-            if (rtdefer::park_futex_wakes(t) == wakes0) {
-                ++not_parked; // the owner was not asleep yet: no wake was measured
-                continue;
-            }
-            if (k > warm)
-                h->record(rtdefer_bench::clock().delta_ns(t0, t2));
-        }
-        stop.store(true, std::memory_order_release);
-        (void)rtdefer::unpark(t);
-    });
-    owner.join();
-    rep.check(timeouts == 0 && item.runs.load() == total, name + ": every add ran exactly once within 2 s");
+    if (!r.refused.empty())
+        return latency_result::unavailable(name, what, r.refused);
+    rep.check(r.exactly_once(), name + ": every add ran exactly once within 2 s");
     char b[160];
-    std::snprintf(b, sizeof b, "CPU %d -> CPU %d; %zu rounds skipped (owner not yet asleep)", c.cpu_a, c.cpu_b, not_parked);
-    return latency_result::from(name, what, h, o, b);
+    std::snprintf(b, sizeof b, "CPU %d -> CPU %d; %llu rounds skipped (owner not yet asleep)", c.cpu_a, c.cpu_b,
+                  static_cast<unsigned long long>(r.not_woken));
+    return latency_result::from(name, what, r.handed, r.producer, b);
 }
 
 // --- 2. a loop serving I/O under task_work traffic -----------------------------------------------------

@@ -33,6 +33,7 @@
 #include <rtdefer/status.hpp>
 #include <rtdefer/thread.hpp>
 
+#include "handoff.hpp"
 #include "latency.hpp"
 #include "report.hpp"
 
@@ -48,6 +49,9 @@ struct baseline_config {
     /// Gap between wake/IPI samples, so the target is really asleep in futex_wait (wake) and the
     /// runs do not monopolise a shared machine.
     std::chrono::microseconds gap{50};
+
+    /// Two distinct usable CPUs: what every cross-CPU figure needs.
+    bool two_cpus() const { return cpu_a >= 0 && cpu_b >= 0 && cpu_a != cpu_b; }
 };
 
 /// Defaults for a full or --quick run (quick: about 0.3 s for all baselines).
@@ -61,40 +65,7 @@ inline baseline_config baseline_defaults(const options& o) {
     return c;
 }
 
-/// A thread's rtdefer ctx handed to another thread: the target calls attach_and_publish() on
-/// itself; the other side wait()s for it. The counted reference keeps the ctx alive until this object
-/// dies, so unpark()/send_ipi() stay safe even after the target has exited.
-class published_ctx {
-public:
-    rtdefer::thread_ctx& attach_and_publish() {
-        rtdefer::thread_ctx& self = rtdefer::attach_this_thread();
-        ref_ = rtdefer::thread_ref(self);
-        ptr_.store(&self, std::memory_order_release);  // release: publishes ref_ and the attached ctx
-        return self;
-    }
-    rtdefer::thread_ctx& wait() const {
-        rtdefer::thread_ctx* p;
-        while ((p = ptr_.load(std::memory_order_acquire)) == nullptr) std::this_thread::yield();  // pairs with the release above
-        return *p;
-    }
-
-private:
-    std::atomic<rtdefer::thread_ctx*> ptr_{nullptr};
-    rtdefer::thread_ref ref_;
-};
-
 namespace baseline_detail {
-
-/// Spin until pred() or `timeout_ns` of bench_clock passes; false on timeout.
-template <class Pred>
-inline bool spin_until(Pred&& pred, double timeout_ns = 2e9) noexcept {
-    const std::uint64_t end = bench_clock::now() + clock().ns_to_ticks(timeout_ns);
-    for (unsigned i = 0;; ++i) {
-        if (pred()) return true;
-        cpu_relax();
-        if ((i & 1023) == 1023 && bench_clock::now() > end) return false;
-    }
-}
 
 inline latency_result invalid(std::string name, std::string what, std::string why) {
     return latency_result::unavailable(std::move(name), std::move(what), std::move(why));
@@ -129,7 +100,7 @@ inline latency_result measure_clock_overhead(std::size_t samples = 100000) {
 /// Cache-line round trip between cpu_a and cpu_b (two spinning threads, one atomic).
 inline latency_result measure_cacheline_roundtrip(const baseline_config& c) {
     const char* what = "round trip: A writes the line, B (other CPU) answers on it, A sees the answer; one-way ~ rtt/2";
-    if (c.cpu_a < 0 || c.cpu_b < 0 || c.cpu_a == c.cpu_b)
+    if (!c.two_cpus())
         return baseline_detail::invalid("cache-line round trip", what, "needs two usable CPUs");
     lock_memory_once();
     struct alignas(64) line {
@@ -146,7 +117,7 @@ inline latency_result measure_cacheline_roundtrip(const baseline_config& c) {
         for (std::uint64_t k = 0;; ++k) {
             std::uint64_t want = 2 * k + 1, got = 0;
             // acquire/release on the ping-pong line: each side's write is what the other waits for.
-            if (!baseline_detail::spin_until([&] {
+            if (!spin_until([&] {
                     got = shared->v.load(std::memory_order_acquire);
                     return got == want || got == stop;
                 })) {
@@ -164,7 +135,7 @@ inline latency_result measure_cacheline_roundtrip(const baseline_config& c) {
             const std::uint64_t ping = 2 * i + 1;
             std::uint64_t t0 = bench_clock::now();
             shared->v.store(ping, std::memory_order_release);
-            ok = baseline_detail::spin_until([&] { return shared->v.load(std::memory_order_acquire) == ping + 1; });
+            ok = spin_until([&] { return shared->v.load(std::memory_order_acquire) == ping + 1; });
             std::uint64_t t1 = bench_clock::now_end();
             if (i >= warm) h->record(clock().delta_ns(t0, t1));
         }
@@ -179,88 +150,42 @@ inline latency_result measure_cacheline_roundtrip(const baseline_config& c) {
     return latency_result::from("cache-line round trip", what, h, o, b);
 }
 
-/// Futex wake-to-run via rtdefer::unpark (and the unpark() call cost when it makes the syscall).
+/// The hand-off rig's placement for the two CPUs of `c`, `samples` rounds after the warm-up.
+inline handoff_config handoff_for(const baseline_config& c, std::size_t samples) {
+    handoff_config h;
+    h.cpu_a = c.cpu_a;
+    h.cpu_b = c.cpu_b;
+    h.priority = c.priority;
+    h.gap = c.gap;
+    h.samples = samples;
+    return h;
+}
+
+/// Futex wake-to-run via rtdefer::unpark (and the unpark() call cost when it makes the syscall), on
+/// the hand-off rig: the owner parks; it marks its arrival when park() returns.
 /// Returns {wake_to_run, unpark_call}.
 inline std::pair<latency_result, latency_result> measure_futex_wake(const baseline_config& c) {
     const char* what = "from just before unpark() (CPU a) to the parked owner running again (CPU b)";
     const char* what_call = "the unpark() call that issues FUTEX_WAKE to a parked owner (waker side)";
-    if (c.cpu_a < 0 || c.cpu_b < 0 || c.cpu_a == c.cpu_b)
+    if (!c.two_cpus())
         return {baseline_detail::invalid("futex wake-to-run", what, "needs two usable CPUs"),
                 baseline_detail::invalid("unpark() syscall (waker)", what_call, "needs two usable CPUs")};
-    lock_memory_once();
-    published_ctx target;  // declared before the threads: outlives them
-    std::atomic<std::uint64_t> ready{0};  // owner: "about to park for round k"
-    std::atomic<std::uint64_t> done{0};   // owner: "round k finished, stamp valid"
-    std::atomic<std::uint64_t> stamp{0};
-    std::atomic<bool> stop{false};
-    auto h = std::make_shared<histogram>();
-    auto hc = std::make_shared<histogram>();
-    std::size_t not_parked = 0, timeouts = 0;
-    const std::size_t warm = std::min<std::size_t>(50, c.wake_samples / 10);
-    const std::size_t total = c.wake_samples + warm;
-
-    bench_thread owner({.fifo = true, .priority = c.priority, .cpu = c.cpu_b}, [&] {
-        rtdefer::thread_ctx& self = target.attach_and_publish();
-        for (std::uint64_t k = 1; k <= total; ++k) {
-            ready.store(k, std::memory_order_release);
-            // A token left by an unpark() that found us not yet parked makes this return at once;
-            // the waker counts only rounds in which its unpark() really woke us (returned true).
-            rtdefer::status st;
-            do {
-                st = rtdefer::park_until(self, std::chrono::steady_clock::now() + std::chrono::seconds(2));
-            } while (st == rtdefer::status::interrupted);
-            std::uint64_t t = bench_clock::now_end();
-            stamp.store(t, std::memory_order_relaxed);  // relaxed: published by the release below
-            done.store(k, std::memory_order_release);
-            if (stop.load(std::memory_order_acquire)) return;  // the waker gave up
-        }
-    });
-    (void)owner.outcome();
-    rt_outcome o = run_measured({.fifo = true, .priority = c.priority, .cpu = c.cpu_a}, [&] {
-        rtdefer::thread_ctx& t = target.wait();
-        for (std::uint64_t k = 1; k <= total; ++k) {
-            if (!baseline_detail::spin_until([&] { return ready.load(std::memory_order_acquire) >= k; })) {
-                ++timeouts;
-                break;
-            }
-            std::this_thread::sleep_for(c.gap);  // let the owner reach futex_wait
-            std::uint64_t t0 = bench_clock::now();
-            bool woke = rtdefer::unpark(t);
-            std::uint64_t t1 = bench_clock::now_end();
-            if (!baseline_detail::spin_until([&] { return done.load(std::memory_order_acquire) >= k; })) {
-                ++timeouts;
-                break;
-            }
-            std::uint64_t t2 = stamp.load(std::memory_order_relaxed);  // ordered by the acquire above
-            if (!woke) {
-                ++not_parked;
-                continue;
-            }
-            if (k > warm) {
-                h->record(clock().delta_ns(t0, t2));
-                hc->record(clock().delta_ns(t0, t1));
-            }
-        }
-        if (timeouts) {
-            stop.store(true, std::memory_order_release);
-            (void)rtdefer::unpark(t);  // `target` keeps the ctx alive even if the owner has exited
-        }
-    });
-    owner.join();
-    if (timeouts)
+    handoff_rig rig(handoff_for(c, c.wake_samples));
+    handoff_result r = rig.run(parked_owner{rig.arrived}, unpark_waker{});
+    if (r.timeouts)
         return {baseline_detail::invalid("futex wake-to-run", what, "owner did not respond within 2 s"),
                 baseline_detail::invalid("unpark() syscall (waker)", what_call, "owner did not respond within 2 s")};
     char b[200];
-    std::snprintf(b, sizeof b, "CPU %d -> CPU %d; owner %s; %zu rounds skipped (owner not yet parked)", c.cpu_a, c.cpu_b,
-                  owner.outcome().describe().c_str(), not_parked);
-    return {latency_result::from("futex wake-to-run", what, h, o, b),
-            latency_result::from("unpark() syscall (waker)", what_call, hc, o)};
+    std::snprintf(b, sizeof b, "CPU %d -> CPU %d; owner %s; %llu rounds skipped (owner not yet parked)", c.cpu_a,
+                  c.cpu_b, r.owner.describe().c_str(), static_cast<unsigned long long>(r.not_woken));
+    return {latency_result::from("futex wake-to-run", what, r.handed, r.producer, b),
+            latency_result::from("unpark() syscall (waker)", what_call, r.fire, r.producer)};
 }
 
 /// Interrupt-signal delivery (rtdefer::send_ipi) to a busy, spinning thread on another CPU.
 inline latency_result measure_ipi_delivery(const baseline_config& c) {
     const char* what = "from just before send_ipi() (CPU a) to the interrupt hook running on the busy target (CPU b)";
-    if (c.cpu_a < 0 || c.cpu_b < 0 || c.cpu_a == c.cpu_b)
+    if (!c.two_cpus())
         return baseline_detail::invalid("signal IPI to busy thread", what, "needs two usable CPUs");
     rtdefer::status st = rtdefer::interrupt_install();
     if (st != rtdefer::status::ok)

@@ -6,6 +6,7 @@
 #include "scene.hpp"
 
 #include "harness/baseline.hpp"
+#include "harness/housekeeping_job.hpp"
 #include "harness/report.hpp"
 
 #include <rtdefer/deferred_word.hpp>
@@ -26,19 +27,7 @@ using rtdefer::thread_ctx;
 
 constexpr unsigned scene_bit = 1;
 
-std::atomic<std::uint64_t> scene_posted{0}, scene_done{0}, scene_jobs{0};
-std::atomic<thread_ctx*> scene_signal_target{nullptr};
-
-void scene_job() noexcept RTDEFER_NONBLOCKING {
-    // relaxed: posted is ordered by the word's CAS (or the signal); totals are read after a join.
-    scene_done.store(scene_posted.load(std::memory_order_relaxed), std::memory_order_relaxed);
-    scene_jobs.fetch_add(1, std::memory_order_relaxed);
-}
-void scene_cb(thread_ctx&, unsigned) noexcept RTDEFER_NONBLOCKING { scene_job(); }
-void scene_hook(thread_ctx* self) noexcept RTDEFER_NONBLOCKING {
-    if (self != nullptr && self == scene_signal_target.load(std::memory_order_relaxed))
-        scene_job();
-}
+using job = housekeeping_job; // the same job as deferred_word_bench's
 
 struct run_result {
     histogram gaps;
@@ -51,13 +40,11 @@ struct run_result {
 void poll_and_request(bool by_signal, double seconds, int cpu_a, int cpu_b, run_result& r) {
     published_ctx target;
     std::atomic<bool> stop{false};
-    scene_posted.store(0);
-    scene_done.store(0);
-    scene_jobs.store(0);
+    job::reset();
     bench_thread poller({.fifo = true, .priority = 80, .cpu = cpu_b}, [&] {
         thread_ctx& self = target.attach_and_publish();
         if (by_signal)
-            scene_signal_target.store(&self);
+            job::signal_target.store(&self);
         const std::uint64_t irq0 = rtdefer::interrupts_received(self);
         std::uint64_t inside = 0, irq_at_enter = 0;
         bool iso = rtdefer::ct_isolation_enter(self) == status::ok;
@@ -82,7 +69,7 @@ void poll_and_request(bool by_signal, double seconds, int cpu_a, int cpu_b, run_
         }
         r.irqs = rtdefer::interrupts_received(self) - irq0;
         r.irqs_in_sections = inside;
-        scene_signal_target.store(nullptr);
+        job::signal_target.store(nullptr);
     });
     r.sched = poller.outcome().describe();
     thread_ctx& tgt = target.wait();
@@ -93,7 +80,7 @@ void poll_and_request(bool by_signal, double seconds, int cpu_a, int cpu_b, run_
         const int signo = rtdefer::interrupt_signal();
         while ((next += period) < end) {
             std::this_thread::sleep_until(next);
-            scene_posted.store(++r.requests, std::memory_order_relaxed);
+            job::posted.store(++r.requests, std::memory_order_relaxed);
             if (by_signal)
                 pthread_kill(tgt.handle, signo);
             else
@@ -102,16 +89,16 @@ void poll_and_request(bool by_signal, double seconds, int cpu_a, int cpu_b, run_
     });
     stop.store(true);
     poller.join();
-    r.jobs = scene_jobs.load();
-    r.complete = scene_done.load() == scene_posted.load();
+    r.jobs = job::runs.load();
+    r.complete = job::covered.load() == job::posted.load();
 }
 
 int run_deferred_word_scene(const scene_args& args) {
     switches().allow_mlock = false; // one process for all scenes
     (void)rtdefer_bench::clock();  // calibrate before the first timestamp
     std::printf("== deferred_word: housekeeping for an isolated busy-polling thread, deferred vs interrupted ==\n");
-    if (rtdefer::ct_work_setup() != status::ok || rtdefer::ct_register_work(scene_bit, &scene_cb) != status::ok ||
-        rtdefer::interrupt_register_hook(&scene_hook) != status::ok) {
+    if (rtdefer::ct_work_setup() != status::ok || rtdefer::ct_register_work(scene_bit, &job::word_callback) != status::ok ||
+        rtdefer::interrupt_register_hook(&job::signal_hook) != status::ok) {
         std::printf("setup failed\n");
         return 1;
     }

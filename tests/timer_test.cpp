@@ -84,19 +84,7 @@ void record_cb(timer& t, void* arg) noexcept {
 
 void count_cb(timer&, void* arg) noexcept { static_cast<std::atomic<int>*>(arg)->fetch_add(1, std::memory_order_relaxed); }
 
-// Burns `d` of this thread's CPU time (not wall time: a preempted callback still has work left).
-void burn_cpu(std::chrono::nanoseconds d) noexcept {
-    timespec start{};
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &start);
-    const std::int64_t s0 = start.tv_sec * 1'000'000'000LL + start.tv_nsec;
-    for (;;) {
-        timespec now{};
-        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
-        if (now.tv_sec * 1'000'000'000LL + now.tv_nsec - s0 >= d.count())
-            return;
-    }
-}
-
+using rtdefer_test::burn_cpu; // thread CPU time: a preempted callback still has work left
 using rtdefer_test::observed;
 
 } // namespace

@@ -587,16 +587,13 @@ TEST_CASE("asynchronous cancellation at random points never aborts and never los
                         std::this_thread::yield();
                 }
             });
-            std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
-            const int cancel_rc = ::pthread_cancel(host);
-            void* res = nullptr;
-            const int join_rc = ::pthread_join(host, &res);
+            const rtdefer_test::cancel_outcome c = rtdefer_test::cancel_and_join(host, std::chrono::microseconds(rng() % 3000));
             stop.store(true, std::memory_order_release);
             sender.join();
-            if (cancel_rc != 0)
+            if (c.cancel_rc != 0)
                 return 11;
-            if (join_rc != 0 || res != PTHREAD_CANCELED) {
-                std::fprintf(stderr, "round %zu: pthread_join %d, result %p\n", r, join_rc, res);
+            if (!c.cancelled()) {
+                std::fprintf(stderr, "round %zu: pthread_join %d, result %p\n", r, c.join_rc, c.result);
                 return 12;
             }
             // The host exited: its exit hook ran whatever was still in the word.

@@ -1095,13 +1095,10 @@ TEST_CASE("irq_work_run: asynchronous cancellation of the host never loses a tak
                     std::this_thread::yield();
                 }
             });
-            std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
-            const int cancel_rc = ::pthread_cancel(host);
-            void* res = nullptr;
-            const int join_rc = ::pthread_join(host, &res);
+            const rtdefer_test::cancel_outcome c = rtdefer_test::cancel_and_join(host, std::chrono::microseconds(rng() % 3000));
             stop.store(true, std::memory_order_release);
             sender.join();
-            if (cancel_rc != 0 || join_rc != 0 || res != PTHREAD_CANCELED)
+            if (!c.cancelled())
                 return 11; // (the worker's destructor releases it)
         }
         worker.release(); // the worker runs what the last host left queued

@@ -2,6 +2,7 @@
 // (jack2's jack_deactivate() does: PTHREAD_CANCEL_ASYNCHRONOUS on its real-time thread).
 //
 //   rtdefer_test::async_cancel_unsupported()  why this build cannot run such a test (TSan), or null
+//   rtdefer_test::cancel_and_join(host, delay)  cancels and joins a host's own thread after `delay`
 //   rtdefer_test::async_cancel_victim   a thread that runs `setup` with cancellation off, then
 //                                       `loop` with asynchronous cancellation on; cancel() lands at
 //                                       a random point of the loop; join() reports PTHREAD_CANCELED
@@ -45,6 +46,25 @@ inline const char* async_cancel_unsupported() noexcept {
     if (RTDEFER_HAS_RTSAN)
         return "RTSan build: the rtsan interface is not nothrow, a cancel unwind would terminate";
     return nullptr;
+}
+
+/// What cancel_and_join() saw.
+struct cancel_outcome {
+    int cancel_rc = -1; ///< pthread_cancel's result
+    int join_rc = -1;   ///< pthread_join's result
+    void* result = nullptr;
+    /// Returns: whether the thread was cancelled and joined (its result is PTHREAD_CANCELED).
+    [[nodiscard]] bool cancelled() const noexcept { return cancel_rc == 0 && join_rc == 0 && result == PTHREAD_CANCELED; }
+};
+
+/// Effects: sleeps `delay`, then cancels `host` (a host's own thread, as jack2 cancels its
+/// real-time thread) and joins it. Returns: what each step returned.
+inline cancel_outcome cancel_and_join(pthread_t host, std::chrono::microseconds delay) {
+    std::this_thread::sleep_for(delay);
+    cancel_outcome o;
+    o.cancel_rc = ::pthread_cancel(host);
+    o.join_rc = ::pthread_join(host, &o.result);
+    return o;
 }
 
 /// A thread to be cancelled asynchronously at a random point of its loop.

@@ -389,6 +389,10 @@ inline std::size_t task_work_run(thread_ctx& self) noexcept RTDEFER_NONBLOCKING 
 /// callback runs); the walk is bounded by the list length plus concurrent adds.
 /// Real-time safety: takes a PI mutex; no allocation. Not async-signal-safe: never call it from a
 /// signal handler (asserted). `match` runs under the lock and must not call task_work functions.
+/// Cancellation: a request (even asynchronous) is held off from before the lock to after the
+/// unlock and acted on in the restore at the return, with the list consistent and the lock free
+/// (a cancel inside would leave the lock held and cancel_seq odd, stalling the owner for good, or an
+/// unlinked item not yet marked dequeued); the removed item is then the caller's, idle.
 template <class Match>
 [[nodiscard]] callback_head* task_work_cancel_match(thread_ctx& target, Match&& match) noexcept RTDEFER_BLOCKING {
     RTDEFER_ASSERT(!in_interrupt(), "task_work_cancel from a signal handler");
@@ -399,6 +403,8 @@ template <class Match>
         if (w == nullptr || w == detail::task_work_exited())
             return nullptr;
     }
+    detail::cancel_hold hold; // see "Cancellation" above and detail/cancel_hold.hpp
+    hold.engage();
     detail::task_work_lock(s);
     // (C1) seq_cst: odd = a canceller is inside. Store→load before (C2): Dekker with (R2)→(R3).
     s.cancel_seq.fetch_add(1, std::memory_order_seq_cst);

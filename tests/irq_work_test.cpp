@@ -1125,52 +1125,16 @@ TEST_CASE("irq_work_run: asynchronous cancellation of the host never loses a tak
 // the CAS it seeds, or between the sync's check and its futex_wait, deterministically.
 // ---------------------------------------------------------------------------------------------
 
+#include "injecting_atomic.hpp"
+
 namespace {
 
-/// A flag word that runs a one-shot hook right before its next CAS, and hooks around its n-th
-/// seq_cst load (the sync's busy check): the competing operation lands exactly in the window.
-/// Each hook is consumed when it fires, so a hook may run the same transition on the word.
-template <class T> struct injecting_atomic : std::atomic<T> {
-    using std::atomic<T>::atomic;
-    using hook = void (*)(injecting_atomic&);
-    std::atomic<hook> before_cas{nullptr};
-    mutable std::atomic<hook> before_load{nullptr}, after_load{nullptr};
-    mutable std::atomic<int> hook_at_load{0};  ///< which seq_cst load (1-based) the load hooks watch
-    mutable std::atomic<int> seq_cst_loads{0}; ///< seq_cst loads so far
-    std::atomic<int> cas_failures{0};
+using injected_word = rtdefer_test::injecting_atomic<std::uint32_t>;
 
-    bool compare_exchange_weak(T& e, T d, std::memory_order s, std::memory_order f) noexcept RTDEFER_NONBLOCKING {
-        fire(before_cas);
-        const bool ok = std::atomic<T>::compare_exchange_weak(e, d, s, f);
-        if (!ok)
-            cas_failures.fetch_add(1, std::memory_order_relaxed);
-        return ok;
-    }
-    T load(std::memory_order o) const noexcept RTDEFER_NONBLOCKING {
-        const bool watched = o == std::memory_order_seq_cst &&
-                             seq_cst_loads.fetch_add(1, std::memory_order_relaxed) + 1 == hook_at_load.load();
-        if (watched)
-            fire(before_load);
-        const T v = std::atomic<T>::load(o);
-        if (watched)
-            fire(after_load);
-        return v;
-    }
-    void fire(std::atomic<hook>& h) const noexcept RTDEFER_NONBLOCKING {
-        if (hook f = h.exchange(nullptr)) {
-            RTDEFER_EFFECTS_TRUST_BEGIN
-            [[maybe_unused]] detail::rtsan_trust trust;
-            f(const_cast<injecting_atomic&>(*this));
-            RTDEFER_EFFECTS_TRUST_END
-        }
-    }
-};
-using injected_word = injecting_atomic<std::uint32_t>;
-
-std::atomic<std::uint32_t> injected_claim_result{0};
-std::atomic<int> injected_end_cleared{0};
-void inject_claim(injected_word& w) { injected_claim_result.store(detail::irq_work_flags_claim(w)); }
-void inject_end(injected_word& w) { injected_end_cleared.fetch_add(detail::irq_work_flags_end(w) ? 1 : 0); }
+std::uint32_t injected_claim_result = 0;
+int injected_end_cleared = 0;
+void inject_claim(injected_word& w) { injected_claim_result = detail::irq_work_flags_claim(w); }
+void inject_end(injected_word& w) { injected_end_cleared += detail::irq_work_flags_end(w) ? 1 : 0; }
 void inject_begin_end(injected_word& w) {
     detail::irq_work_flags_begin(w);
     inject_end(w);
@@ -1185,18 +1149,28 @@ void claim_and_begin(injected_word& w) {
 
 std::uint32_t raw(const injected_word& w) { return w.std::atomic<std::uint32_t>::load(std::memory_order_seq_cst); }
 
+// The operations, numbered from 0 as injecting_atomic counts them. irq_work_flags_end: #0 its load,
+// #1 its first CAS. irq_work_flags_wait_idle: only the condition's seq_cst loads, #0 before
+// registering, #1 after the futex snapshot (WV2), #2 the re-check after a wake or poll.
+constexpr int end_first_cas = 1;
+constexpr int wait_check_after_snapshot = 1;
+constexpr int wait_recheck = 2;
+
 } // namespace
 
 TEST_CASE("irq_work item state (Atom): a claim between a run's load and its CAS keeps the item busy and pending") {
     injected_word w{0};
     claim_and_begin(w);
-    injected_claim_result.store(0);
-    w.before_cas.store(&inject_claim); // re-queue lands after end()'s load, before its CAS
+    injected_claim_result = 0;
+    auto claim = [&] { inject_claim(w); };
+    w.inject_before(end_first_cas, claim);      // re-queue lands after end()'s load, before its CAS
     CHECK_FALSE(detail::irq_work_flags_end(w)); // BUSY stays: the new claim must run
-    CHECK(w.cas_failures.load() >= 1);          // the CAS saw the claim and retried
-    CHECK(injected_claim_result.load() != ~std::uint32_t{0}); // the claim won (item was not pending)
+    CHECK(w.fired());
+    CHECK(w.cas_failures() >= 1);               // the CAS saw the claim and retried
+    CHECK(injected_claim_result != ~std::uint32_t{0}); // the claim won (item was not pending)
     CHECK(raw(w) == irq_work_flags::claimed);   // PENDING | BUSY, no run in progress
     // The re-queued run then ends normally and frees the item.
+    w.disarm();
     detail::irq_work_flags_begin(w);
     CHECK(detail::irq_work_flags_end(w));
     CHECK(raw(w) == 0);
@@ -1212,13 +1186,15 @@ TEST_CASE("irq_work item state (Atom): two overlapping runs' ends racing: exactl
     detail::wait_var_bucket& b = detail::var_waitqueue(&w);
     b.waiters.fetch_add(1, std::memory_order_seq_cst);
     const std::uint64_t wakes = b.futex_wakes.load(std::memory_order_relaxed);
-    injected_end_cleared.store(0);
-    w.before_cas.store(&inject_end);     // the second run ends between the first's load and CAS
+    injected_end_cleared = 0;
+    auto end = [&] { inject_end(w); };
+    w.inject_before(end_first_cas, end); // the second run ends between the first's load and CAS
     const bool cleared = detail::irq_work_flags_end(w);
     b.waiters.fetch_sub(1, std::memory_order_relaxed);
-    CHECK(w.cas_failures.load() >= 1);
-    CHECK(injected_end_cleared.load() == 0); // the injected end saw ACTIVE 2: not the last one out
-    CHECK(cleared);                          // the retried CAS saw ACTIVE 1: last out, clears BUSY
+    CHECK(w.fired());
+    CHECK(w.cas_failures() >= 1);
+    CHECK(injected_end_cleared == 0); // the injected end saw ACTIVE 2: not the last one out
+    CHECK(cleared);                   // the retried CAS saw ACTIVE 1: last out, clears BUSY
     CHECK(raw(w) == 0);
     CHECK(b.futex_wakes.load(std::memory_order_relaxed) - wakes == 1);
 }
@@ -1226,11 +1202,12 @@ TEST_CASE("irq_work item state (Atom): two overlapping runs' ends racing: exactl
 TEST_CASE("irq_work item state (Atom): a run's end between the sync's check and its futex_wait is not lost") {
     injected_word w{0};
     claim_and_begin(w);
-    // seq_cst loads of the wait: #1 before registering, #2 after the futex snapshot. The run ends
-    // right after #2 read BUSY: the waiter is registered, so the end's wake must reach it.
-    w.hook_at_load.store(2);
-    injected_end_cleared.store(0);
-    w.after_load.store(&inject_end);
+    // The run ends right after the check that follows the futex snapshot read BUSY: the waiter is
+    // registered, so the end's wake must reach it. Armed here, before the syncer starts; the
+    // syncer alone touches the counters until the join.
+    injected_end_cleared = 0;
+    auto end = [&] { inject_end(w); };
+    w.inject_after(wait_check_after_snapshot, end);
     std::atomic<bool> done{false};
     status result = status::invalid_argument;
     std::thread syncer([&] {
@@ -1246,25 +1223,26 @@ TEST_CASE("irq_work item state (Atom): a run's end between the sync's check and 
     }
     syncer.join();
     CHECK(result == status::ok);
-    CHECK(injected_end_cleared.load() == 1);
-    CHECK(w.seq_cst_loads.load() == 3); // the check that missed, then the re-check after the wake
+    CHECK(w.fired());
+    CHECK(injected_end_cleared == 1);
+    CHECK(w.ops() == 3); // the check that missed, then the re-check after the wake
 }
 
 TEST_CASE("irq_work item state (Atom): a queue between a wake and the sync's re-check keeps it waiting") {
     injected_word w{0};
     claim_and_begin(w);
     // Single thread, driven from the wait itself (the 1 ms poll of a worker's sync re-checks without
-    // a wake): load #2 is followed by the run's end (BUSY clear, wake); right before the re-check
-    // (#3) the item is queued again; the sync must see BUSY and wait for that run, which the third
-    // round runs (a worker helping).
-    w.hook_at_load.store(2);
-    w.after_load.store(+[](injected_word& x) {
-        inject_end(x);
-        x.hook_at_load.store(3);
-        x.before_load.store(&inject_claim);
-    });
-    injected_end_cleared.store(0);
-    injected_claim_result.store(0);
+    // a wake): the check after the snapshot is followed by the run's end (BUSY clear, wake); right
+    // before the re-check the item is queued again; the sync must see BUSY and wait for that run,
+    // which the third round runs (a worker helping).
+    auto claim = [&] { inject_claim(w); };
+    auto end_then_claim = [&] {
+        inject_end(w);
+        w.then_before(wait_recheck, claim);
+    };
+    w.inject_after(wait_check_after_snapshot, end_then_claim);
+    injected_end_cleared = 0;
+    injected_claim_result = 0;
     int rounds = 0;
     std::uint32_t busy_seen_in_round3 = 0;
     const status s = detail::irq_work_flags_wait_idle(
@@ -1277,9 +1255,10 @@ TEST_CASE("irq_work item state (Atom): a queue between a wake and the sync's re-
         },
         std::chrono::nanoseconds(1ms));
     CHECK(s == status::ok);
-    CHECK(injected_claim_result.load() != ~std::uint32_t{0}); // the queue won its claim after the end
+    CHECK(w.fired());
+    CHECK(injected_claim_result != ~std::uint32_t{0}); // the queue won its claim after the end
     CHECK(busy_seen_in_round3 != 0);      // the sync did not return at the re-check that saw it queued
     CHECK(rounds == 3);
-    CHECK(injected_end_cleared.load() == 2); // the first run's end, then the re-queued run's
+    CHECK(injected_end_cleared == 2); // the first run's end, then the re-queued run's
     CHECK(raw(w) == 0);
 }

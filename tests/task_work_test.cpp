@@ -1131,7 +1131,7 @@ TEST_CASE("a cancelled rt_thread unwinds through its trampoline (no terminate) a
     CHECK(passes.load() >= 1);
 }
 
-// ---- The list's transitions with an injecting Atom (task_work.hpp, detail::task_work_*) ----
+// ---- The list's transitions with an injecting Atom (detail/task_work_transitions.hpp) ----
 // Each case runs one transition on a test head, with a competing one injected right before its
 // operation number `at` on the head, for every `at` it reaches (the competitor runs after it when
 // `at` is past its end), and checks where every item ended up: 0 lost, 0 duplicated.
@@ -1293,4 +1293,107 @@ TEST_CASE("task_work list transitions: a cancel at the head while the run detach
         }
         CHECK(works.load(std::memory_order_relaxed) == nullptr);
     }
+}
+
+// ---- task_work_cancel with its caller cancelled asynchronously (tests/support/async_cancel.hpp) ----
+#include "async_cancel.hpp"
+
+#include <random>
+
+namespace {
+struct cancel_target_item : callback_head {
+    cancel_target_item() noexcept { init_task_work(*this, &cb); }
+    std::atomic<std::uint32_t> runs{0};
+    static void cb(callback_head* h) noexcept {
+        // relaxed: read after the owner's join.
+        static_cast<cancel_target_item*>(h)->runs.fetch_add(1, std::memory_order_relaxed);
+    }
+};
+constexpr std::size_t cancel_target_items = 32;
+
+/// One round's shared state; leaked when a round leaves the owner stuck (it may still read it).
+struct cancel_caller_round {
+    thread_ctx* target = nullptr;
+    cancel_target_item items[cancel_target_items];
+    std::atomic<bool> go{false}, stop_adding{false};
+};
+
+void cancel_caller_setup(void*) {}
+
+// The canceller's loop: async-cancel-clean (no C++ cleanups in this frame; see async_cancel.hpp).
+// The list is kept long by an adder, so most of the time is spent inside the cancel lock.
+void cancel_caller_loop(void* arg) {
+    auto* r = static_cast<cancel_caller_round*>(arg);
+    for (std::size_t i = 0;; i = (i + 1) % cancel_target_items)
+        (void)task_work_cancel(*r->target, r->items[i]);
+}
+} // namespace
+
+TEST_CASE("task_work_cancel with its caller cancelled asynchronously: the lock is free, cancel_seq even, every item idle or run once") {
+    // A host may cancel any of its threads asynchronously, a canceller too. task_work_cancel_match
+    // holds cancellation off around its lock (detail/cancel_hold.hpp): a cancel acted on inside would
+    // leave cancel_lock held and cancel_seq odd (the owner would hold its work back for good and
+    // block at exit), or an unlinked item never marked dequeued (lost: neither queued nor idle).
+    if (const char* why = rtdefer_test::async_cancel_unsupported()) {
+        rtdefer_test::skip_test(why);
+        return;
+    }
+    constexpr int rounds = 64;
+    std::mt19937 rng(2026);
+    int not_cancelled = 0, lock_held = 0, seq_odd = 0, left_queued = 0, duplicated = 0, ran = 0, done = 0;
+    for (int round = 0; round < rounds; ++round, ++done) {
+        auto r = std::make_unique<cancel_caller_round>();
+        owner_thread owner([rp = r.get()](thread_ctx& self) {
+            while (!rp->go.load(std::memory_order_acquire)) // acquire: pairs with the release below
+                std::this_thread::yield();
+            (void)task_work_run(self); // then the thread's exit runs the rest and closes the list
+        });
+        r->target = &*owner;
+        for (cancel_target_item& it : r->items)
+            REQUIRE(task_work_add(*r->target, it, notify::none) == status::ok);
+        std::thread adder([rp = r.get()] { // re-adds what the canceller removed
+            while (!rp->stop_adding.load(std::memory_order_relaxed)) // relaxed: a stop flag
+                for (cancel_target_item& it : rp->items)
+                    (void)task_work_add(*rp->target, it, notify::none);
+        });
+        {
+            rtdefer_test::async_cancel_victim canceller(&cancel_caller_setup, &cancel_caller_loop, r.get());
+            REQUIRE(canceller.started());
+            canceller.cancel_at_random_point(rng);
+            not_cancelled += !canceller.join();
+        }
+        r->stop_adding.store(true, std::memory_order_relaxed); // relaxed: a stop flag
+        adder.join();
+        auto& s = detail::ctx_access::task_work(*r->target);
+        const bool lock_free = s.cancel_lock.try_lock();
+        if (lock_free)
+            s.cancel_lock.unlock();
+        const bool even = (s.cancel_seq.load(std::memory_order_seq_cst) & 1U) == 0;
+        lock_held += !lock_free;
+        seq_odd += !even;
+        if (!lock_free || !even) {
+            // The owner would block in its exit on the dead canceller's lock: leave it there.
+            r->go.store(true, std::memory_order_release);
+            owner.t.detach();
+            (void)r.release();
+            break;
+        }
+        r->go.store(true, std::memory_order_release); // release: pairs with the owner's acquire
+        owner.join();
+        for (cancel_target_item& it : r->items) {
+            left_queued += task_work_queued(it);
+            // relaxed: the owner is joined.
+            const std::uint32_t n = it.runs.load(std::memory_order_relaxed);
+            duplicated += n > 1;
+            ran += n;
+        }
+        if (left_queued != 0 || duplicated != 0)
+            break;
+    }
+    CHECK(not_cancelled == 0);
+    CHECK(lock_held == 0);
+    CHECK(seq_odd == 0);
+    CHECK(left_queued == 0);
+    CHECK(duplicated == 0);
+    MESSAGE(done << " of " << rounds << " rounds whole, " << ran << " runs after the canceller was cancelled");
 }

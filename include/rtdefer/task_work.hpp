@@ -273,6 +273,10 @@ inline void init_task_work(callback_head& cb, task_work_func_t fn) noexcept RTDE
 /// succeeded. Real-time safety: no allocation, no lock; a syscall only for a parked owner
 /// (resume: futex wake, at most once per run pass) or an interrupt (signal: tgkill, once per run
 /// pass); async-signal-safe.
+/// Cancellation: not held off (a hold would cost the hot path two more CASes). A caller cancelled
+/// asynchronously between its claim of `w` and the push leaves `w` claimed: it never runs and every
+/// later add of it returns already_queued. A thread with PTHREAD_CANCEL_ASYNCHRONOUS on adds with
+/// cancellation disabled around the call (docs/host_threads.md, "Asynchronous cancellation").
 /// The caller must hold a reference to `target` (the ctx must outlive the call).
 [[nodiscard]] inline status task_work_add(thread_ctx& target, callback_head& w, notify n = notify::resume) noexcept RTDEFER_NONBLOCKING {
     auto& s = detail::ctx_access::task_work(target);

@@ -43,6 +43,7 @@ void kernel_handler(int, siginfo_t*, void*) {
 
 struct outcome {
     int cycles = 0, overruns = 0, rt_caught = 0, kernel_in_cycle = 0, false_alarms = 0;
+    int clock_jumps = 0; // normal cycles whose CPU clock passed the budget all the same (see below)
     std::shared_ptr<rtdefer_bench::histogram> rt_late = std::make_shared<rtdefer_bench::histogram>();
     std::shared_ptr<rtdefer_bench::histogram> k_late = std::make_shared<rtdefer_bench::histogram>();
     rtdefer_bench::rt_outcome rt;
@@ -102,13 +103,18 @@ int run_cpu_timer_scene(const scene_args& args) {
             timer_settime(kt, 0, &off, nullptr);
             ++o.cycles;
             o.overruns += overrun ? 1 : 0;
-            if (c.overran) {
-                if (overrun) {
+            if (overrun) {
+                if (c.overran) {
                     ++o.rt_caught;
                     o.rt_late->record(c.late_ns);
-                } else {
-                    ++o.false_alarms;
                 }
+            } else if (c.used_ns >= budget_ns) {
+                // A normal cycle whose thread CPU clock passed the budget all the same: the kernel
+                // charged the thread time its loop did not spend (interrupt handling on its CPU, a
+                // vCPU the host took away). An alarm there is the clock telling the truth.
+                ++o.clock_jumps;
+            } else if (c.overran) {
+                ++o.false_alarms; // reported before the CPU clock reached the budget: fired early
             }
             if (overrun && kf != 0) {
                 ++o.kernel_in_cycle;
@@ -139,8 +145,11 @@ int run_cpu_timer_scene(const scene_args& args) {
     line("rtdefer cpu_budget (hybrid)", o.rt_caught, o.overruns, *o.rt_late);
     line("kernel CPU-clock timer (same budget)", o.kernel_in_cycle, o.overruns, *o.k_late);
     std::printf("  false alarms (cycles within budget reported as overrun): %d of %d\n", o.false_alarms,
-                o.cycles - o.overruns);
-    // Correctness: every overrun caught, no cycle within budget reported.
+                o.cycles - o.overruns - o.clock_jumps);
+    if (o.clock_jumps != 0)
+        std::printf("  normal cycles whose CPU clock passed the budget anyway (time charged to the thread): %d\n",
+                    o.clock_jumps);
+    // Correctness: every planned overrun caught, no cycle within budget (by its CPU clock) reported.
     return o.rt_caught == o.overruns && o.false_alarms == 0 ? 0 : 1;
 }
 
